@@ -1,0 +1,144 @@
+"""The Python API: ``run_pipeline`` and ``gather_pipeline``.
+
+>>> from hpc_curator import Pipeline, run_pipeline
+>>> from hpc_curator.components import SyntheticSource, FieldStats
+>>> paths = run_pipeline(Pipeline(SyntheticSource(100)).filter(FieldStats()), n_jobs=2,
+...                      backend="process_pool")            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from hpc_curator import journal, manifest, rundir
+from hpc_curator import spec as specmod
+from hpc_curator.backends import get_backend
+from hpc_curator.backends.base import Launch
+from hpc_curator.gather import merge_outputs
+from hpc_curator.pipeline import Pipeline
+from hpc_curator.rank import RunResult, RunSettings
+
+log = logging.getLogger("hpc_curator")
+RUNS_ROOT = "hpc-curator-runs"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Launch settings of :func:`run_pipeline` grouped in one value object.
+
+    Parameters
+    ----------
+    backend
+        Registered backend name (``sequential``, ``process_pool``, ``loky``, ``dask``, ``mpi``).
+    n_jobs
+        Workers or ranks; ``-1`` means the CPUs this process may use.
+    run_dir
+        Run directory; default a fresh ``./hpc-curator-runs/<timestamp>-<pid>``.
+    settings
+        Commit, schedule and failure-budget settings.
+    """
+
+    backend: str = "sequential"
+    n_jobs: int = 1
+    run_dir: str | None = None
+    settings: RunSettings = field(default_factory=RunSettings)
+
+
+class RunOutputs(list[list[str]]):
+    """Per-index output paths in input order, plus the run's :class:`RunResult`."""
+
+    result: RunResult
+    run_dir: str
+
+
+def new_run_dir(root: str | os.PathLike[str] = RUNS_ROOT) -> str:
+    """A fresh run directory name under ``root`` (never in a home cache)."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return str(Path(root).absolute() / f"{stamp}-{os.getpid()}")
+
+
+def run_pipeline(
+    pipeline: Pipeline,
+    *,
+    n_jobs: int = 1,
+    backend: str = "sequential",
+    indices: Sequence[int] | str | None = None,
+    run_dir: str | os.PathLike[str] | None = None,
+    config: RunConfig | None = None,
+    **settings: Any,
+) -> RunOutputs:
+    """Run ``pipeline`` over ``indices`` and return each index's output paths in input order.
+
+    Every backend uses the same run directory, journals, shard naming and manifest, so a call
+    with the same ``run_dir`` resumes. Failed indices get an empty list; the failures are in
+    ``result.result.manifest`` and the run directory's manifest.
+
+    Parameters
+    ----------
+    pipeline
+        The pipeline; it must be rebuildable from :meth:`Pipeline.to_spec` for the ``mpi``
+        backend (components importable, JSON-able arguments).
+    n_jobs, backend, run_dir
+        See :class:`RunConfig` (``config`` overrides them when given).
+    indices
+        Indices to run (default all); a sequence or selection text like ``"0:100,150"``.
+    **settings
+        Fields of :class:`~hpc_curator.rank.RunSettings` (``commit_every``, ``max_failures``...).
+    """
+    cfg = config or RunConfig(
+        backend, n_jobs, str(run_dir) if run_dir else None, RunSettings(**settings)
+    )
+    target = cfg.run_dir or new_run_dir()
+    if cfg.run_dir is None:
+        log.warning("hpc-curator: run directory %s", target)
+    launch = Launch(
+        run_dir=target,
+        settings=cfg.settings,
+        spec=pipeline.to_spec(),
+        indices=indices,
+        n_jobs=cfg.n_jobs,
+        pipeline=pipeline if cfg.backend != "mpi" else None,
+    )
+    result = get_backend(cfg.backend).launch(launch)
+    rd = rundir.RunDir(target)
+    scan = journal.scan(rd)
+    by_index: dict[int, list[str]] = {}
+    outputs = scan.outputs or []
+    for p in scan.latest():
+        by_index[int(scan.idx[p])] = outputs[int(p)] if scan.ok[p] else []
+    info = rundir.load(rd)
+    out = RunOutputs(by_index.get(int(i), []) for i in info.indices)
+    out.result = result
+    out.run_dir = str(rd.path)
+    return out
+
+
+def gather_pipeline(
+    run_dir: str | os.PathLike[str], pipeline: Pipeline | None = None
+) -> dict[str, dict[str, Any]]:
+    """Re-merge the committed shard segments of a run and rewrite its manifest.
+
+    Nothing is re-run. Use it after a crash of the final merge, or to look at partial results
+    of a run that is still going (segments committed so far).
+
+    Returns
+    -------
+    dict
+        ``{filter name: {"path", "segments", "bytes", "sha256"}}``.
+    """
+    rd = rundir.RunDir(run_dir)
+    info = rundir.load(rd)
+    pipeline = pipeline or specmod.build(info.spec)
+    scan = journal.scan(rd)
+    outputs = merge_outputs(rd, pipeline, scan.segments)
+    attempts = rundir.list_attempts(rd)
+    manifest.write(
+        rd, scan, summaries=[], outputs=outputs, attempt=attempts[-1]["attempt"] if attempts else 0
+    )
+    return outputs

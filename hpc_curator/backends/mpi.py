@@ -1,0 +1,188 @@
+"""mpi backend: start ``mpiexec -n N python -m hpc_curator rank ...`` and follow its journals.
+
+The ranks run the same rank program as under ``srun``; this module only finds an ``mpiexec``
+that matches the MPI library mpi4py was built against (the PyPI ``mpich`` wheel installs both
+next to the interpreter), starts it, streams progress from the journals and reads the result
+from the manifest rank 0 wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from hpc_curator import rundir
+from hpc_curator.backends.base import Launch, RunBackend, resolve_n_jobs
+from hpc_curator.errors import LaunchError
+from hpc_curator.journal import JournalFollower
+from hpc_curator.partition import format_indices
+from hpc_curator.rank import OnCommit, RunResult, RunSettings, StopFlag
+from hpc_curator.world import EXPECTED_SIZE_ENV
+
+
+def mpi_library() -> str:
+    """Version string of the MPI library mpi4py loads (without initialising MPI)."""
+    import mpi4py
+
+    mpi4py.rc.initialize = False
+    mpi4py.rc.finalize = False
+    try:
+        from mpi4py import MPI
+    except (ImportError, RuntimeError, OSError) as exc:
+        raise LaunchError(
+            f"mpi4py cannot load an MPI library: {exc}",
+            "pip install 'hpc-curator[local-mpi]' for an embedded MPICH",
+        ) from None
+    return str(MPI.Get_library_version())
+
+
+def find_mpiexec(override: str | None = None) -> str:
+    """Return the mpiexec matching mpi4py's MPI library.
+
+    Raises
+    ------
+    LaunchError
+        No mpiexec found, or it belongs to another MPI implementation.
+    """
+    candidates = (
+        [override]
+        if override
+        else [
+            str(Path(sys.executable).parent / "mpiexec"),
+            shutil.which("mpiexec"),
+            shutil.which("mpirun"),
+        ]
+    )
+    found = [c for c in candidates if c and os.access(c, os.X_OK)]
+    if not found:
+        where = override or "next to python or on PATH"
+        raise LaunchError(
+            f"no mpiexec found ({where})",
+            "pip install 'hpc-curator[local-mpi]', or pass --mpiexec PATH",
+        )
+    library = mpi_library()
+    vendor = "Open MPI" if "Open MPI" in library else "MPICH" if "MPICH" in library else None
+    for exe in found:
+        if vendor is None or _mpiexec_vendor(exe) in (vendor, None):
+            return exe
+    raise LaunchError(
+        f"{found[0]} is not from the MPI library mpi4py uses ({vendor})",
+        "pass the matching launcher with --mpiexec PATH",
+    )
+
+
+def _mpiexec_vendor(exe: str) -> str | None:
+    try:
+        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = out.stdout + out.stderr
+    if "HYDRA" in text or "MPICH" in text:
+        return "MPICH"
+    if "Open MPI" in text or "OpenRTE" in text or "PRRTE" in text:
+        return "Open MPI"
+    return None
+
+
+def settings_args(settings: RunSettings) -> list[str]:
+    """CLI flags of ``hpc-curate rank`` that reproduce ``settings``."""
+    args = [
+        "--commit-every",
+        str(settings.commit_every),
+        "--commit-seconds",
+        str(settings.commit_seconds),
+        "--schedule",
+        settings.schedule,
+    ]
+    if settings.max_failures is not None:
+        args += ["--max-failures", str(settings.max_failures)]
+    if settings.chunk_size:
+        args += ["--chunk-size", str(settings.chunk_size)]
+    if settings.retry_failed:
+        args.append("--retry-failed")
+    if not settings.fsync:
+        args.append("--no-fsync")
+    return args
+
+
+def rank_command(launch: Launch, python: str | None = None) -> list[str]:
+    """The command every rank runs: ``python -m hpc_curator rank --run-dir D ...``."""
+    cmd = [python or sys.executable, "-m", "hpc_curator", "rank", "--run-dir", launch.run_dir]
+    if launch.spec is not None:
+        cmd += ["--spec-json", json.dumps(launch.spec, separators=(",", ":"))]
+    if launch.indices is not None:
+        text = launch.indices
+        cmd += ["--indices", text if isinstance(text, str) else format_indices(text)]
+    return cmd + settings_args(launch.settings)
+
+
+class MPIBackend(RunBackend):
+    """``mpiexec -n N`` ranks of the rank program on this machine."""
+
+    name = "mpi"
+    requires = ("mpi4py",)
+    description = "mpiexec -n N ranks of the rank program (local MPI)"
+
+    def __init__(self, mpiexec: str | None = None) -> None:
+        self.mpiexec = mpiexec
+
+    def launch(
+        self, launch: Launch, *, stop: StopFlag | None = None, on_commit: OnCommit | None = None
+    ) -> RunResult:
+        n = resolve_n_jobs(launch.n_jobs)
+        exe = find_mpiexec(self.mpiexec)
+        env = dict(os.environ, **{EXPECTED_SIZE_ENV: str(n), "HPC_CURATOR_PARENT": "mpi"})
+        cmd = [exe, "-n", str(n), *rank_command(launch)]
+        rd = rundir.RunDir(launch.run_dir)
+        follower = JournalFollower(rd)
+        proc = subprocess.Popen(cmd, env=env)
+        try:
+            while proc.poll() is None:
+                time.sleep(0.3)
+                _feed(follower, on_commit)
+        except KeyboardInterrupt:
+            proc.wait()  # mpiexec forwards SIGINT; ranks commit and leave
+        _feed(follower, on_commit)
+        return result_from_run_dir(rd, proc.returncode, f"mpiexec -n {n}")
+
+
+def _feed(follower: JournalFollower, on_commit: OnCommit | None) -> None:
+    if on_commit is None:
+        return
+    for _, rec in follower.poll() if follower.rd.journal_dir.is_dir() else []:
+        if rec.get("t") == "commit":
+            on_commit(rec)
+
+
+def result_from_run_dir(rd: rundir.RunDir, returncode: int, what: str) -> RunResult:
+    """Build the result of an attempt launched in other processes from its run dir."""
+    attempts = rundir.list_attempts(rd)
+    last: dict[str, Any] = attempts[-1] if attempts else {}
+    if last.get("ended") and rd.manifest_json.exists():
+        doc = json.loads(rd.manifest_json.read_text())
+        if doc.get("attempt") == last.get("attempt"):
+            from hpc_curator.manifest import one_line
+
+            status = doc["status"]
+            code = returncode if returncode else {"complete": 0, "failed": 1}.get(status, 3)
+            reasons = [r for r in str(last.get("reason", "")).split(",") if r and r != "done"]
+            return RunResult(code, status, doc["counts"], one_line(doc, reasons), str(rd.path), doc)
+    if rd.exists():
+        from hpc_curator import journal
+        from hpc_curator.manifest import summarize
+
+        doc = summarize(rd, journal.scan(rd, with_outputs=False))
+        counts = doc["counts"]
+    else:
+        counts = {}
+    message = (
+        f"{what} exited with code {returncode} before the run finished; the run dir is "
+        f"consistent: re-run the same command to resume"
+    )
+    return RunResult(returncode or 3, "incomplete", counts, message, str(rd.path))

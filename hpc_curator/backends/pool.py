@@ -1,0 +1,56 @@
+"""Shared glue for in-process pools (process_pool, loky, dask).
+
+The parent plays rank 0: it prepares the attempt, keeps the heartbeat, hands one slot per
+worker to the pool, then finishes (merge + manifest). Each worker runs :func:`pool_worker`, the
+same rank loop as an MPI rank, with its slot number as rank: journals and shard segments are
+named by slot, never by PID.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from hpc_curator import rundir
+from hpc_curator import spec as specmod
+from hpc_curator.backends.base import JournalFailureCounter, Launch
+from hpc_curator.gather import finish
+from hpc_curator.pipeline import Pipeline
+from hpc_curator.rank import Heartbeat, Plan, RunResult, prepare, work
+from hpc_curator.world import World
+
+MapFn = Callable[[Callable[..., dict[str, Any]], list[tuple[Any, ...]]], list[dict[str, Any]]]
+
+
+def pool_worker(plan: Plan, slot: int, size: int, pipeline: Pipeline | None) -> dict[str, Any]:
+    """Run slot ``slot`` of ``size`` (executed inside a pool worker process)."""
+    os.environ.setdefault("HPC_CURATOR_NO_MPI", "1")
+    world = World(rank=slot, size=size)
+    failures = JournalFailureCounter(plan.run_dir, plan.attempt, slot, plan.failures_before)
+    return work(plan, world, pipeline=pipeline, failures=failures)
+
+
+def run_pool(launch: Launch, n_workers: int, launcher: str, map_fn: MapFn) -> RunResult:
+    """Prepare, run ``n_workers`` slots through ``map_fn``, finish."""
+    from hpc_curator.errors import UsageError
+
+    if launch.settings.schedule == "dynamic":
+        raise UsageError(
+            f"the dynamic schedule needs MPI; backend {launcher!r} supports strided and block",
+            "use --ranks N (mpi) or --schedule strided",
+        )
+    plan = prepare(
+        launch.run_dir,
+        launch.settings,
+        World().identity(),
+        spec=launch.spec,
+        indices=launch.indices,
+        launcher=launcher,
+    )
+    pipeline = launch.pipeline or specmod.build(plan.spec)
+    rd = rundir.RunDir(plan.run_dir)
+    args = [(plan, slot, n_workers, launch.pipeline) for slot in range(n_workers)]
+    with Heartbeat(rd.heartbeat_path(plan.attempt)):
+        summaries = map_fn(pool_worker, args)
+    return finish(plan, summaries, pipeline)

@@ -1,0 +1,274 @@
+"""Commands that run things or look at one run: run, rank, backends, manifest."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import click
+
+from hpc_curator.cli.options import make_settings, settings_options, spec_options
+
+#: Set by launchers that report the result themselves (rank 0 then stays quiet).
+PARENT_ENV = "HPC_CURATOR_PARENT"
+
+
+def print_result(result: Any, quiet: bool = False) -> None:
+    """Print the outcome of an attempt (one summary line, then the first failures)."""
+    doc = result.manifest or {}
+    color = {"complete": "green", "failed": "red"}.get(result.status, "yellow")
+    click.secho(f"{result.status}: {result.message}", fg=color, err=True)
+    for f in doc.get("failures", [])[:5]:
+        click.echo(
+            f"  index {f['index']} (rank {f['rank']}, {f['node']}): {f['type']}: {f['message']}",
+            err=True,
+        )
+    if not quiet:
+        click.echo(f"run dir: {result.run_dir}", err=True)
+        if result.exit_code == 3:
+            click.echo("resume: re-run the same command (only pending indices run)", err=True)
+        elif result.exit_code == 1:
+            click.echo(f"details: hpc-curate manifest {result.run_dir}", err=True)
+
+
+@click.command("run")
+@click.argument("spec")
+@click.option("--run-dir", default=None, help="Run directory (default: ./hpc-curator-runs/<new>).")
+@spec_options
+@click.option(
+    "--backend",
+    default=None,
+    help="sequential, process_pool, loky, dask or mpi (default: sequential, or mpi with --ranks).",
+)
+@click.option(
+    "-j",
+    "--n-jobs",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Workers for process_pool/loky/dask; -1 = the CPUs this process may use.",
+)
+@click.option(
+    "--ranks",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Run N MPI ranks with mpiexec (local-mpi).",
+)
+@click.option("--mpiexec", default=None, help="mpiexec to use (default: the one matching mpi4py).")
+@settings_options
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+def run_cmd(
+    spec: str,
+    run_dir: str | None,
+    params: tuple[str, ...],
+    indices: str | None,
+    backend: str | None,
+    n_jobs: int,
+    ranks: int | None,
+    mpiexec: str | None,
+    quiet: bool,
+    **kw: Any,
+) -> None:
+    """Run the pipeline SPEC over its indices in run directory --run-dir.
+
+    SPEC is path/to/file.py:FACTORY, package.module:FACTORY or a pipeline .yaml/.json.
+    Re-running the same command resumes: only indices not yet committed run again.
+    """
+    from hpc_curator import spec as specmod
+    from hpc_curator.api import new_run_dir
+    from hpc_curator.backends import get_backend
+    from hpc_curator.backends.base import Launch
+    from hpc_curator.console import ProgressView
+    from hpc_curator.errors import UsageError
+
+    settings = make_settings(kw)
+    if ranks is not None and backend not in (None, "mpi"):
+        raise UsageError(
+            f"--ranks starts MPI ranks; it cannot be combined with --backend {backend}"
+        )
+    name = "mpi" if ranks is not None else (backend or "sequential")
+    pipeline, frozen = specmod.load(spec, specmod.parse_params(params))
+    instance = get_backend(name)
+    if name == "mpi":
+        instance.mpiexec = mpiexec  # type: ignore[attr-defined]
+        from hpc_curator.backends.mpi import find_mpiexec
+
+        find_mpiexec(mpiexec)  # fail before anything is created
+    target = run_dir or new_run_dir()
+    launch = Launch(
+        run_dir=target,
+        settings=settings,
+        spec=frozen,
+        indices=indices,
+        n_jobs=ranks or n_jobs,
+        pipeline=pipeline if name != "mpi" else None,
+    )
+    todo = _todo(target, len(pipeline), indices)
+    with ProgressView(todo, label=name, enabled=not quiet) as view:
+        result = instance.launch(launch, on_commit=view.on_commit)
+    print_result(result, quiet)
+    sys.exit(result.exit_code)
+
+
+def _todo(run_dir: str, n: int, indices: str | None) -> int:
+    from hpc_curator import journal, rundir
+    from hpc_curator.partition import parse_indices
+
+    rd = rundir.RunDir(run_dir)
+    if rd.exists():
+        doc_total = rundir.load(rd).n
+        return max(0, doc_total - len(journal.scan(rd, with_outputs=False).recorded()))
+    try:
+        return len(parse_indices(indices, n))
+    except Exception:
+        return n
+
+
+@click.command("rank")
+@click.argument("run_dir_arg", metavar="[RUN_DIR]", required=False)
+@click.option("--run-dir", default=None, help="Run directory (alternative to the argument).")
+@click.option("--spec", default=None, help="Pipeline SPEC; needed when the run dir is new.")
+@click.option("--spec-json", default=None, hidden=True, help="Frozen spec (set by launchers).")
+@spec_options
+@settings_options
+def rank_cmd(
+    run_dir_arg: str | None,
+    run_dir: str | None,
+    spec: str | None,
+    spec_json: str | None,
+    params: tuple[str, ...],
+    indices: str | None,
+    **kw: Any,
+) -> None:
+    """The rank program: run this rank's share of the run in RUN_DIR.
+
+    Start it N times with mpiexec -n N or srun --mpi=pmi2; alone it is a world of one. Rank 0
+    creates the run dir (from --spec) if it does not exist yet; the other ranks wait for it.
+    """
+    from hpc_curator import spec as specmod
+    from hpc_curator.errors import UsageError
+    from hpc_curator.rank import StopFlag, install_signal_handlers, run_world
+    from hpc_curator.world import detect_world
+
+    target = run_dir or run_dir_arg
+    if not target:
+        raise UsageError("rank needs a run directory", "pass RUN_DIR or --run-dir")
+    settings = make_settings(kw)
+    frozen = (
+        json.loads(spec_json)
+        if spec_json
+        else (specmod.make_spec(spec, specmod.parse_params(params)) if spec else None)
+    )
+    world = detect_world()
+    stop = StopFlag()
+    install_signal_handlers(stop)
+    try:
+        result = run_world(
+            world,
+            target,
+            settings,
+            spec=frozen,
+            indices=indices,
+            stop=stop,
+            launcher="srun" if world.step_id else "mpi",
+        )
+    except Exception as exc:
+        if not world.is_root:
+            exc.relayed = True  # type: ignore[attr-defined]
+        raise
+    if world.is_root and not os.environ.get(PARENT_ENV):
+        print_result(result, quiet=True)
+    sys.exit(result.exit_code)
+
+
+@click.command("backends")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def backends_cmd(as_json: bool) -> None:
+    """List the backends, whether they are available here and what they need."""
+    from hpc_curator.backends import list_backends
+
+    rows = list_backends()
+    if as_json:
+        click.echo(json.dumps([r.__dict__ for r in rows], indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("backend", "available", "needs", "install", "what")
+    for r in rows:
+        table.add_row(
+            r.name,
+            "[green]yes" if r.available else "[red]no",
+            ", ".join(r.requires) or "-",
+            r.install or "",
+            r.description,
+        )
+    Console().print(table)
+
+
+@click.command("manifest")
+@click.argument("run_dir")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def manifest_cmd(run_dir: str, as_json: bool) -> None:
+    """Summarise a finished or running run: counts, failures, outputs, attempts."""
+    from hpc_curator import journal, rundir
+    from hpc_curator.manifest import summarize
+
+    rd = rundir.RunDir(run_dir)
+    rundir.load(rd)
+    outputs = {}
+    if rd.manifest_json.exists():
+        outputs = json.loads(rd.manifest_json.read_text()).get("outputs", {})
+    doc = summarize(rd, journal.scan(rd), outputs=outputs)
+    if as_json:
+        click.echo(json.dumps(doc, indent=2, default=repr))
+        return
+    show_summary(doc)
+
+
+def show_summary(doc: dict[str, Any]) -> None:
+    """Render a manifest summary with rich."""
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    c = doc["counts"]
+    color = {"complete": "green", "failed": "red"}.get(doc["status"], "yellow")
+    con.print(
+        f"[bold]{doc['run_dir']}[/]  [{color}]{doc['status']}[/]  "
+        f"{c['ok']}/{c['total']} ok, {c['failed']} failed, {c['pending']} pending, "
+        f"world size {doc['world_size']}"
+    )
+    if doc["failure_types"]:
+        t = Table("index", "rank", "node", "error", title="failures (first 10)")
+        for f in doc["failures"][:10]:
+            t.add_row(
+                str(f["index"]), str(f["rank"]), str(f["node"]), f"{f['type']}: {f['message']}"
+            )
+        con.print(t)
+    if doc["outputs"]:
+        t = Table("filter", "output", "segments", "bytes", title="merged outputs")
+        for name, o in doc["outputs"].items():
+            t.add_row(name, o["path"], str(o["segments"]), str(o["bytes"]))
+        con.print(t)
+    t = Table("attempt", "launcher", "job", "started", "ended", "reason", title="attempts")
+    for a in doc["attempts"]:
+        t.add_row(
+            str(a["attempt"]),
+            str(a["launcher"]),
+            str(a.get("job_id") or "-"),
+            str(a["started"]),
+            str(a["ended"] or "-"),
+            str(a["reason"] or "-"),
+        )
+    con.print(t)
+    if doc["journal_torn_lines"]:
+        con.print(f"[yellow]torn journal lines skipped: {doc['journal_torn_lines']}")
+
+
+def register(group: click.Group) -> None:
+    """Add this module's commands to ``group``."""
+    for cmd in (run_cmd, rank_cmd, backends_cmd, manifest_cmd):
+        group.add_command(cmd)

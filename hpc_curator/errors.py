@@ -1,0 +1,68 @@
+"""Typed errors raised by the library; only the CLI turns them into messages and exit codes.
+
+Every error carries a one-line ``message`` (what is wrong, echoing the value) and an optional
+``hint`` (how to fix it). The rank program and the library never print or exit on their own.
+"""
+
+from __future__ import annotations
+
+
+class CuratorError(Exception):
+    """Base class of every error hpc-curator raises on purpose.
+
+    Parameters
+    ----------
+    message
+        One line naming the problem and echoing the offending value.
+    hint
+        Optional one-line suggestion of how to fix it.
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def format(self) -> str:
+        """Return ``message`` followed by the hint, on one line."""
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class UsageError(CuratorError):
+    """Bad user input: options, indices, parameters."""
+
+
+class SpecError(CuratorError):
+    """A pipeline reference or spec that cannot be loaded."""
+
+
+class RunDirError(CuratorError):
+    """A run directory that is missing, corrupt or belongs to another run."""
+
+    exit_code = 4
+
+
+class RunBusyError(RunDirError):
+    """Another live attempt owns the run directory."""
+
+
+class BackendError(CuratorError):
+    """An unknown or unavailable backend."""
+
+
+class LaunchError(CuratorError):
+    """The launcher (mpiexec, sbatch, srun) is missing or failed to start ranks."""
+
+    exit_code = 5
+
+
+class WorldError(LaunchError):
+    """The MPI world is not what the launch asked for (e.g. singletons under srun)."""
+
+
+class ShardError(CuratorError):
+    """A shard segment that cannot be read or merged."""
+
+    exit_code = 4

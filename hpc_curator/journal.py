@@ -1,0 +1,229 @@
+"""Per-rank append-only journals: the durable record of what is done.
+
+One file per (attempt, rank), written by exactly one process, one JSON object per line:
+
+``{"t": "start", ...}``
+    who is writing (rank, size, host, node, pid, job and step ids, attempt, time).
+``{"t": "commit", "seq": k, ...}``
+    the indices finished since the previous commit, column-wise — ``idx``, ``ok`` (1/0),
+    ``wall``, ``cpu``, ``rss`` (bytes), ``out`` (list of paths per index), ``err`` (position →
+    ``{"type", "msg", "tb"}`` for failures) — and ``seg``, the shard segment each stateful
+    filter flushed just before (``{filter: file name}``).
+``{"t": "end", ...}``
+    the rank left its loop (reason, counts).
+
+Durability: a commit line is written with a single ``write`` then flushed and fsynced. An index
+is done exactly when a complete commit line naming it is on disk; its segment was renamed into
+place before the line was written. A crash mid-write leaves a torn last line, which readers skip
+and report (:attr:`JournalScan.torn`), never fatal. No locks and no shared files, so the journal
+works on Lustre and GPFS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hpc_curator.rundir import RunDir
+
+
+class JournalWriter:
+    """Append records to one journal file (the only writer of that file)."""
+
+    def __init__(self, path: Path, *, fsync: bool = True) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._fh = open(path, "ab")
+        self._fsync = fsync
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Write one record durably (one write, flush, fsync)."""
+        line = json.dumps(record, separators=(",", ":"), default=repr) + "\n"
+        self._fh.write(line.encode())
+        self._fh.flush()
+        if self._fsync:
+            os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        """Close the file."""
+        self._fh.close()
+
+
+def parse_line(line: bytes) -> dict[str, Any] | None:
+    """Decode one journal line; ``None`` for a torn or corrupt line."""
+    if not line.endswith(b"\n"):
+        return None
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def read_records(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """Return the valid records of one journal and the number of torn/corrupt lines."""
+    records: list[dict[str, Any]] = []
+    torn = 0
+    with open(path, "rb") as fh:
+        for line in fh:
+            rec = parse_line(line)
+            if rec is None:
+                torn += 1
+            else:
+                records.append(rec)
+    return records, torn
+
+
+@dataclass
+class JournalScan:
+    """Everything the journals of a run directory say, column-wise.
+
+    Per-index arrays are in journal order (attempt, rank, commit); an index can appear more
+    than once only if it was retried, and the *last* occurrence is its current status.
+    """
+
+    idx: np.ndarray
+    ok: np.ndarray
+    attempt: np.ndarray
+    rank: np.ndarray
+    wall: np.ndarray
+    cpu: np.ndarray
+    rss: np.ndarray
+    time: np.ndarray
+    outputs: list[list[str]] | None
+    errors: dict[int, dict[str, Any]]
+    segments: dict[str, list[str]]
+    workers: dict[tuple[int, int], dict[str, Any]]
+    ends: dict[tuple[int, int], dict[str, Any]]
+    torn: dict[str, int] = field(default_factory=dict)
+
+    def latest(self) -> np.ndarray:
+        """Positions of the last occurrence of each index (current status), index-sorted."""
+        if len(self.idx) == 0:
+            return np.empty(0, dtype=np.int64)
+        rev = self.idx[::-1]
+        _, first_in_rev = np.unique(rev, return_index=True)
+        return len(self.idx) - 1 - first_in_rev
+
+    def recorded(self) -> np.ndarray:
+        """Indices with a committed record (ok or failed)."""
+        return np.unique(self.idx)
+
+    def failed_indices(self) -> np.ndarray:
+        """Indices whose current status is failed."""
+        pos = self.latest()
+        return self.idx[pos][self.ok[pos] == 0]
+
+
+def scan(rd: RunDir, *, with_outputs: bool = True) -> JournalScan:
+    """Read every journal of ``rd`` into a :class:`JournalScan`."""
+    cols: dict[str, list[Any]] = defaultdict(list)
+    outputs: list[list[str]] | None = [] if with_outputs else None
+    errors: dict[int, dict[str, Any]] = {}
+    segments: dict[str, list[str]] = defaultdict(list)
+    workers: dict[tuple[int, int], dict[str, Any]] = {}
+    ends: dict[tuple[int, int], dict[str, Any]] = {}
+    torn: dict[str, int] = {}
+    position = 0
+    for path in rd.journal_files():
+        records, n_torn = read_records(path)
+        if n_torn:
+            torn[path.name] = n_torn
+        attempt, rank = _attempt_rank(path)
+        for rec in records:
+            kind = rec.get("t")
+            if kind == "start":
+                workers[(attempt, rank)] = rec
+            elif kind == "end":
+                ends[(attempt, rank)] = rec
+            elif kind == "commit":
+                n = len(rec["idx"])
+                cols["idx"].append(rec["idx"])
+                cols["ok"].append(rec["ok"])
+                cols["wall"].append(rec["wall"])
+                cols["cpu"].append(rec["cpu"])
+                cols["rss"].append(rec["rss"])
+                cols["attempt"].append(np.full(n, attempt, dtype=np.int32))
+                cols["rank"].append(np.full(n, rank, dtype=np.int32))
+                cols["time"].append(np.full(n, rec.get("time", 0.0)))
+                if outputs is not None:
+                    outputs.extend(rec["out"])
+                for pos, err in rec.get("err", {}).items():
+                    errors[position + int(pos)] = err
+                for name, seg in rec.get("seg", {}).items():
+                    segments[name].append(seg)
+                position += n
+
+    def cat(key: str, dtype: Any) -> np.ndarray:
+        parts = cols.get(key)
+        if not parts:
+            return np.empty(0, dtype=dtype)
+        return np.concatenate([np.asarray(p, dtype=dtype) for p in parts])
+
+    return JournalScan(
+        idx=cat("idx", np.int64),
+        ok=cat("ok", np.int8),
+        attempt=cat("attempt", np.int32),
+        rank=cat("rank", np.int32),
+        wall=cat("wall", np.float64),
+        cpu=cat("cpu", np.float64),
+        rss=cat("rss", np.int64),
+        time=cat("time", np.float64),
+        outputs=outputs,
+        errors=errors,
+        segments=dict(segments),
+        workers=workers,
+        ends=ends,
+        torn=torn,
+    )
+
+
+def _attempt_rank(path: Path) -> tuple[int, int]:
+    stem = path.stem  # aNNNN-rankRRRRR
+    a, r = stem.split("-rank")
+    return int(a[1:]), int(r)
+
+
+class JournalFollower:
+    """Read new journal records incrementally (remembers each file's offset).
+
+    Used by progress displays and ``status --watch``: each :meth:`poll` reads only bytes
+    appended since the previous poll, so its cost is flat as the run grows. A partial last line
+    is left for the next poll.
+    """
+
+    def __init__(self, rd: RunDir) -> None:
+        self.rd = rd
+        self._offsets: dict[Path, int] = {}
+        self.last_poll = 0.0
+
+    def poll(self) -> list[tuple[tuple[int, int], dict[str, Any]]]:
+        """Return ``((attempt, rank), record)`` for every record appended since last poll."""
+        out: list[tuple[tuple[int, int], dict[str, Any]]] = []
+        for path in self.rd.journal_files():
+            offset = self._offsets.get(path, 0)
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                continue
+            if size <= offset:
+                continue
+            with open(path, "rb") as fh:
+                fh.seek(offset)
+                data = fh.read(size - offset)
+            end = data.rfind(b"\n") + 1
+            self._offsets[path] = offset + end
+            key = _attempt_rank(path)
+            for line in data[:end].splitlines(keepends=True):
+                rec = parse_line(line)
+                if rec is not None:
+                    out.append((key, rec))
+        self.last_poll = time.time()
+        return out

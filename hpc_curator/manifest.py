@@ -1,0 +1,201 @@
+"""The run manifest: ``manifest.json`` (summary) and ``manifest.parquet`` (one row per index).
+
+Built from the journals alone (plus rank summaries and merged outputs when called at the end of
+an attempt), so it can also be computed for a run that is still going (:func:`summarize`).
+Written last and atomically: a manifest on disk always describes a consistent state.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter as Tally
+from typing import Any
+
+import numpy as np
+
+from hpc_curator import rundir
+from hpc_curator.atomic import atomic_path, atomic_write
+from hpc_curator.journal import JournalScan
+
+FORMAT = "hpc-curator.manifest/1"
+MAX_LISTED_FAILURES = 100
+
+
+def summarize(
+    rd: rundir.RunDir,
+    scan: JournalScan,
+    *,
+    summaries: list[dict[str, Any]] | None = None,
+    outputs: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Summary of a run from its journals (works while it is running)."""
+    info = rundir.load(rd)
+    pos = scan.latest()
+    ok = scan.ok[pos]
+    n_ok, n_failed = int(ok.sum()), int((ok == 0).sum())
+    pending = info.n - len(pos)
+    status = "incomplete" if pending else ("failed" if n_failed else "complete")
+    failures = _failures(scan, pos[ok == 0])
+    attempts = rundir.list_attempts(rd)
+    times = scan.time
+    return {
+        "format": FORMAT,
+        "run_dir": str(rd.path),
+        "status": status,
+        "counts": {"total": info.n, "ok": n_ok, "failed": n_failed, "pending": pending},
+        "failure_types": dict(Tally(f["type"] for f in failures["all"]).most_common()),
+        "failures": failures["listed"],
+        "outputs": outputs or {},
+        "index_outputs": int(sum(len(o) for o in scan.outputs))
+        if scan.outputs is not None
+        else None,
+        "timing": {
+            "first_commit": float(times.min()) if len(times) else None,
+            "last_commit": float(times.max()) if len(times) else None,
+            "busy_seconds": float(scan.wall.sum()),
+            "cpu_seconds": float(scan.cpu.sum()),
+        },
+        "attempts": [_attempt_view(a) for a in attempts],
+        "ranks": summaries or _worker_view(scan),
+        "world_size": len(summaries) if summaries else _last_world_size(scan),
+        "journal_torn_lines": scan.torn,
+        "spec": info.spec,
+        "created": info.meta.get("created"),
+        "written": rundir.now_iso(),
+        "versions": info.meta.get("versions", {}),
+    }
+
+
+def write(
+    rd: rundir.RunDir,
+    scan: JournalScan,
+    *,
+    summaries: list[dict[str, Any]],
+    outputs: dict[str, dict[str, Any]],
+    attempt: int,
+) -> dict[str, Any]:
+    """Write ``manifest.parquet`` then ``manifest.json`` (the last file of an attempt)."""
+    doc = summarize(rd, scan, summaries=summaries, outputs=outputs)
+    doc["attempt"] = attempt
+    _write_table(rd, scan)
+    atomic_write(rd.manifest_json, json.dumps(doc, indent=2, default=repr))
+    return doc
+
+
+def _write_table(rd: rundir.RunDir, scan: JournalScan) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pos = scan.latest()
+    hosts, nodes, pids, jobs = _placement(scan, pos)
+    errors = [scan.errors.get(int(p)) for p in pos]
+    outputs = scan.outputs or []
+    table = pa.table(
+        {
+            "index": pa.array(scan.idx[pos]),
+            "status": pa.array(np.where(scan.ok[pos] == 1, "ok", "failed")).dictionary_encode(),
+            "attempt": pa.array(scan.attempt[pos]),
+            "rank": pa.array(scan.rank[pos]),
+            "host": pa.array(hosts, pa.string()).dictionary_encode(),
+            "node": pa.array(nodes, pa.string()).dictionary_encode(),
+            "pid": pa.array(pids, pa.int64()),
+            "job_id": pa.array(jobs, pa.string()).dictionary_encode(),
+            "wall_s": pa.array(scan.wall[pos]),
+            "cpu_s": pa.array(scan.cpu[pos]),
+            "peak_rss": pa.array(scan.rss[pos]),
+            "committed_at": pa.array(scan.time[pos]),
+            "outputs": pa.array([outputs[int(p)] for p in pos], type=pa.list_(pa.string())),
+            "error_type": pa.array([e["type"] if e else None for e in errors], pa.string()),
+            "error_message": pa.array([e["msg"] if e else None for e in errors], pa.string()),
+            "traceback": pa.array([e["tb"] if e else None for e in errors], pa.string()),
+        }
+    )
+    with atomic_path(rd.manifest_parquet) as tmp:
+        pq.write_table(table, tmp)
+
+
+def _placement(scan: JournalScan, pos: np.ndarray) -> list[list[Any]]:
+    """Host, node, pid and job id of the worker that recorded each position."""
+    keys = (scan.attempt[pos].astype(np.int64) << 32) | scan.rank[pos].astype(np.int64)
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    workers = [scan.workers.get((int(k) >> 32, int(k) & 0xFFFFFFFF), {}) for k in uniq]
+    cols = []
+    for name in ("host", "node", "pid", "job_id"):
+        lookup = np.array([w.get(name) for w in workers] + [None], dtype=object)
+        cols.append(lookup[inverse].tolist() if len(pos) else [])
+    return cols
+
+
+def _failures(scan: JournalScan, positions: np.ndarray) -> dict[str, list[dict[str, Any]]]:
+    all_: list[dict[str, Any]] = []
+    for p in positions:
+        err = scan.errors.get(int(p), {"type": "Unknown", "msg": "", "tb": ""})
+        worker = scan.workers.get((int(scan.attempt[p]), int(scan.rank[p])), {})
+        all_.append(
+            {
+                "index": int(scan.idx[p]),
+                "type": err["type"],
+                "message": err["msg"],
+                "traceback": err["tb"],
+                "rank": int(scan.rank[p]),
+                "attempt": int(scan.attempt[p]),
+                "host": worker.get("host"),
+                "node": worker.get("node"),
+                "pid": worker.get("pid"),
+                "job_id": worker.get("job_id"),
+            }
+        )
+    return {"all": all_, "listed": all_[:MAX_LISTED_FAILURES]}
+
+
+def _attempt_view(rec: dict[str, Any]) -> dict[str, Any]:
+    keys = (
+        "attempt",
+        "launcher",
+        "job_id",
+        "host",
+        "started",
+        "ended",
+        "reason",
+        "counts",
+        "world_size",
+    )
+    out = {k: rec.get(k) for k in keys}
+    if not rec.get("ended"):
+        out["reason"] = "running or crashed (no end record)"
+    return out
+
+
+def _worker_view(scan: JournalScan) -> list[dict[str, Any]]:
+    out = []
+    for key, start in sorted(scan.workers.items()):
+        end = scan.ends.get(key, {})
+        out.append({**start, **end, "attempt": key[0], "rank": key[1]})
+    return out
+
+
+def _last_world_size(scan: JournalScan) -> int:
+    if not scan.workers:
+        return 0
+    last = max(a for a, _ in scan.workers)
+    return sum(1 for a, _ in scan.workers if a == last)
+
+
+def one_line(doc: dict[str, Any], reasons: list[str] | None = None) -> str:
+    """A one-line summary for the terminal."""
+    c = doc["counts"]
+    line = f"{c['ok']}/{c['total']} ok, {c['failed']} failed, {c['pending']} pending"
+    if doc["failure_types"]:
+        kinds = ", ".join(f"{k} x{v}" for k, v in list(doc["failure_types"].items())[:3])
+        line += f" ({kinds})"
+    if reasons:
+        line += f"; stopped early: {', '.join(reasons)}"
+    return line
+
+
+def age(ts: float | None) -> str:
+    """Human-readable age of a timestamp."""
+    if ts is None:
+        return "-"
+    return f"{time.time() - ts:.0f}s ago"

@@ -1,0 +1,156 @@
+"""Index selection and slicing (pure functions, no I/O).
+
+The frozen index list of a run is fixed at creation. Every launch computes
+``pending = frozen - recorded`` from the journals and gives rank ``r`` of ``P`` its slice:
+
+- ``strided`` (default): ``pending[r::P]`` — neighbouring indices go to different ranks, which
+  balances costs that drift smoothly with the index.
+- ``block``: contiguous blocks of ``ceil(len/P)`` — good locality when neighbouring indices share
+  input files.
+- ``dynamic``: ranks claim chunks from a shared counter while they run (see ``rank.py``).
+
+Because the slice is taken of ``pending`` and not of the frozen list, a resume with a different
+world size is correct (nothing done is redone) and balanced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from hpc_curator.errors import UsageError
+
+SCHEDULES = ("strided", "block", "dynamic")
+
+
+def parse_indices(text: str | Sequence[int] | np.ndarray | None, n: int) -> np.ndarray:
+    """Parse an index selection like ``"0:100,150,200:300:2"`` against ``n`` indices.
+
+    ``None`` or ``""`` selects every index. Python slice syntax (``start:stop[:step]``, stop
+    exclusive, open ends allowed) and single integers may be mixed, separated by commas.
+
+    Raises
+    ------
+    UsageError
+        For negative, out-of-range, duplicate or malformed entries.
+    """
+    if text is not None and not isinstance(text, str):
+        return check_indices(np.asarray(text, dtype=np.int64), n)
+    if text is None or not text.strip():
+        return np.arange(n, dtype=np.int64)
+    parts: list[np.ndarray] = []
+    for raw in text.split(","):
+        token = raw.strip()
+        try:
+            if ":" in token:
+                fields = [int(f) if f.strip() else None for f in token.split(":")]
+                if len(fields) > 3:
+                    raise ValueError
+                start, stop, step = (fields + [None, None])[:3]
+                if any(v is not None and v < 0 for v in (start, stop)) or (step or 1) <= 0:
+                    raise UsageError(
+                        f"index range {token!r} has a negative bound or step",
+                        "use non-negative start:stop[:step], e.g. 0:1000",
+                    )
+                stop = n if stop is None else stop
+                if stop > n:
+                    raise UsageError(
+                        f"index range {token!r} goes past the source's {n} indices",
+                        f"valid indices are 0..{n - 1}",
+                    )
+                parts.append(np.arange(start or 0, stop, step or 1, dtype=np.int64))
+            else:
+                value = int(token)
+                if value < 0 or value >= n:
+                    raise UsageError(
+                        f"index {value} is out of range", f"valid indices are 0..{n - 1}"
+                    )
+                parts.append(np.array([value], dtype=np.int64))
+        except ValueError:
+            raise UsageError(
+                f"cannot parse index selection {token!r}",
+                "use integers and start:stop[:step] ranges separated by commas",
+            ) from None
+    indices = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+    if len(np.unique(indices)) != len(indices):
+        raise UsageError(f"index selection {text!r} names some indices twice")
+    return indices
+
+
+def check_indices(indices: np.ndarray, n: int) -> np.ndarray:
+    """Validate an explicit index array against ``n`` indices (range, duplicates)."""
+    if indices.ndim != 1:
+        raise UsageError("indices must be a flat list of integers")
+    bad = indices[(indices < 0) | (indices >= n)]
+    if len(bad):
+        raise UsageError(f"index {int(bad[0])} is out of range", f"valid indices are 0..{n - 1}")
+    if len(np.unique(indices)) != len(indices):
+        raise UsageError("the index list names some indices twice")
+    return indices
+
+
+def to_ranges(indices: np.ndarray) -> list[list[int]]:
+    """Compress an index array into ``[start, stop, step]`` runs (exact, order kept)."""
+    out: list[list[int]] = []
+    a = np.asarray(indices, dtype=np.int64)
+    i, n = 0, len(a)
+    while i < n:
+        if i + 1 == n:
+            out.append([int(a[i]), int(a[i]) + 1, 1])
+            break
+        step = int(a[i + 1] - a[i])
+        if step <= 0:
+            out.append([int(a[i]), int(a[i]) + 1, 1])
+            i += 1
+            continue
+        diffs = np.diff(a[i:])
+        breaks = np.flatnonzero(diffs != step)
+        j = i + 1 + (int(breaks[0]) if len(breaks) else n - i - 1)
+        out.append([int(a[i]), int(a[j - 1]) + step, step])
+        i = j
+    return out
+
+
+def from_ranges(ranges: list[list[int]]) -> np.ndarray:
+    """Expand ``[start, stop, step]`` runs back into an index array."""
+    if not ranges:
+        return np.empty(0, dtype=np.int64)
+    return np.concatenate([np.arange(s, e, st, dtype=np.int64) for s, e, st in ranges])
+
+
+def pending(frozen: np.ndarray, recorded: np.ndarray) -> np.ndarray:
+    """Return the frozen indices not in ``recorded``, in frozen order."""
+    if len(recorded) == 0:
+        return np.asarray(frozen, dtype=np.int64)
+    return frozen[~np.isin(frozen, recorded, assume_unique=False)]
+
+
+def slice_for(indices: np.ndarray, rank: int, size: int, schedule: str = "strided") -> np.ndarray:
+    """Return rank ``rank``'s share of ``indices`` under a static schedule."""
+    if size < 1 or not 0 <= rank < size:
+        raise UsageError(f"rank {rank} is not valid for world size {size}")
+    if schedule == "strided":
+        return indices[rank::size]
+    if schedule == "block":
+        per = -(-len(indices) // size)
+        return indices[rank * per : (rank + 1) * per]
+    raise UsageError(f"unknown static schedule {schedule!r}", f"choose one of {SCHEDULES}")
+
+
+def chunk(indices: np.ndarray, number: int, chunk_size: int) -> np.ndarray:
+    """Return chunk ``number`` of ``indices`` for the dynamic schedule (empty past the end)."""
+    return indices[number * chunk_size : (number + 1) * chunk_size]
+
+
+def default_chunk_size(n_pending: int, size: int) -> int:
+    """Chunk size for the dynamic schedule: about 16 chunks per rank, 1..256 indices each."""
+    return int(max(1, min(256, n_pending // max(1, size * 16))))
+
+
+def format_indices(indices: Sequence[int] | np.ndarray) -> str:
+    """Render indices as selection text that :func:`parse_indices` reads back exactly."""
+    return ",".join(
+        str(s) if e == s + st else f"{s}:{e}" if st == 1 else f"{s}:{e}:{st}"
+        for s, e, st in to_ranges(np.asarray(indices, dtype=np.int64))
+    )

@@ -1,0 +1,276 @@
+"""The pipeline model: Source -> Filter* -> Sink, one work item per integer index.
+
+Contracts
+---------
+- ``Source[i]`` yields the items of index ``i``; ``len(source)`` is the number of indices.
+- ``Filter(items)`` maps an iterator of items to an iterator of items (it may drop or expand).
+- ``Sink(items, index)`` consumes the items of one index and returns the paths it wrote.
+- ``StatefulFilter`` accumulates state across indices *transactionally*: what it observes while
+  an index runs is kept aside and folded into the running state only if the whole index
+  succeeded (:meth:`StatefulFilter.accept`), so a failed index never leaks into statistics and a
+  retried index is counted once. ``flush(path)`` writes the state accumulated since the previous
+  flush (a *delta*) and resets it; ``merge(paths, out)`` combines any subset of deltas in any order.
+
+Every component records the arguments it was built with, so a pipeline built in Python can be
+frozen into a JSON spec (:meth:`Pipeline.to_spec`) and rebuilt in another process.
+"""
+
+from __future__ import annotations
+
+import abc
+import inspect
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, TypeVar
+
+Item = Any
+S = TypeVar("S")
+
+
+@dataclass(frozen=True)
+class Param:
+    """Metadata for one constructor parameter of a component (for help, specs and the CLI).
+
+    Parameters
+    ----------
+    name
+        Keyword argument name.
+    type
+        Callable converting a CLI string to the value (``int``, ``float``, ``str``, ...).
+    default
+        Default value; ``Param.REQUIRED`` when the argument must be given.
+    help
+        One-line description.
+    """
+
+    name: str
+    type: Callable[[str], Any] = str
+    default: Any = None
+    help: str = ""
+
+    REQUIRED: ClassVar[object] = object()
+
+    def convert(self, raw: Any) -> Any:
+        """Convert a raw (usually string) value with :attr:`type`."""
+        if not isinstance(raw, str) or self.type is str:
+            return raw
+        if self.type is bool:
+            return raw.strip().lower() in {"1", "true", "yes", "on"}
+        return self.type(raw)
+
+
+class Component:
+    """Base of sources, filters and sinks: remembers its constructor arguments.
+
+    Subclasses list their parameters in ``params`` (for ``--help`` and YAML specs); the
+    arguments actually passed are captured automatically in ``init_args``.
+    """
+
+    params: ClassVar[tuple[Param, ...]] = ()
+    init_args: dict[str, Any]
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Component:
+        obj = super().__new__(cls)
+        try:
+            bound = inspect.signature(cls.__init__).bind(obj, *args, **kwargs)
+            obj.init_args = {k: v for k, v in bound.arguments.items() if k != "self"}
+        except TypeError:
+            obj.init_args = dict(kwargs)
+        return obj
+
+    def describe(self) -> dict[str, Any]:
+        """Return ``{"class": "module:Qualname", "params": {...}}`` for the spec."""
+        cls = type(self)
+        return {"class": f"{cls.__module__}:{cls.__qualname__}", "params": dict(self.init_args)}
+
+
+class Source(Component, abc.ABC):
+    """A sequence of work items: ``len(source)`` indices, ``source[i]`` yields items."""
+
+    @abc.abstractmethod
+    def __len__(self) -> int: ...
+
+    @abc.abstractmethod
+    def __getitem__(self, index: int) -> Iterator[Item]: ...
+
+
+class Filter(Component, abc.ABC):
+    """Map the items of one index to new items (may drop, transform or expand)."""
+
+    @abc.abstractmethod
+    def __call__(self, items: Iterator[Item]) -> Iterator[Item]: ...
+
+
+class Sink(Component, abc.ABC):
+    """Consume the items of one index and return the list of paths written."""
+
+    @abc.abstractmethod
+    def __call__(self, items: Iterator[Item], index: int) -> list[str]: ...
+
+
+class StatefulFilter(Filter, Generic[S]):
+    """A filter whose state accumulates across indices and is merged across ranks.
+
+    Subclasses implement the state algebra; the base class makes it transactional and
+    shardable:
+
+    - :meth:`empty_state`, :meth:`observe` (fold one item into a state, return the item),
+      :meth:`combine` (associative, commutative), :meth:`write_state`, :meth:`read_state`.
+    - ``name`` identifies the filter's shard directory and output; ``output`` optionally names
+      the merged output path (default: ``<run dir>/outputs/<name><suffix>``).
+    """
+
+    suffix: ClassVar[str] = ".h5"
+
+    def __init__(self, name: str | None = None, output: str | None = None) -> None:
+        self.name = name or type(self).__name__.lower()
+        self.output = output
+        self._state: S = self.empty_state()
+        self._pending: S = self.empty_state()
+        self._dirty = False
+
+    # -- the state algebra (subclass API) -------------------------------------------------
+    @classmethod
+    @abc.abstractmethod
+    def empty_state(cls) -> S:
+        """Return the identity element of :meth:`combine`."""
+
+    @abc.abstractmethod
+    def observe(self, state: S, item: Item) -> Item:
+        """Fold ``item`` into ``state`` (in place) and return the item to pass on."""
+
+    @classmethod
+    @abc.abstractmethod
+    def combine(cls, a: S, b: S) -> S:
+        """Return the combination of two states (associative and commutative)."""
+
+    @classmethod
+    @abc.abstractmethod
+    def write_state(cls, state: S, path: str) -> None:
+        """Write ``state`` to ``path`` (the caller makes it atomic)."""
+
+    @classmethod
+    @abc.abstractmethod
+    def read_state(cls, path: str) -> S:
+        """Read a state written by :meth:`write_state`."""
+
+    # -- the runtime protocol (called by the rank loop) -----------------------------------
+    def __call__(self, items: Iterator[Item]) -> Iterator[Item]:
+        pending = self._pending
+        for item in items:
+            yield self.observe(pending, item)
+
+    def begin(self) -> None:
+        """Start a new index: forget anything observed but not accepted."""
+        self._pending = self.empty_state()
+
+    def accept(self) -> None:
+        """The index succeeded: fold what it observed into the running state."""
+        self._state = self.combine(self._state, self._pending)
+        self._pending = self.empty_state()
+        self._dirty = True
+
+    def discard(self) -> None:
+        """The index failed: drop what it observed."""
+        self._pending = self.empty_state()
+
+    @property
+    def has_delta(self) -> bool:
+        """Whether any index was accepted since the last flush."""
+        return self._dirty
+
+    def flush(self, path: str) -> None:
+        """Write the state accumulated since the previous flush to ``path`` and reset it."""
+        self.write_state(self._state, path)
+        self._state = self.empty_state()
+        self._dirty = False
+
+    @classmethod
+    def merge(cls, shard_paths: Sequence[str], out_path: str) -> None:
+        """Merge shard files (any subset, any order) into ``out_path``."""
+        state = cls.empty_state()
+        for path in sorted(shard_paths):
+            state = cls.combine(state, cls.read_state(path))
+        cls.write_state(state, out_path)
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """An immutable pipeline: ``Pipeline(source).filter(f).write(sink)``.
+
+    ``pipeline[i]`` returns the lazy iterator of items of index ``i`` after all filters;
+    :meth:`run_index` also drives the sink and returns the written paths.
+    """
+
+    source: Source
+    filters: tuple[Filter, ...] = ()
+    sink: Sink | None = None
+    spec: dict[str, Any] | None = field(default=None, compare=False)
+
+    def filter(self, f: Filter) -> Pipeline:
+        """Return a new pipeline with ``f`` appended."""
+        return Pipeline(self.source, (*self.filters, f), self.sink)
+
+    def write(self, sink: Sink) -> Pipeline:
+        """Return a new pipeline ending in ``sink``."""
+        return Pipeline(self.source, self.filters, sink)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> Iterator[Item]:
+        for f in self.stateful_filters:
+            f.begin()
+        items: Iterator[Item] = iter(self.source[index])
+        for f in self.filters:
+            items = f(items)
+        return items
+
+    @property
+    def stateful_filters(self) -> tuple[StatefulFilter[Any], ...]:
+        """The stateful filters, in pipeline order."""
+        return tuple(f for f in self.filters if isinstance(f, StatefulFilter))
+
+    def run_index(self, index: int) -> list[str]:
+        """Run one index through the sink; accept or discard stateful deltas accordingly."""
+        try:
+            items = self[index]
+            if self.sink is None:
+                for _ in items:
+                    pass
+                paths: list[str] = []
+            else:
+                paths = [str(p) for p in self.sink(items, index)]
+        except BaseException:
+            for f in self.stateful_filters:
+                f.discard()
+            raise
+        for f in self.stateful_filters:
+            f.accept()
+        return paths
+
+    def with_spec(self, spec: dict[str, Any]) -> Pipeline:
+        """Return a copy remembering how it was built (factory reference or components)."""
+        return Pipeline(self.source, self.filters, self.sink, spec)
+
+    def to_spec(self) -> dict[str, Any]:
+        """Return a JSON-serialisable spec that rebuilds this pipeline in another process."""
+        if self.spec is not None:
+            return self.spec
+        return {
+            "kind": "components",
+            "source": self.source.describe(),
+            "filters": [f.describe() for f in self.filters],
+            "sink": self.sink.describe() if self.sink is not None else None,
+        }
+
+
+def check_unique_names(filters: Iterable[StatefulFilter[Any]]) -> None:
+    """Raise ``ValueError`` when two stateful filters share a name (their shards would mix)."""
+    seen: set[str] = set()
+    for f in filters:
+        if f.name in seen:
+            raise ValueError(
+                f"two stateful filters are named {f.name!r}; pass name=... to tell them apart"
+            )
+        seen.add(f.name)

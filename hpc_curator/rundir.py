@@ -1,0 +1,317 @@
+"""Every path in a run directory, and its creation, validation and attempts.
+
+Layout of a run directory ``D``::
+
+    D/run.json                     frozen spec + index list (+ D/indices.npy for large lists)
+    D/attempts/NNNN.json           one per launch, created exclusively; rewritten at the end
+    D/attempts/NNNN.heartbeat      touched by the live attempt's rank 0
+    D/journal/aNNNN-rankRRRRR.jsonl  append-only, exactly one writer each
+    D/shards/<filter>/...          committed (and orphan) segments, see shards.py
+    D/outputs/<filter>.h5          merged stateful-filter outputs
+    D/logs/                        launcher and rank logs
+    D/manifest.json, D/manifest.parquet   written last, atomically
+
+Who writes what: rank 0 (or the parent of an in-process pool) creates ``run.json``, the attempt
+record, merged outputs and the manifest; each rank writes its own journal and segments only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hpc_curator.atomic import atomic_path, atomic_write, create_exclusive
+from hpc_curator.errors import RunBusyError, RunDirError
+from hpc_curator.partition import from_ranges, to_ranges
+
+FORMAT = "hpc-curator.run/1"
+MAX_INLINE_RANGES = 1024
+#: A live attempt must touch its heartbeat more often than this (seconds).
+HEARTBEAT_INTERVAL = 15.0
+STALE_AFTER = 180.0
+
+
+def now_iso() -> str:
+    """Current UTC time, ISO 8601."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def stable_hash(obj: Any) -> str:
+    """SHA-256 of the canonical JSON of ``obj``."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python, the package and its core dependencies."""
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for pkg in ("hpc-curator", "numpy", "h5py", "pyarrow", "mpi4py", "submitit"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+class RunDir:
+    """The paths of one run directory (this class owns every file-name pattern)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path).absolute()
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    run_json = property(lambda self: self.path / "run.json")
+    indices_npy = property(lambda self: self.path / "indices.npy")
+    attempts_dir = property(lambda self: self.path / "attempts")
+    journal_dir = property(lambda self: self.path / "journal")
+    shards_dir = property(lambda self: self.path / "shards")
+    outputs_dir = property(lambda self: self.path / "outputs")
+    logs_dir = property(lambda self: self.path / "logs")
+    manifest_json = property(lambda self: self.path / "manifest.json")
+    manifest_parquet = property(lambda self: self.path / "manifest.parquet")
+    slurm_dir = property(lambda self: self.path / "slurm")
+
+    def exists(self) -> bool:
+        """Whether the run has been created (``run.json`` present)."""
+        return self.run_json.exists()
+
+    def journal_path(self, attempt: int, rank: int) -> Path:
+        """Journal of ``rank`` in ``attempt``."""
+        return self.journal_dir / f"a{attempt:04d}-rank{rank:05d}.jsonl"
+
+    def journal_files(self) -> list[Path]:
+        """Every journal, in (attempt, rank) order."""
+        if not self.journal_dir.is_dir():
+            return []
+        return sorted(p for p in self.journal_dir.glob("a*-rank*.jsonl"))
+
+    def shard_dir(self, filter_name: str) -> Path:
+        """Directory of one stateful filter's segments."""
+        return self.shards_dir / filter_name
+
+    def output_path(self, filter_name: str, suffix: str) -> Path:
+        """Default merged output of a stateful filter."""
+        return self.outputs_dir / f"{filter_name}{suffix}"
+
+    def attempt_path(self, attempt: int) -> Path:
+        """Attempt record."""
+        return self.attempts_dir / f"{attempt:04d}.json"
+
+    def heartbeat_path(self, attempt: int) -> Path:
+        """Heartbeat file of a live attempt."""
+        return self.attempts_dir / f"{attempt:04d}.heartbeat"
+
+    def rank_log(self, attempt: int, rank: int) -> Path:
+        """Log file of one rank."""
+        return self.logs_dir / f"a{attempt:04d}-rank{rank:05d}.log"
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """The frozen content of ``run.json`` plus the index array."""
+
+    spec: dict[str, Any]
+    indices: np.ndarray
+    meta: dict[str, Any]
+
+    @property
+    def n(self) -> int:
+        """Number of frozen indices."""
+        return len(self.indices)
+
+
+def create_or_open(
+    rd: RunDir, spec: dict[str, Any] | None, indices: np.ndarray | None, settings: dict[str, Any]
+) -> RunInfo:
+    """Create the run directory, or open it and check it belongs to the same run.
+
+    Parameters
+    ----------
+    rd
+        The run directory.
+    spec, indices
+        The pipeline spec and frozen indices of this launch; ``None`` to open an existing run.
+    settings
+        Schedule and commit settings recorded at creation (not part of the identity).
+
+    Raises
+    ------
+    RunDirError
+        When opening a run that does not exist, or when the spec or indices conflict.
+    """
+    if rd.exists():
+        info = load(rd)
+        if spec is not None and stable_hash(spec) != info.meta["spec_hash"]:
+            raise RunDirError(
+                f"run dir {rd.path} was created for a different pipeline "
+                f"({_spec_label(info.spec)}, now {_spec_label(spec)})",
+                "use a new --run-dir, or resume it with the original spec",
+            )
+        if indices is not None and _hash_indices(indices) != info.meta["indices_hash"]:
+            raise RunDirError(
+                f"run dir {rd.path} froze a different index list "
+                f"({info.n} indices, now {len(indices)})",
+                "use a new --run-dir, or omit --indices to resume",
+            )
+        return info
+    if spec is None or indices is None:
+        raise RunDirError(
+            f"{rd.path} is not a run directory (no run.json)",
+            "give a pipeline spec to create it, or check the path",
+        )
+    return _create(rd, spec, indices, settings)
+
+
+def _create(
+    rd: RunDir, spec: dict[str, Any], indices: np.ndarray, settings: dict[str, Any]
+) -> RunInfo:
+    for d in (rd.path, rd.attempts_dir, rd.journal_dir, rd.shards_dir, rd.logs_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    ranges = to_ranges(indices)
+    if len(ranges) <= MAX_INLINE_RANGES:
+        index_meta: dict[str, Any] = {"kind": "ranges", "ranges": ranges}
+    else:
+        with atomic_path(rd.indices_npy) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, np.asarray(indices, dtype=np.int64))
+        index_meta = {"kind": "npy", "file": rd.indices_npy.name}
+    meta = {
+        "format": FORMAT,
+        "spec": spec,
+        "spec_hash": stable_hash(spec),
+        "indices": {**index_meta, "count": len(indices)},
+        "indices_hash": _hash_indices(indices),
+        "settings": settings,
+        "cwd": os.getcwd(),
+        "created": now_iso(),
+        "host": socket.gethostname(),
+        "argv": sys.argv,
+        "versions": versions(),
+    }
+    atomic_write(rd.run_json, json.dumps(meta, indent=2, default=repr))
+    return RunInfo(spec, np.asarray(indices, dtype=np.int64), meta)
+
+
+def load(rd: RunDir) -> RunInfo:
+    """Read ``run.json`` (and ``indices.npy``); :class:`RunDirError` if unreadable."""
+    try:
+        meta = json.loads(rd.run_json.read_text())
+    except FileNotFoundError:
+        raise RunDirError(
+            f"{rd.path} is not a run directory (no run.json)", "check the --run-dir path"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise RunDirError(f"cannot read {rd.run_json}: {exc}") from exc
+    if meta.get("format") != FORMAT:
+        raise RunDirError(f"{rd.run_json} has unknown format {meta.get('format')!r}")
+    idx = meta["indices"]
+    if idx["kind"] == "ranges":
+        indices = from_ranges(idx["ranges"])
+    else:
+        indices = np.load(rd.path / idx["file"])
+    if _hash_indices(indices) != meta["indices_hash"]:
+        raise RunDirError(f"the index list of {rd.path} does not match its recorded hash")
+    return RunInfo(meta["spec"], indices, meta)
+
+
+def _hash_indices(indices: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(indices, dtype=np.int64).tobytes()).hexdigest()
+
+
+def _spec_label(spec: dict[str, Any]) -> str:
+    if spec.get("kind") == "factory":
+        return str(spec.get("ref"))
+    if spec.get("kind") == "components":
+        return str(spec.get("source", {}).get("class"))
+    return str(spec.get("kind"))
+
+
+# -- attempts ------------------------------------------------------------------------------
+def list_attempts(rd: RunDir) -> list[dict[str, Any]]:
+    """Every attempt record, oldest first."""
+    out = []
+    if rd.attempts_dir.is_dir():
+        for p in sorted(rd.attempts_dir.glob("[0-9][0-9][0-9][0-9]*.json")):
+            try:
+                out.append(json.loads(p.read_text()))
+            except (OSError, ValueError):
+                continue
+    return out
+
+
+def attempt_alive(rd: RunDir, rec: dict[str, Any], now: float | None = None) -> bool:
+    """Whether an attempt without an end record is still running."""
+    if rec.get("ended"):
+        return False
+    if rec.get("host") == socket.gethostname() and not rec.get("job_id"):
+        try:
+            os.kill(int(rec["pid"]), 0)
+        except (ProcessLookupError, ValueError, KeyError):
+            return False
+        except PermissionError:
+            return True
+        return True
+    try:
+        age = (now or time.time()) - rd.heartbeat_path(rec["attempt"]).stat().st_mtime
+    except FileNotFoundError:
+        return False
+    return age < STALE_AFTER
+
+
+def start_attempt(rd: RunDir, identity: dict[str, Any], launcher: str) -> int:
+    """Create the next attempt record exclusively and return its number.
+
+    Raises
+    ------
+    RunBusyError
+        When an earlier attempt is still alive (same host and PID alive, or fresh heartbeat).
+    """
+    for _ in range(100):
+        attempts = list_attempts(rd)
+        for rec in attempts:
+            if attempt_alive(rd, rec):
+                age = time.time() - rec.get("started_ts", time.time())
+                raise RunBusyError(
+                    f"run dir {rd.path} is in use by attempt {rec['attempt']} "
+                    f"(job {rec.get('job_id') or '-'}, host {rec.get('host')}, "
+                    f"pid {rec.get('pid')}, started {age:.0f}s ago)",
+                    "wait for it, or cancel it (hpc-curate cancel) before relaunching",
+                )
+        number = max((int(r["attempt"]) for r in attempts), default=0) + 1
+        rec = {
+            "attempt": number,
+            "launcher": launcher,
+            "started": now_iso(),
+            "started_ts": time.time(),
+            **identity,
+        }
+        if create_exclusive(rd.attempt_path(number), json.dumps(rec, indent=2)):
+            rd.heartbeat_path(number).touch()
+            return number
+    raise RunBusyError(f"could not claim an attempt number in {rd.attempts_dir}")
+
+
+def end_attempt(rd: RunDir, attempt: int, **fields: Any) -> None:
+    """Record how an attempt ended (reason, counts) by rewriting its record atomically."""
+    path = rd.attempt_path(attempt)
+    rec = json.loads(path.read_text())
+    rec.update(fields, ended=now_iso(), ended_ts=time.time())
+    atomic_write(path, json.dumps(rec, indent=2, default=repr))
+    try:
+        rd.heartbeat_path(attempt).unlink()
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,56 @@
+"""Shard segment naming and atomic writing.
+
+A *segment* is the delta of one stateful filter's state between two commits of one rank::
+
+    shards/<filter>/<filter>.rank<RRRRR>.a<AAAA>-<SSSSSS><suffix>
+
+``RRRRR`` is the global rank (or worker slot — never a PID), ``AAAA`` the attempt number and
+``SSSSSS`` the commit sequence within that rank's attempt, so names never collide across ranks,
+nodes, attempts or world sizes and a segment is never rewritten. A segment counts only when a
+journal commit record names it; files that no record names (a crash between writing the segment
+and committing it) are orphans and are ignored by merges.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hpc_curator.atomic import atomic_path
+
+_PATTERN = re.compile(r"^(?P<name>.+)\.rank(?P<rank>\d{5,})\.a(?P<attempt>\d{4,})-(?P<seq>\d{6,})")
+
+
+@dataclass(frozen=True)
+class SegmentId:
+    """The parts of a segment name."""
+
+    filter_name: str
+    rank: int
+    attempt: int
+    seq: int
+
+
+def segment_name(filter_name: str, rank: int, attempt: int, seq: int, suffix: str = ".h5") -> str:
+    """Return the file name of a segment."""
+    return f"{filter_name}.rank{rank:05d}.a{attempt:04d}-{seq:06d}{suffix}"
+
+
+def parse_segment_name(name: str) -> SegmentId:
+    """Parse a segment file name; ``ValueError`` if it is not one."""
+    m = _PATTERN.match(name)
+    if not m:
+        raise ValueError(f"not a shard segment name: {name!r}")
+    return SegmentId(m["name"], int(m["rank"]), int(m["attempt"]), int(m["seq"]))
+
+
+def write_segment(filt: Any, directory: Path, rank: int, attempt: int, seq: int) -> str | None:
+    """Flush ``filt``'s delta to a new segment atomically; return its name (None if no delta)."""
+    if not filt.has_delta:
+        return None
+    name = segment_name(filt.name, rank, attempt, seq, filt.suffix)
+    with atomic_path(directory / name) as tmp:
+        filt.flush(str(tmp))
+    return name

@@ -1,0 +1,211 @@
+"""Who am I and who else is here: rank, size, host, Slurm ids, and the collectives.
+
+The environment is read once into a :class:`World`. Under ``mpiexec`` or ``srun --mpi=...`` the
+world is MPI ``COMM_WORLD``; alone it is a world of size 1 with no-op collectives. Launchers
+tell the ranks how many of them there should be (``HPC_CURATOR_EXPECTED_SIZE``; under ``srun``
+also ``SLURM_STEP_NUM_TASKS``), so ranks that came up as MPI singletons — ``srun`` without
+``--mpi`` — fail at once, before any index runs, instead of each silently doing all the work.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from hpc_curator.errors import WorldError
+
+EXPECTED_SIZE_ENV = "HPC_CURATOR_EXPECTED_SIZE"
+NO_MPI_ENV = "HPC_CURATOR_NO_MPI"
+
+
+class Counter(Protocol):
+    """A global integer shared by every rank (failure budget, dynamic schedule)."""
+
+    def add(self, n: int) -> int:
+        """Atomically add ``n`` and return the new total."""
+        ...
+
+    def free(self) -> None:
+        """Release resources (collective for MPI)."""
+        ...
+
+
+class LocalCounter:
+    """A counter for a world of one process."""
+
+    def __init__(self, initial: int = 0) -> None:
+        self.value = initial
+
+    def add(self, n: int) -> int:
+        self.value += n
+        return self.value
+
+    def free(self) -> None:
+        return None
+
+
+class RMACounter:
+    """A counter in an MPI window on rank 0, updated with ``Fetch_and_op`` (no master rank)."""
+
+    def __init__(self, comm: Any, initial: int = 0) -> None:
+        import numpy as np
+        from mpi4py import MPI
+
+        self._mpi = MPI
+        self._np = np
+        rank = comm.Get_rank()
+        self.win = MPI.Win.Allocate(8 if rank == 0 else 0, 8, comm=comm)
+        if rank == 0:
+            self.win.Lock(0, MPI.LOCK_EXCLUSIVE)
+            self.win.Put(np.array([initial], dtype=np.int64), 0)
+            self.win.Unlock(0)
+        comm.Barrier()
+        self._one = np.zeros(1, dtype=np.int64)
+        self._res = np.zeros(1, dtype=np.int64)
+
+    def add(self, n: int) -> int:
+        self._one[0] = n
+        self.win.Lock(0, self._mpi.LOCK_SHARED)
+        self.win.Fetch_and_op(self._one, self._res, 0, 0, self._mpi.SUM)
+        self.win.Unlock(0)
+        return int(self._res[0]) + n
+
+    def free(self) -> None:
+        self.win.Free()
+
+
+@dataclass
+class World:
+    """The rank's view of the run: identity, placement and collectives.
+
+    Attributes
+    ----------
+    rank, size
+        Global MPI rank and world size (0 and 1 without MPI).
+    host
+        ``socket.gethostname()``.
+    node
+        Slurm node name (``SLURMD_NODENAME``), else the host.
+    job_id, step_id
+        Slurm job and step ids when running under Slurm.
+    pid
+        Process id.
+    """
+
+    rank: int = 0
+    size: int = 1
+    host: str = field(default_factory=socket.gethostname)
+    node: str = ""
+    job_id: str | None = None
+    step_id: str | None = None
+    pid: int = field(default_factory=os.getpid)
+    comm: Any = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.node:
+            self.node = os.environ.get("SLURMD_NODENAME") or self.host
+        if self.job_id is None:
+            self.job_id = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")
+        if self.step_id is None:
+            self.step_id = os.environ.get("SLURM_STEP_ID")
+
+    @property
+    def is_root(self) -> bool:
+        """Whether this is rank 0, which prepares and finishes the run."""
+        return self.rank == 0
+
+    def identity(self) -> dict[str, Any]:
+        """JSON-able placement record (journals, manifest)."""
+        return {
+            "rank": self.rank,
+            "size": self.size,
+            "host": self.host,
+            "node": self.node,
+            "job_id": self.job_id,
+            "step_id": self.step_id,
+            "pid": self.pid,
+        }
+
+    # -- collectives (no-ops for size 1) ---------------------------------------------------
+    def barrier(self) -> None:
+        """Wait for every rank."""
+        if self.comm is not None:
+            self.comm.Barrier()
+
+    def bcast(self, obj: Any) -> Any:
+        """Broadcast ``obj`` from rank 0."""
+        return self.comm.bcast(obj, root=0) if self.comm is not None else obj
+
+    def gather(self, obj: Any) -> list[Any] | None:
+        """Gather one object per rank on rank 0 (``None`` elsewhere)."""
+        return self.comm.gather(obj, root=0) if self.comm is not None else [obj]
+
+    def counter(self, initial: int = 0) -> Counter:
+        """Create a global counter (collective under MPI)."""
+        if self.comm is not None:
+            return RMACounter(self.comm, initial)
+        return LocalCounter(initial)
+
+    def abort(self, code: int) -> None:
+        """Abort every rank (MPI) — only for unrecoverable states."""
+        if self.comm is not None:
+            self.comm.Abort(code)
+
+
+def expected_size() -> int | None:
+    """World size the launcher promised, from our variable or the Slurm step."""
+    for var in (EXPECTED_SIZE_ENV, "SLURM_STEP_NUM_TASKS"):
+        value = os.environ.get(var)
+        if value and value.isdigit():
+            return int(value)
+    return None
+
+
+def detect_world(use_mpi: bool = True) -> World:
+    """Read the environment once and return the :class:`World`.
+
+    Parameters
+    ----------
+    use_mpi
+        Try ``mpi4py``. When MPI cannot initialise the world falls back to size 1 with a
+        warning — unless the launcher promised more ranks, then :class:`WorldError`.
+
+    Raises
+    ------
+    WorldError
+        When the world size differs from what the launcher promised (e.g. singletons).
+    """
+    expected = expected_size()
+    if not use_mpi or os.environ.get(NO_MPI_ENV):
+        world = World()
+    else:
+        try:
+            from mpi4py import MPI
+
+            comm = MPI.COMM_WORLD
+            size = comm.Get_size()
+            world = World(rank=comm.Get_rank(), size=size, comm=comm if size > 1 else None)
+        except (ImportError, RuntimeError, OSError) as exc:
+            if expected and expected > 1:
+                raise WorldError(
+                    f"MPI could not start ({exc}) but {expected} ranks were launched",
+                    "install mpi4py with an MPI library (pip install 'hpc-curator[local-mpi]')",
+                ) from exc
+            warnings.warn(f"MPI unavailable ({exc}); running as a single rank", stacklevel=2)
+            world = World()
+    if expected is not None and world.size != expected:
+        hint = (
+            "under srun pass the MPI plugin your MPI speaks, e.g. --mpi pmi2 (hpc-curate submit "
+            "--mpi pmi2, or srun --mpi=pmi2)"
+            if world.size == 1
+            else "launch with as many ranks as the job asks for"
+        )
+        raise WorldError(
+            f"MPI world size is {world.size} but {expected} ranks were launched"
+            + (" (every rank is an MPI singleton)" if world.size == 1 else ""),
+            hint,
+        )
+    return world

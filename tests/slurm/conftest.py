@@ -1,0 +1,221 @@
+"""A real local Slurm cluster for the tests in this directory.
+
+The session fixture ``slurm_cluster`` runs ``cluster.sh start`` (next to this file) in a
+fresh ``/tmp/slc-<8 hex>`` directory -- short, because unix sockets live below it -- and
+points ``SLURM_CONF`` at it for the whole session, so that ``sbatch``, ``srun``, ``sacct``
+and submitit all talk to it. At the end it runs ``cluster.sh stop`` (which ends exactly the
+daemons it started), removes the directory and restores ``SLURM_CONF``.
+
+If the cluster cannot be started (no apt, no root, a daemon fails) the fixture skips the
+tests with the reason and the log tails -- except under ``CI=true``, where it fails them:
+CI must not turn green by running no Slurm test.
+
+Every test collected from this directory gets the ``slurm`` marker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import shutil
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+SCRIPT = HERE / "cluster.sh"
+NODES = 4
+CPUS = 4
+START_TIMEOUT_S = 900  # includes a first-time apt-get install
+STOP_TIMEOUT_S = 180
+CMD_TIMEOUT_S = 30
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Registered here too so that this directory works without the root pytest config.
+    config.addinivalue_line("markers", "slurm: needs the local Slurm test cluster (tests/slurm)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The hook sees every collected item of the session, not only this directory's.
+    for item in items:
+        if HERE in Path(item.path).resolve().parents:
+            item.add_marker(pytest.mark.slurm)
+
+
+@dataclasses.dataclass(frozen=True)
+class SlurmCluster:
+    """Handle on the running cluster.
+
+    Attributes
+    ----------
+    state_dir
+        The cluster's directory (configs, logs, pidfiles, spool).
+    conf
+        ``state_dir/etc/slurm.conf``; the session's ``SLURM_CONF``.
+    nodes
+        Names of the virtual nodes, ``n1`` .. ``nN``.
+    cpus_per_node
+        CPUs each virtual node declares.
+    """
+
+    state_dir: Path
+    conf: Path
+    nodes: tuple[str, ...]
+    cpus_per_node: int
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The current environment with ``SLURM_CONF`` pointing at this cluster."""
+        return {**os.environ, "SLURM_CONF": str(self.conf)}
+
+    def run(self, *cmd: str, timeout: float = CMD_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+        """Run a client command against this cluster; never raises on exit status."""
+        return subprocess.run(
+            cmd,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def dump(self) -> str:
+        """``sinfo``, ``squeue`` and ``sacct`` output, for failure messages."""
+        parts = []
+        for cmd in (
+            ("sinfo", "-N", "-l"),
+            ("squeue", "-t", "all", "-o", "%.12i %.9P %.12j %.10T %.10M %.6D %R"),
+            (
+                "sacct",
+                "-a",
+                "-o",
+                "JobID%20,JobName%12,Partition,State%14,ExitCode,Elapsed,NodeList%12",
+            ),
+        ):
+            try:
+                res = self.run(*cmd)
+                text = res.stdout + res.stderr
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                text = f"<{exc!r}>"
+            parts.append(f"$ {' '.join(cmd)}\n{text.rstrip()}")
+        return "\n".join(parts)
+
+    def log_tail(self, lines: int = 25) -> str:
+        """The last lines of every daemon log of the cluster."""
+        return _log_tails(self.state_dir, lines)
+
+
+def _log_tails(state_dir: Path, lines: int = 25) -> str:
+    out = []
+    for log in sorted((state_dir / "log").glob("*.log")):
+        try:
+            tail = log.read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            continue
+        out.append(f"----- {log}\n" + "\n".join(tail))
+    return "\n".join(out)
+
+
+def _ports_free(base: int, nodes: int) -> bool:
+    wanted = [base, base + 1, base + 2] + [base + 10 + k for k in range(1, nodes + 1)]
+    for port in wanted:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
+def _pick_port_base(nodes: int) -> int:
+    """A port block that is free now, so that concurrent sessions do not collide."""
+    if os.environ.get("SLC_PORT_BASE"):
+        return int(os.environ["SLC_PORT_BASE"])
+    rng = random.Random()
+    for _ in range(50):
+        base = rng.randrange(20000, 30000, 100)
+        if _ports_free(base, nodes):
+            return base
+    return 16817
+
+
+def _script(cmd: str, state_dir: Path, env: dict[str, str], timeout: float, log: Path) -> int:
+    # Output goes to a file, not a pipe: a daemon that kept an inherited pipe open would
+    # make a pipe-reading caller wait for ever.
+    with log.open("ab") as out:
+        proc = subprocess.run(
+            ["bash", str(SCRIPT), cmd, str(state_dir)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+            check=False,
+        )
+    return proc.returncode
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+    """Start the local cluster for the session; see the module docstring."""
+    state_dir = Path(f"/tmp/slc-{uuid.uuid4().hex[:8]}")
+    script_log = tmp_path_factory.mktemp("slurm-cluster") / "cluster.sh.log"
+    env = {
+        **os.environ,
+        "SLC_NODES": str(NODES),
+        "SLC_CPUS": str(CPUS),
+        "SLC_ACCOUNTING": "1",
+        "SLC_PORT_BASE": str(_pick_port_base(NODES)),
+    }
+    env.pop("SLURM_CONF", None)
+    try:
+        rc = _script("start", state_dir, env, START_TIMEOUT_S, script_log)
+        reason = f"cluster.sh start exited {rc}"
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        rc, reason = -1, f"cluster.sh start did not finish: {exc!r}"
+    if rc != 0:
+        output = script_log.read_text(errors="replace") if script_log.exists() else ""
+        message = (
+            f"local Slurm cluster unavailable: {reason}\n{output[-6000:]}\n{_log_tails(state_dir)}"
+        )
+        _stop(state_dir, env, script_log)
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+
+    cluster = SlurmCluster(
+        state_dir=state_dir,
+        conf=state_dir / "etc" / "slurm.conf",
+        nodes=tuple(f"n{k}" for k in range(1, NODES + 1)),
+        cpus_per_node=CPUS,
+    )
+    old_conf = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(cluster.conf)
+    try:
+        yield cluster
+    finally:
+        if old_conf is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = old_conf
+        _stop(state_dir, env, script_log)
+
+
+def _stop(state_dir: Path, env: dict[str, str], script_log: Path) -> None:
+    if not state_dir.exists():
+        return
+    try:
+        rc = _script("stop", state_dir, env, STOP_TIMEOUT_S, script_log)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        rc = -1
+        print(f"cluster.sh stop failed: {exc!r}")
+    if rc == 0:
+        shutil.rmtree(state_dir, ignore_errors=True)
+    else:
+        print(f"cluster.sh stop exited {rc}; kept {state_dir} for inspection (see {script_log})")
