@@ -47,7 +47,7 @@ def parse_indices(text: str | Sequence[int] | np.ndarray | None, n: int) -> np.n
                 fields = [int(f) if f.strip() else None for f in token.split(":")]
                 if len(fields) > 3:
                     raise ValueError
-                start, stop, step = (fields + [None, None])[:3]
+                start, stop, step = [*fields, None, None][:3]
                 if any(v is not None and v < 0 for v in (start, stop)) or (step or 1) <= 0:
                     raise UsageError(
                         f"index range {token!r} has a negative bound or step",
@@ -62,7 +62,9 @@ def parse_indices(text: str | Sequence[int] | np.ndarray | None, n: int) -> np.n
                 parts.append(np.arange(start or 0, stop, step or 1, dtype=np.int64))
             else:
                 value = int(token)
-                if value < 0 or value >= n:
+                if value < 0:
+                    raise UsageError(f"index {value} is negative", "indices start at 0")
+                if value >= n:
                     raise UsageError(
                         f"index {value} is out of range", f"valid indices are 0..{n - 1}"
                     )

@@ -3,7 +3,7 @@
 The same three functions serve every launcher:
 
 - :func:`prepare` (rank 0, or the parent of an in-process pool): create or open the run
-  directory, claim an attempt, compute ``pending = frozen − recorded`` from the journals.
+  directory, claim an attempt, compute ``pending = frozen - recorded`` from the journals.
 - :func:`work` (every rank / worker slot): run its slice of ``pending`` and journal it.
 - :func:`finish` (rank 0 / parent): merge committed shard segments, write the manifest last.
 

@@ -18,7 +18,9 @@ def failure_budget(value: str | None) -> float | None:
     try:
         number = float(text[:-1]) / 100 if text.endswith("%") else float(text)
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not a count or a fraction (e.g. 10, 0.01, 1%)")
+        raise click.BadParameter(
+            f"{value!r} is not a count or a fraction (e.g. 10, 0.01, 1%)"
+        ) from None
     if number < 0:
         raise click.BadParameter(f"{value!r} must not be negative")
     return number

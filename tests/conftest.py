@@ -1,0 +1,82 @@
+"""Shared fixtures: run directories, a CLI runner in a real subprocess, result readers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = f"{ROOT}/examples/synthetic.py:build"
+FIXTURE_PIPELINES = Path(__file__).resolve().parent / "pipelines.py"
+
+
+def cli(
+    *args: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 240,
+    check: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m hpc_curator ARGS`` in a subprocess and capture its output."""
+    full_env = dict(os.environ, **(env or {}))
+    full_env.pop("HPC_CURATOR_EXPECTED_SIZE", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hpc_curator", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    """The manifest.json of a run."""
+    return json.loads((run_dir / "manifest.json").read_text())
+
+
+def manifest_rows(run_dir: Path) -> list[dict[str, Any]]:
+    """The rows of manifest.parquet, sorted by index."""
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(run_dir / "manifest.parquet").to_pylist()
+    return sorted(rows, key=lambda r: r["index"])
+
+
+def stats(run_dir: Path, name: str = "stats") -> dict[str, dict[str, float]]:
+    """Merged FieldStats of a run."""
+    from hpc_curator.components import read_fieldstats
+
+    return read_fieldstats(str(run_dir / "outputs" / f"{name}.h5"))
+
+
+def assert_stats_equal(a: dict[str, dict[str, float]], b: dict[str, dict[str, float]]) -> None:
+    """Counts/min/max bitwise equal; mean/variance within 1e-12 relative."""
+    assert a.keys() == b.keys()
+    for field in a:
+        for key in ("count", "min", "max"):
+            assert a[field][key] == b[field][key], (field, key, a[field][key], b[field][key])
+        for key in ("mean", "variance"):
+            x, y = a[field][key], b[field][key]
+            assert abs(x - y) <= 1e-12 * max(abs(x), abs(y), 1e-300), (field, key, x, y)
+
+
+@pytest.fixture
+def example() -> str:
+    """Reference of the example factory."""
+    return EXAMPLE
+
+
+@pytest.fixture
+def pipelines() -> Path:
+    """Path of the test pipelines module."""
+    return FIXTURE_PIPELINES

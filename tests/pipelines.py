@@ -1,0 +1,50 @@
+"""Pipelines used by the tests (loaded by file path: tests/pipelines.py:NAME)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+from hpc_curator import Filter, Pipeline
+from hpc_curator.components import FailOn, FieldStats, HDF5Sink, Sleep, SyntheticSource
+
+
+def stats(
+    n: str = "60",
+    shape: str = "8x8",
+    fail: str = "",
+    sleep: str = "0",
+    out: str = "",
+    seed: str = "0",
+) -> Pipeline:
+    """Synthetic -> [Sleep] -> FailOn -> FieldStats(stats) [-> HDF5Sink(out)]."""
+    p = Pipeline(SyntheticSource(n=int(n), shape=shape, seed=int(seed), fields=("u", "v")))
+    if float(sleep) > 0:
+        p = p.filter(Sleep(float(sleep)))
+    p = p.filter(FailOn(fail)).filter(FieldStats(name="stats"))
+    if out:
+        p = p.write(HDF5Sink(out))
+    return p
+
+
+class KillAt(Filter):
+    """SIGKILL this very process when index ``at`` arrives (a hard crash mid-run)."""
+
+    def __init__(self, at: int) -> None:
+        self.at = int(at)
+
+    def __call__(self, items: Iterator[Any]) -> Iterator[Any]:
+        for item in items:
+            if item["index"] == self.at and not os.environ.get("HPC_TEST_NO_KILL"):
+                os.kill(os.getpid(), signal.SIGKILL)
+            yield item
+
+
+def killer(n: str = "120", at: str = "50", sleep: str = "0") -> Pipeline:
+    """Stats pipeline whose process dies at index ``at`` (unless HPC_TEST_NO_KILL is set)."""
+    p = Pipeline(SyntheticSource(n=int(n), shape="8x8", fields=("u",)))
+    if float(sleep) > 0:
+        p = p.filter(Sleep(float(sleep)))
+    return p.filter(KillAt(int(at))).filter(FieldStats(name="stats"))
