@@ -25,6 +25,9 @@ class CuratorError(Exception):
         self.message = message
         self.hint = hint
 
+    def __str__(self) -> str:
+        return self.format()
+
     def format(self) -> str:
         """Return ``message`` followed by the hint, on one line."""
         return f"{self.message} ({self.hint})" if self.hint else self.message

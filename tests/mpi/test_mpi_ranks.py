@@ -1,0 +1,178 @@
+"""Real mpiexec runs: world sizes, resume after SIGKILL with other sizes, failures, schedules."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import (
+    FIXTURE_PIPELINES,
+    assert_stats_equal,
+    cli,
+    manifest_rows,
+    read_manifest,
+    stats,
+)
+
+SPEC = f"{FIXTURE_PIPELINES}:stats"
+N = 96
+
+
+@pytest.fixture(scope="module")
+def sequential_reference(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    d = tmp_path_factory.mktemp("seq") / "run"
+    cli("run", SPEC, "-p", f"n={N}", "--run-dir", str(d), "-q", check=True)
+    return stats(d)
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 4, 8])
+def test_world_sizes_give_identical_stats(
+    tmp_path: Path, ranks: int, sequential_reference: dict
+) -> None:
+    d = tmp_path / "run"
+    proc = cli("run", SPEC, "-p", f"n={N}", "--ranks", str(ranks), "--run-dir", str(d),
+               "--commit-every", "5", "-q")
+    assert proc.returncode == 0, proc.stderr
+    doc = read_manifest(d)
+    assert doc["status"] == "complete" and doc["world_size"] == ranks
+    rows = manifest_rows(d)
+    assert [r["index"] for r in rows] == list(range(N))
+    assert {r["rank"] for r in rows} == set(range(ranks))
+    # strided: index i ran on rank i % ranks
+    assert all(r["rank"] == r["index"] % ranks for r in rows)
+    assert len({r["pid"] for r in rows}) == ranks
+    assert_stats_equal(stats(d), sequential_reference)
+    segments = list((d / "shards" / "stats").glob("stats.rank*.a0001-*.h5"))
+    assert {int(p.name.split(".rank")[1][:5]) for p in segments} == set(range(ranks))
+
+
+def test_rank_entry_point_under_plain_mpiexec(tmp_path: Path, sequential_reference: dict) -> None:
+    """`mpiexec -n 3 hpc-curate rank --spec ... --run-dir D`: rank 0 creates the run dir."""
+    from hpc_curator.backends.mpi import find_mpiexec
+
+    d = tmp_path / "run"
+    proc = subprocess.run(
+        [find_mpiexec(), "-n", "3", sys.executable, "-m", "hpc_curator", "rank", "--spec", SPEC,
+         "-p", f"n={N}", "--run-dir", str(d)],
+        capture_output=True, text=True, timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("complete:") == 1  # only rank 0 reports
+    assert read_manifest(d)["world_size"] == 3
+    assert_stats_equal(stats(d), sequential_reference)
+
+
+def _start(d: Path, ranks: int, *extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "hpc_curator", "run", SPEC, "-p", f"n={N}", "-p", "sleep=0.03",
+         "--ranks", str(ranks), "--run-dir", str(d), "--commit-every", "2", "-q", *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+def _rank_pids(d: Path) -> dict[int, int]:
+    pids = {}
+    for path in (d / "journal").glob("a*-rank*.jsonl"):
+        first = path.read_text().splitlines()[:1]
+        if first:
+            rec = json.loads(first[0])
+            pids[rec["rank"]] = rec["pid"]
+    return pids
+
+
+@pytest.mark.parametrize("resume_ranks", [2, 3])
+def test_sigkill_one_rank_then_resume_with_other_world_size(
+    tmp_path: Path, resume_ranks: int, sequential_reference: dict
+) -> None:
+    d = tmp_path / "run"
+    proc = _start(d, 4)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and len(_rank_pids(d)) < 4:
+            time.sleep(0.1)
+        time.sleep(0.8)
+        victim = _rank_pids(d)[2]
+        os.kill(victim, signal.SIGKILL)
+        assert proc.wait(timeout=60) != 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not (d / "manifest.json").exists()
+    partial = json.loads(cli("manifest", str(d), "--json").stdout)["counts"]
+    assert partial["ok"] > 0 and partial["pending"] > 0 and partial["failed"] == 0
+    again = cli("run", SPEC, "-p", f"n={N}", "-p", "sleep=0.03", "--ranks", str(resume_ranks),
+                "--run-dir", str(d), "-q")
+    assert again.returncode == 0, again.stderr
+    rows = manifest_rows(d)
+    assert [r["index"] for r in rows] == list(range(N))  # each index exactly once
+    assert {r["attempt"] for r in rows} == {1, 2}
+    assert {r["rank"] for r in rows if r["attempt"] == 2} <= set(range(resume_ranks))
+    assert_stats_equal(stats(d), sequential_reference)
+    attempts = read_manifest(d)["attempts"]
+    assert attempts[0]["reason"].startswith("running or crashed")
+
+
+def test_failure_on_rank_3_is_recorded_with_placement(tmp_path: Path) -> None:
+    d = tmp_path / "run"
+    proc = cli("run", SPEC, "-p", "n=40", "-p", "fail=7,11", "--ranks", "4", "--run-dir", str(d),
+               "-q")
+    assert proc.returncode == 1
+    assert "38/40 ok, 2 failed" in proc.stderr
+    failures = {f["index"]: f for f in read_manifest(d)["failures"]}
+    assert failures[7]["rank"] == 3 and failures[11]["rank"] == 3
+    assert failures[7]["host"] == os.uname().nodename
+    assert "Traceback" in failures[7]["traceback"]
+    assert failures[7]["pid"] != os.getpid()
+
+
+def test_global_failure_budget_stops_every_rank(tmp_path: Path) -> None:
+    d = tmp_path / "run"
+    fails = ",".join(str(i) for i in range(0, 400, 4))  # every rank fails often
+    proc = cli("run", SPEC, "-p", "n=400", "-p", f"fail={fails}", "-p", "sleep=0.005",
+               "--ranks", "4", "--max-failures", "5", "--commit-every", "2", "--run-dir", str(d),
+               "-q")
+    assert proc.returncode == 1
+    doc = read_manifest(d)
+    assert doc["counts"]["pending"] > 100
+    assert 5 < doc["counts"]["failed"] <= 5 + 4 * 3
+    assert {r["reason"] for r in doc["ranks"]} == {"max_failures"}
+
+
+def test_dynamic_schedule_is_complete_and_resumable(
+    tmp_path: Path, sequential_reference: dict
+) -> None:
+    d = tmp_path / "run"
+    proc = cli("run", SPEC, "-p", f"n={N}", "--ranks", "4", "--schedule", "dynamic",
+               "--chunk-size", "3", "--run-dir", str(d), "-q")
+    assert proc.returncode == 0, proc.stderr
+    rows = manifest_rows(d)
+    assert [r["index"] for r in rows] == list(range(N))
+    assert len({r["rank"] for r in rows}) >= 2
+    assert_stats_equal(stats(d), sequential_reference)
+
+
+def test_block_schedule(tmp_path: Path, sequential_reference: dict) -> None:
+    d = tmp_path / "run"
+    cli("run", SPEC, "-p", f"n={N}", "--ranks", "2", "--schedule", "block", "--run-dir", str(d),
+        "-q", check=True)
+    rows = manifest_rows(d)
+    assert all(r["rank"] == (0 if r["index"] < N // 2 else 1) for r in rows)
+    assert_stats_equal(stats(d), sequential_reference)
+
+
+def test_singleton_world_is_refused_before_any_index(tmp_path: Path) -> None:
+    """Ranks that come up as MPI singletons (srun without --mpi) fail at once."""
+    d = tmp_path / "run"
+    proc = cli("rank", "--spec", SPEC, "--run-dir", str(d), env={"SLURM_STEP_NUM_TASKS": "4"})
+    assert proc.returncode == 5
+    assert "MPI world size is 1 but 4 ranks were launched" in proc.stderr
+    assert "--mpi pmi2" in proc.stderr
+    assert not d.exists()
