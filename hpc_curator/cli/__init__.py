@@ -40,13 +40,18 @@ def main() -> None:
     """
 
 
-from hpc_curator.cli import run as _run  # noqa: E402  (registers commands)
+def _register_commands() -> None:
+    """Import each command module (cheap: they import heavy things inside commands)."""
+    import importlib
 
-_run.register(main)
+    for name in ("run", "submit", "operate", "report"):
+        try:
+            module = importlib.import_module(f"hpc_curator.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"hpc_curator.cli.{name}":
+                raise
+            continue
+        module.register(main)
 
-try:  # commands of later layers register themselves when present
-    from hpc_curator.cli import operate as _operate
 
-    _operate.register(main)
-except ImportError:  # pragma: no cover
-    pass
+_register_commands()
