@@ -48,13 +48,15 @@ def parse_indices(text: str | Sequence[int] | np.ndarray | None, n: int) -> np.n
                 if len(fields) > 3:
                     raise ValueError
                 start, stop, step = [*fields, None, None][:3]
-                if any(v is not None and v < 0 for v in (start, stop)) or (step or 1) <= 0:
+                if any(v is not None and v < 0 for v in (start, stop)) or (
+                    step is not None and step <= 0
+                ):
                     raise UsageError(
                         f"index range {token!r} has a negative bound or step",
                         "use non-negative start:stop[:step], e.g. 0:1000",
                     )
                 stop = n if stop is None else stop
-                if stop > n:
+                if stop > n or (start or 0) >= n:
                     raise UsageError(
                         f"index range {token!r} goes past the source's {n} indices",
                         f"valid indices are 0..{n - 1}",
@@ -109,7 +111,7 @@ def to_ranges(indices: np.ndarray) -> list[list[int]]:
         diffs = np.diff(a[i:])
         breaks = np.flatnonzero(diffs != step)
         j = i + 1 + (int(breaks[0]) if len(breaks) else n - i - 1)
-        out.append([int(a[i]), int(a[j - 1]) + step, step])
+        out.append([int(a[i]), int(a[j - 1]) + 1, step])
         i = j
     return out
 
@@ -151,7 +153,15 @@ def default_chunk_size(n_pending: int, size: int) -> int:
 
 
 def format_indices(indices: Sequence[int] | np.ndarray) -> str:
-    """Render indices as selection text that :func:`parse_indices` reads back exactly."""
+    """Render indices as selection text that :func:`parse_indices` reads back exactly.
+
+    Raises
+    ------
+    UsageError
+        For an empty selection (which would otherwise read back as "every index").
+    """
+    if len(indices) == 0:
+        raise UsageError("the index selection is empty", "select at least one index")
     return ",".join(
         str(s) if e == s + st else f"{s}:{e}" if st == 1 else f"{s}:{e}:{st}"
         for s, e, st in to_ranges(np.asarray(indices, dtype=np.int64))

@@ -254,17 +254,32 @@ def list_attempts(rd: RunDir) -> list[dict[str, Any]]:
 
 
 def attempt_alive(rd: RunDir, rec: dict[str, Any], now: float | None = None) -> bool:
-    """Whether an attempt without an end record is still running."""
+    """Whether an attempt without an end record is still running.
+
+    Evidence, strongest first: the attempt ended; its rank 0 PID on this host; the attempt
+    belongs to the Slurm job we are running in (so it was requeued and its old incarnation is
+    gone); the Slurm job's state in ``squeue``; finally the heartbeat's age.
+    """
     if rec.get("ended"):
         return False
-    if rec.get("host") == socket.gethostname() and not rec.get("job_id"):
+    if rec.get("host") == socket.gethostname():
         try:
             os.kill(int(rec["pid"]), 0)
         except (ProcessLookupError, ValueError, KeyError):
             return False
         except PermissionError:
+            pass
+        if not rec.get("job_id"):
             return True
-        return True
+    job = rec.get("job_id")
+    if job:
+        if job == os.environ.get("SLURM_JOB_ID") and rec.get("host") != socket.gethostname():
+            return False
+        from hpc_curator.slurm.status import job_state
+
+        state = job_state(str(job))
+        if state is not None:
+            return state in ("RUNNING", "COMPLETING", "SUSPENDED", "CONFIGURING")
     try:
         age = (now or time.time()) - rd.heartbeat_path(rec["attempt"]).stat().st_mtime
     except FileNotFoundError:

@@ -109,12 +109,16 @@ def _read_doc(path: Path) -> dict[str, Any]:
         raise SpecError(f"cannot parse {path}: {str(exc).splitlines()[0]}") from None
     if not isinstance(doc, dict) or "source" not in doc:
         raise SpecError(f"{path} must be a mapping with a 'source' (and optional filters, sink)")
-    doc.setdefault("filters", [])
-    doc.setdefault("sink", None)
+    doc["filters"] = doc.get("filters") or []
+    doc["sink"] = doc.get("sink")
+    if not isinstance(doc["filters"], list):
+        raise SpecError(f"{path}: 'filters' must be a list of components")
     for comp in _components(doc):
         if not isinstance(comp, dict) or "class" not in comp:
             raise SpecError(f"{path}: every component needs a 'class' key, got {comp!r}")
-        comp.setdefault("params", {})
+        comp["params"] = comp.get("params") or {}
+        if not isinstance(comp["params"], dict):
+            raise SpecError(f"{path}: 'params' of {comp['class']} must be a mapping")
     return doc
 
 

@@ -26,8 +26,10 @@ def make(tmp: Path, n: int = 40, fail: str = "") -> Pipeline:
 
 def comparable(run_dir: Path) -> tuple:
     doc = read_manifest(run_dir)
-    rows = [(r["index"], r["status"], tuple(r["outputs"]), r["error_type"])
-            for r in manifest_rows(run_dir)]
+    rows = [
+        (r["index"], r["status"], tuple(r["outputs"]), r["error_type"])
+        for r in manifest_rows(run_dir)
+    ]
     return doc["status"], doc["counts"], rows
 
 
@@ -44,8 +46,13 @@ def test_pool_backends_match_sequential(
 ) -> None:
     seq_dir, seq_out = sequential
     # same output dir as the sequential run so the recorded output paths compare equal
-    out = run_pipeline(make(seq_dir.parent, fail="3"), n_jobs=2, backend=backend,
-                       run_dir=tmp_path / "run", commit_every=4)
+    out = run_pipeline(
+        make(seq_dir.parent, fail="3"),
+        n_jobs=2,
+        backend=backend,
+        run_dir=tmp_path / "run",
+        commit_every=4,
+    )
     assert out == seq_out
     assert out.result.exit_code == 1 and out.result.counts["failed"] == 1
     assert comparable(tmp_path / "run") == comparable(seq_dir)
@@ -57,10 +64,19 @@ def test_pool_backends_match_sequential(
 
 
 def test_run_pipeline_returns_outputs_in_input_order(tmp_path: Path) -> None:
-    out = run_pipeline(make(tmp_path, n=20, fail="2"), n_jobs=2, backend="process_pool",
-                       indices=[9, 3, 2, 15], run_dir=tmp_path / "r")
+    out = run_pipeline(
+        make(tmp_path, n=20, fail="2"),
+        n_jobs=2,
+        backend="process_pool",
+        indices=[9, 3, 2, 15],
+        run_dir=tmp_path / "r",
+    )
     assert [Path(p[0]).name if p else None for p in out] == [
-        "00000009.h5", "00000003.h5", None, "00000015.h5"]
+        "00000009.h5",
+        "00000003.h5",
+        None,
+        "00000015.h5",
+    ]
     assert out.result.status == "failed"
 
 
@@ -119,6 +135,11 @@ def test_n_jobs_minus_one_uses_affinity_and_slurm(monkeypatch: pytest.MonkeyPatc
 
 def test_dynamic_schedule_needs_mpi(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="dynamic schedule needs MPI"):
-        run_pipeline(make(tmp_path), n_jobs=2, backend="process_pool", schedule="dynamic",
-                     run_dir=tmp_path / "r")
+        run_pipeline(
+            make(tmp_path),
+            n_jobs=2,
+            backend="process_pool",
+            schedule="dynamic",
+            run_dir=tmp_path / "r",
+        )
     assert not (tmp_path / "r").exists()

@@ -104,3 +104,116 @@ def spec_options(f: F) -> F:
         help="Parameter for the pipeline factory (repeatable).",
     )(f)
     return f
+
+
+SLURM_FIELDS = (
+    "nodes",
+    "ntasks_per_node",
+    "cpus_per_task",
+    "time",
+    "partition",
+    "account",
+    "qos",
+    "mem",
+    "gpus_per_node",
+    "constraint",
+    "exclusive",
+    "job_name",
+    "mpi",
+    "setup",
+    "sbatch_opt",
+    "srun_arg",
+    "dependency",
+    "begin",
+    "signal_delay",
+    "max_requeues",
+    "no_requeue",
+    "python",
+)
+
+
+def slurm_options(f: F) -> F:
+    """Slurm resource and launch options; every default is ``None`` (= not given)."""
+    opts = [
+        click.option("--nodes", type=int, default=None, help="Nodes (default 1)."),
+        click.option(
+            "--ntasks-per-node", type=int, default=None, help="MPI ranks per node (default 1)."
+        ),
+        click.option("--cpus-per-task", type=int, default=None, help="CPUs per rank."),
+        click.option("--time", default=None, help="Time limit, e.g. 30, 2:00:00, 1-12:00:00."),
+        click.option("--partition", default=None, help="Slurm partition."),
+        click.option("--account", default=None, help="Slurm account."),
+        click.option("--qos", default=None, help="Slurm QOS."),
+        click.option("--mem", default=None, help="Memory per node, e.g. 64G."),
+        click.option("--gpus-per-node", type=int, default=None, help="GPUs per node."),
+        click.option("--constraint", default=None, help="Node features, e.g. 'a100&ib'."),
+        click.option("--exclusive", is_flag=True, default=None, help="Whole nodes."),
+        click.option("--job-name", default=None, help="Job name (default hpc-curate)."),
+        click.option(
+            "--mpi",
+            type=click.Choice(["pmi2", "pmix", "none"]),
+            default=None,
+            help="srun --mpi plugin (default pmi2).",
+        ),
+        click.option(
+            "--setup",
+            multiple=True,
+            metavar="LINE",
+            help="Shell line run before srun, e.g. 'module load x' (repeatable).",
+        ),
+        click.option(
+            "--sbatch-opt",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Extra sbatch option (repeatable).",
+        ),
+        click.option(
+            "--srun-arg", multiple=True, metavar="ARG", help="Extra srun argument (repeatable)."
+        ),
+        click.option("--dependency", default=None, help="sbatch --dependency, e.g. afterok:123."),
+        click.option("--begin", default=None, help="sbatch --begin, e.g. now+1hour."),
+        click.option(
+            "--signal-delay",
+            type=int,
+            default=None,
+            help="Seconds before the time limit to commit and requeue (default 90).",
+        ),
+        click.option(
+            "--max-requeues", type=int, default=None, help="Requeues after time limits (default 3)."
+        ),
+        click.option(
+            "--no-requeue",
+            is_flag=True,
+            default=None,
+            help="Never requeue (the run stays resumable with hpc-curate resume).",
+        ),
+        click.option(
+            "--python",
+            default=None,
+            help="Python on the compute nodes (default: this interpreter).",
+        ),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def slurm_changes(kw: dict[str, Any]) -> dict[str, Any]:
+    """Pop the Slurm options from ``kw``; return the ``SlurmOptions`` fields that were given."""
+    from hpc_curator.slurm.options import parse_sbatch_opts
+
+    raw = {name: kw.pop(name) for name in SLURM_FIELDS}
+    changes = {
+        k: v
+        for k, v in raw.items()
+        if v is not None and k not in ("setup", "sbatch_opt", "srun_arg", "no_requeue")
+    }
+    if raw["setup"]:
+        changes["setup"] = tuple(raw["setup"])
+    if raw["sbatch_opt"]:
+        changes["sbatch_opts"] = parse_sbatch_opts(raw["sbatch_opt"])
+    if raw["srun_arg"]:
+        changes["srun_args"] = tuple(raw["srun_arg"])
+    if raw["no_requeue"]:
+        changes["requeue"] = False
+    return changes

@@ -115,7 +115,8 @@ class FieldStats(StatefulFilter[State]):
             fh.attrs["format"] = "hpc-curator.fieldstats/1"
             for name in sorted(state):
                 m = state[name]
-                g = fh.create_group(name)
+                g = fh.create_group(_escape(name))
+                g.attrs["field"] = name
                 g.attrs["count"] = np.int64(m.count)
                 for key in ("mean", "m2", "min", "max"):
                     g.attrs[key] = np.float64(getattr(m, key))
@@ -131,7 +132,7 @@ class FieldStats(StatefulFilter[State]):
                 if fh.attrs.get("format") != "hpc-curator.fieldstats/1":
                     raise ShardError(f"{path} is not a FieldStats shard")
                 return {
-                    name: Moments(
+                    str(g.attrs.get("field", name)): Moments(
                         int(g.attrs["count"]),
                         float(g.attrs["mean"]),
                         float(g.attrs["m2"]),
@@ -145,6 +146,11 @@ class FieldStats(StatefulFilter[State]):
                 f"cannot read FieldStats shard {path}: {exc}",
                 "the file is corrupt or truncated; delete it only if no journal commits it",
             ) from exc
+
+
+def _escape(name: str) -> str:
+    """HDF5 group name for a field (``/`` would create nested groups)."""
+    return name.replace("%", "%25").replace("/", "%2F") or "%00"
 
 
 def _numeric_fields(item: Any) -> list[str]:

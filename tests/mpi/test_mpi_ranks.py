@@ -37,8 +37,19 @@ def test_world_sizes_give_identical_stats(
     tmp_path: Path, ranks: int, sequential_reference: dict
 ) -> None:
     d = tmp_path / "run"
-    proc = cli("run", SPEC, "-p", f"n={N}", "--ranks", str(ranks), "--run-dir", str(d),
-               "--commit-every", "5", "-q")
+    proc = cli(
+        "run",
+        SPEC,
+        "-p",
+        f"n={N}",
+        "--ranks",
+        str(ranks),
+        "--run-dir",
+        str(d),
+        "--commit-every",
+        "5",
+        "-q",
+    )
     assert proc.returncode == 0, proc.stderr
     doc = read_manifest(d)
     assert doc["status"] == "complete" and doc["world_size"] == ranks
@@ -59,9 +70,24 @@ def test_rank_entry_point_under_plain_mpiexec(tmp_path: Path, sequential_referen
 
     d = tmp_path / "run"
     proc = subprocess.run(
-        [find_mpiexec(), "-n", "3", sys.executable, "-m", "hpc_curator", "rank", "--spec", SPEC,
-         "-p", f"n={N}", "--run-dir", str(d)],
-        capture_output=True, text=True, timeout=180,
+        [
+            find_mpiexec(),
+            "-n",
+            "3",
+            sys.executable,
+            "-m",
+            "hpc_curator",
+            "rank",
+            "--spec",
+            SPEC,
+            "-p",
+            f"n={N}",
+            "--run-dir",
+            str(d),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("complete:") == 1  # only rank 0 reports
@@ -71,9 +97,27 @@ def test_rank_entry_point_under_plain_mpiexec(tmp_path: Path, sequential_referen
 
 def _start(d: Path, ranks: int, *extra: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "hpc_curator", "run", SPEC, "-p", f"n={N}", "-p", "sleep=0.03",
-         "--ranks", str(ranks), "--run-dir", str(d), "--commit-every", "2", "-q", *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "hpc_curator",
+            "run",
+            SPEC,
+            "-p",
+            f"n={N}",
+            "-p",
+            "sleep=0.03",
+            "--ranks",
+            str(ranks),
+            "--run-dir",
+            str(d),
+            "--commit-every",
+            "2",
+            "-q",
+            *extra,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
 
@@ -108,8 +152,19 @@ def test_sigkill_one_rank_then_resume_with_other_world_size(
     assert not (d / "manifest.json").exists()
     partial = json.loads(cli("manifest", str(d), "--json").stdout)["counts"]
     assert partial["ok"] > 0 and partial["pending"] > 0 and partial["failed"] == 0
-    again = cli("run", SPEC, "-p", f"n={N}", "-p", "sleep=0.03", "--ranks", str(resume_ranks),
-                "--run-dir", str(d), "-q")
+    again = cli(
+        "run",
+        SPEC,
+        "-p",
+        f"n={N}",
+        "-p",
+        "sleep=0.03",
+        "--ranks",
+        str(resume_ranks),
+        "--run-dir",
+        str(d),
+        "-q",
+    )
     assert again.returncode == 0, again.stderr
     rows = manifest_rows(d)
     assert [r["index"] for r in rows] == list(range(N))  # each index exactly once
@@ -122,8 +177,9 @@ def test_sigkill_one_rank_then_resume_with_other_world_size(
 
 def test_failure_on_rank_3_is_recorded_with_placement(tmp_path: Path) -> None:
     d = tmp_path / "run"
-    proc = cli("run", SPEC, "-p", "n=40", "-p", "fail=7,11", "--ranks", "4", "--run-dir", str(d),
-               "-q")
+    proc = cli(
+        "run", SPEC, "-p", "n=40", "-p", "fail=7,11", "--ranks", "4", "--run-dir", str(d), "-q"
+    )
     assert proc.returncode == 1
     assert "38/40 ok, 2 failed" in proc.stderr
     failures = {f["index"]: f for f in read_manifest(d)["failures"]}
@@ -136,9 +192,25 @@ def test_failure_on_rank_3_is_recorded_with_placement(tmp_path: Path) -> None:
 def test_global_failure_budget_stops_every_rank(tmp_path: Path) -> None:
     d = tmp_path / "run"
     fails = ",".join(str(i) for i in range(0, 400, 4))  # every rank fails often
-    proc = cli("run", SPEC, "-p", "n=400", "-p", f"fail={fails}", "-p", "sleep=0.005",
-               "--ranks", "4", "--max-failures", "5", "--commit-every", "2", "--run-dir", str(d),
-               "-q")
+    proc = cli(
+        "run",
+        SPEC,
+        "-p",
+        "n=400",
+        "-p",
+        f"fail={fails}",
+        "-p",
+        "sleep=0.005",
+        "--ranks",
+        "4",
+        "--max-failures",
+        "5",
+        "--commit-every",
+        "2",
+        "--run-dir",
+        str(d),
+        "-q",
+    )
     assert proc.returncode == 1
     doc = read_manifest(d)
     assert doc["counts"]["pending"] > 100
@@ -150,8 +222,21 @@ def test_dynamic_schedule_is_complete_and_resumable(
     tmp_path: Path, sequential_reference: dict
 ) -> None:
     d = tmp_path / "run"
-    proc = cli("run", SPEC, "-p", f"n={N}", "--ranks", "4", "--schedule", "dynamic",
-               "--chunk-size", "3", "--run-dir", str(d), "-q")
+    proc = cli(
+        "run",
+        SPEC,
+        "-p",
+        f"n={N}",
+        "--ranks",
+        "4",
+        "--schedule",
+        "dynamic",
+        "--chunk-size",
+        "3",
+        "--run-dir",
+        str(d),
+        "-q",
+    )
     assert proc.returncode == 0, proc.stderr
     rows = manifest_rows(d)
     assert [r["index"] for r in rows] == list(range(N))
@@ -161,8 +246,20 @@ def test_dynamic_schedule_is_complete_and_resumable(
 
 def test_block_schedule(tmp_path: Path, sequential_reference: dict) -> None:
     d = tmp_path / "run"
-    cli("run", SPEC, "-p", f"n={N}", "--ranks", "2", "--schedule", "block", "--run-dir", str(d),
-        "-q", check=True)
+    cli(
+        "run",
+        SPEC,
+        "-p",
+        f"n={N}",
+        "--ranks",
+        "2",
+        "--schedule",
+        "block",
+        "--run-dir",
+        str(d),
+        "-q",
+        check=True,
+    )
     rows = manifest_rows(d)
     assert all(r["rank"] == (0 if r["index"] < N // 2 else 1) for r in rows)
     assert_stats_equal(stats(d), sequential_reference)

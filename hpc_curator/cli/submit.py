@@ -1,0 +1,269 @@
+"""Commands that put a run on Slurm: submit, sbatch-script, resume."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from typing import Any
+
+import click
+
+from hpc_curator.cli.options import (
+    make_settings,
+    settings_options,
+    slurm_changes,
+    slurm_options,
+    spec_options,
+)
+
+
+def _create_run(
+    run_dir: str, spec: str, params: tuple[str, ...], indices: str | None, settings: Any
+) -> Any:
+    """Validate the spec and create (or re-open) the run dir at submission time."""
+    from dataclasses import asdict
+
+    from hpc_curator import partition, rundir
+    from hpc_curator import spec as specmod
+
+    pipeline, frozen = specmod.load(spec, specmod.parse_params(params))
+    rd = rundir.RunDir(run_dir)
+    index_list = None
+    if indices is not None or not rd.exists():
+        index_list = partition.parse_indices(indices, len(pipeline.source))
+    rundir.create_or_open(rd, frozen, index_list, asdict(settings))
+    return rd, frozen
+
+
+def _check_not_busy(rd: Any) -> None:
+    from hpc_curator import rundir
+    from hpc_curator.errors import RunBusyError
+
+    for rec in rundir.list_attempts(rd):
+        if rundir.attempt_alive(rd, rec):
+            raise RunBusyError(
+                f"run dir {rd.path} is in use by attempt {rec['attempt']} "
+                f"(job {rec.get('job_id') or '-'}, host {rec.get('host')})",
+                "wait for it or hpc-curate cancel it first",
+            )
+
+
+def launch_slurm(rd: Any, opts: Any, settings: Any, cluster: str, wait: bool) -> None:
+    """Submit (or run locally / in-process) and report; exits with the run's code if waiting."""
+    from hpc_curator.slurm import submit as sub
+
+    if cluster == "debug":
+        from hpc_curator.rank import run_world
+        from hpc_curator.world import World
+
+        result = run_world(World(), str(rd.path), settings, launcher="debug")
+        from hpc_curator.cli.run import print_result
+
+        print_result(result)
+        sys.exit(result.exit_code)
+    if cluster == "local":
+        _local(rd, opts, settings, wait)
+        return
+    for warning in sub.preflight(opts, rd):
+        click.secho(f"Warning: {warning}", fg="yellow", err=True)
+    _check_not_busy(rd)
+    record = sub.submit(opts, rd, settings)
+    job = record["job_id"]
+    click.echo(
+        f"Submitted job {job}: {opts.nodes} node(s) x {opts.ntasks_per_node} rank(s), "
+        f"run dir {rd.path}"
+    )
+    click.echo(f"  watch:  hpc-curate status {rd.path} --watch")
+    click.echo(f"  logs:   hpc-curate logs {rd.path} --rank 0")
+    click.echo(f"  cancel: hpc-curate cancel {rd.path}")
+    if wait:
+        sys.exit(wait_for(rd, [job]))
+
+
+def _local(rd: Any, opts: Any, settings: Any, wait: bool) -> None:
+    """``--cluster local``: submitit's LocalExecutor starts one process running mpiexec."""
+    import submitit
+
+    from hpc_curator.slurm.local import LocalMPIJob
+
+    folder = rd.slurm_dir / "local"
+    ex = submitit.LocalExecutor(folder=folder)
+    ex.update_parameters(timeout_min=opts.timeout_min or 60 * 24)
+    job = ex.submit(LocalMPIJob(str(rd.path), settings, opts.world_size))
+    click.echo(f"Started local job {job.job_id} ({opts.world_size} MPI ranks), run dir {rd.path}")
+    if wait:
+        code = job.result()
+        from hpc_curator.backends.mpi import result_from_run_dir
+        from hpc_curator.cli.run import print_result
+
+        result = result_from_run_dir(rd, code, "local job")
+        print_result(result)
+        sys.exit(result.exit_code)
+
+
+def wait_for(rd: Any, jobs: list[str], poll: float = 2.0) -> int:
+    """Follow progress until the jobs leave the queue; return the run's exit code."""
+    from hpc_curator.backends.mpi import result_from_run_dir
+    from hpc_curator.cli.run import print_result
+    from hpc_curator.journal import JournalFollower
+    from hpc_curator.slurm.status import ACTIVE, job_state
+
+    follower = JournalFollower(rd)
+    done = failed = 0
+    last_line = 0.0
+    while True:
+        for _, rec in follower.poll():
+            if rec.get("t") == "commit":
+                done += len(rec["idx"])
+                failed += len(rec.get("err", {}))
+        states = [job_state(j) or "unknown" for j in jobs]
+        if time.monotonic() - last_line > 10:
+            click.echo(
+                f"{time.strftime('%H:%M:%S')} jobs {','.join(states)}: {done} done, "
+                f"{failed} failed",
+                err=True,
+            )
+            last_line = time.monotonic()
+        if all(s not in ACTIVE and s != "unknown" for s in states):
+            break
+        time.sleep(poll)
+    result = result_from_run_dir(rd, 0, f"job {','.join(jobs)} ({','.join(states)})")
+    print_result(result)
+    return result.exit_code
+
+
+@click.command("submit")
+@click.argument("spec")
+@click.option("--run-dir", required=True, help="Run directory on a shared filesystem.")
+@spec_options
+@slurm_options
+@settings_options
+@click.option(
+    "--cluster",
+    type=click.Choice(["slurm", "local", "debug"]),
+    default="slurm",
+    show_default=True,
+    help="local: this machine via mpiexec; debug: in-process.",
+)
+@click.option("--wait", is_flag=True, help="Follow progress and exit with the run's code.")
+@click.option("--dry-run", is_flag=True, help="Print the sbatch script; submit nothing.")
+def submit_cmd(
+    spec: str,
+    run_dir: str,
+    params: tuple[str, ...],
+    indices: str | None,
+    cluster: str,
+    wait: bool,
+    dry_run: bool,
+    **kw: Any,
+) -> None:
+    """Submit the pipeline SPEC to Slurm as one MPI job (nodes x ntasks-per-node ranks).
+
+    The job requeues itself before its time limit (SIGUSR2, --signal-delay) and resumes from
+    the journals; hpc-curate resume resubmits a cancelled or failed run.
+    """
+    from hpc_curator import rundir
+    from hpc_curator import spec as specmod
+    from hpc_curator.errors import CuratorError
+    from hpc_curator.slurm import submit as sub
+    from hpc_curator.slurm.options import SlurmOptions
+
+    opts = SlurmOptions(**slurm_changes(kw))
+    settings = make_settings(kw)
+    if dry_run:
+        specmod.load(spec, specmod.parse_params(params))
+        click.echo(sub.dry_run(opts, rundir.RunDir(run_dir)), nl=False)
+        return
+    if cluster == "slurm":
+        sub.preflight(opts, rundir.RunDir(run_dir))
+    created = not rundir.RunDir(run_dir).exists()
+    rd, _ = _create_run(run_dir, spec, params, indices, settings)
+    try:
+        launch_slurm(rd, opts, settings, cluster, wait)
+    except CuratorError:
+        if created and not rundir.list_attempts(rd) and not sub.submissions(rd):
+            shutil.rmtree(rd.path, ignore_errors=True)  # leave no partial state behind
+        raise
+
+
+@click.command("sbatch-script")
+@click.argument("spec")
+@click.option("--run-dir", required=True, help="Run directory on a shared filesystem.")
+@spec_options
+@slurm_options
+@settings_options
+def sbatch_script_cmd(
+    spec: str, run_dir: str, params: tuple[str, ...], indices: str | None, **kw: Any
+) -> None:
+    """Print a standalone sbatch script (no submitit) that runs SPEC: sbatch it yourself.
+
+    \b
+      hpc-curate sbatch-script SPEC --run-dir D --nodes 4 > job.sbatch && sbatch job.sbatch
+    Rank 0 creates the run dir when the job starts; re-submitting the script resumes.
+    """
+    from hpc_curator import rundir
+    from hpc_curator import spec as specmod
+    from hpc_curator.slurm import submit as sub
+    from hpc_curator.slurm.options import SlurmOptions
+
+    opts = SlurmOptions(**slurm_changes(kw))
+    settings = make_settings(kw)
+    _, frozen = specmod.load(spec, specmod.parse_params(params))
+    if indices is not None:
+        frozen = {**frozen}
+    script = sub.sbatch_script(opts, rundir.RunDir(run_dir), settings, frozen)
+    if indices is not None:
+        script = script.replace(" rank --run-dir", f" rank --indices {indices} --run-dir", 1)
+    click.echo(script, nl=False)
+
+
+@click.command("resume")
+@click.argument("run_dir")
+@slurm_options
+@click.option(
+    "--cluster", type=click.Choice(["slurm", "local", "debug"]), default="slurm", show_default=True
+)
+@click.option("--wait", is_flag=True, help="Follow progress and exit with the run's code.")
+@click.option("--dry-run", is_flag=True, help="Print the sbatch script; submit nothing.")
+def resume_cmd(run_dir: str, cluster: str, wait: bool, dry_run: bool, **kw: Any) -> None:
+    """Resubmit RUN_DIR with its recorded Slurm options (override any, e.g. --nodes 2).
+
+    Only indices not yet committed run; the journals of every earlier attempt are kept.
+    """
+    relaunch(run_dir, kw, cluster, wait, dry_run, retry=False)
+
+
+def relaunch(
+    run_dir: str, kw: dict[str, Any], cluster: str, wait: bool, dry_run: bool, retry: bool
+) -> None:
+    """Shared by resume and retry: recorded options + overrides, then launch."""
+    from dataclasses import replace
+
+    from hpc_curator import rundir
+    from hpc_curator.slurm import submit as sub
+    from hpc_curator.slurm.options import SlurmOptions
+
+    rd = rundir.RunDir(run_dir)
+    info = rundir.load(rd)
+    changes = slurm_changes(kw)
+    if sub.submissions(rd):
+        opts, settings = sub.last_options(rd)
+        opts = opts.override(**changes)
+    else:
+        from hpc_curator.rank import RunSettings
+
+        opts = SlurmOptions(**changes)
+        recorded = info.meta.get("settings", {})
+        settings = RunSettings(**{k: v for k, v in recorded.items() if k != "retry_failed"})
+    settings = replace(settings, retry_failed=retry)
+    if dry_run:
+        click.echo(sub.dry_run(opts, rd), nl=False)
+        return
+    launch_slurm(rd, opts, settings, cluster, wait)
+
+
+def register(group: click.Group) -> None:
+    """Add this module's commands to ``group``."""
+    for cmd in (submit_cmd, sbatch_script_cmd, resume_cmd):
+        group.add_command(cmd)

@@ -1,0 +1,1 @@
+"""Slurm launcher: settings, the sbatch renderer, submitit glue, job status."""

@@ -1,0 +1,239 @@
+"""submitit glue: submit the rank program as an MPI job, requeue it on time limits.
+
+``submitit`` pickles :class:`RankJob`, submits the script rendered by our own template (so
+``--dry-run`` shows exactly what is submitted), tracks job ids and per-task logs. Each ``srun``
+task unpickles the same :class:`RankJob` and runs the rank program; MPI comes from
+``srun --mpi=<plugin>``. Ranks shard by their *global* MPI rank.
+
+Time limits and pre-emption: ``#SBATCH --signal=USR2@<delay>`` delivers SIGUSR2 to every task
+before the limit. :class:`RankJob` installs the rank program's handlers (replacing submitit's,
+which would exit rank 0 mid-index): every rank stops taking indices, commits, and the world
+finishes collectively (merged outputs and manifest describe the partial state). Rank 0 then
+requeues the job (``scontrol requeue``) while restarts remain; the next run resumes from the
+journals. SIGTERM (pre-emption, ``scontrol requeue``, ``scancel``) also commits and exits; Slurm
+itself decides whether the job comes back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hpc_curator import rundir
+from hpc_curator.atomic import atomic_write
+from hpc_curator.errors import LaunchError, UsageError
+from hpc_curator.rank import RunSettings
+from hpc_curator.slurm.options import SlurmOptions
+from hpc_curator.slurm.script import render
+
+SUBMITIT_ENV = {"SUBMITIT_EXECUTOR": "slurm"}
+
+
+def log_pattern(rd: rundir.RunDir) -> str:
+    """Per-task log path pattern (submitit's naming: ``<job>_<task>_log``)."""
+    return str(rd.slurm_dir / "logs" / "%j_%t_log")
+
+
+@dataclass
+class RankJob:
+    """The callable submitit runs on every task: the rank program for one run directory.
+
+    Parameters
+    ----------
+    run_dir
+        The run directory (created at submission).
+    settings
+        Rank-loop settings.
+    max_requeues
+        Restarts allowed after time limits (``SLURM_RESTART_COUNT``).
+    """
+
+    run_dir: str
+    settings: RunSettings
+    max_requeues: int = 3
+
+    def __call__(self) -> dict[str, Any]:
+        from hpc_curator.rank import StopFlag, install_signal_handlers, run_world
+        from hpc_curator.world import detect_world
+
+        world = detect_world()
+        stop = StopFlag()
+        install_signal_handlers(stop)
+        result = run_world(world, self.run_dir, self.settings, launcher="slurm", stop=stop)
+        requeued = False
+        if world.is_root and result.exit_code == 3 and stop.reason == "SIGUSR2":
+            requeued = requeue_self(self.max_requeues)
+        world.barrier()
+        if result.exit_code and not requeued:
+            print(f"hpc-curate: {result.status}: {result.message}", file=sys.stderr, flush=True)
+        return {
+            "rank": world.rank,
+            "exit_code": result.exit_code,
+            "status": result.status,
+            "requeued": requeued,
+            "counts": result.counts,
+        }
+
+    def checkpoint(self) -> Any:
+        """submitit's checkpoint hook: resubmit the same job (state lives in the run dir)."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self)
+
+
+def requeue_self(max_requeues: int) -> bool:
+    """Requeue the current job if restarts remain; return whether it was requeued."""
+    job = os.environ.get("SLURM_JOB_ID")
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+    if not job or restarts >= max_requeues or shutil.which("scontrol") is None:
+        return False
+    proc = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+    return proc.returncode == 0
+
+
+def preflight(opts: SlurmOptions, rd: rundir.RunDir) -> list[str]:
+    """Check the environment before submitting; return warnings (raise on errors)."""
+    if shutil.which("sbatch") is None:
+        raise LaunchError(
+            "sbatch is not on PATH (no Slurm here)",
+            "use --cluster local to try it on this machine, or hpc-curate run --ranks N",
+        )
+    warnings = []
+    if _node_local(rd.path):
+        warnings.append(
+            f"run dir {rd.path} looks node-local; compute nodes must see it (use a shared "
+            f"filesystem such as Lustre/GPFS/NFS)"
+        )
+    return warnings
+
+
+def _node_local(path: Path) -> bool:
+    text = str(path)
+    return text.startswith(("/tmp/", "/var/tmp/", "/dev/shm/")) or "/scratch/local" in text
+
+
+class CuratorSlurmExecutor:
+    """A submitit ``SlurmExecutor`` whose script is our rendered template."""
+
+    def __new__(cls, folder: Path, opts: SlurmOptions, rd: rundir.RunDir) -> Any:
+        import submitit
+
+        class _Executor(submitit.SlurmExecutor):  # type: ignore[misc]
+            def _make_submission_file_text(self, command: str, uid: str) -> str:
+                return render(
+                    opts, shlex.split(command), log_pattern=log_pattern(rd), env=SUBMITIT_ENV
+                )
+
+        ex = _Executor(folder=folder, max_num_timeout=opts.max_requeues)
+        ex.update_parameters(
+            nodes=opts.nodes, ntasks_per_node=opts.ntasks_per_node, time=opts.timeout_min or 60
+        )
+        if opts.python:
+            ex.python = shlex.quote(opts.python)
+        return ex
+
+
+def submitit_payload(rd: rundir.RunDir, python: str | None = None) -> list[str]:
+    """The command submitit's script runs on every task."""
+    return [
+        python or sys.executable,
+        "-u",
+        "-m",
+        "submitit.core._submit",
+        str(rd.slurm_dir / "logs"),
+    ]
+
+
+def dry_run(opts: SlurmOptions, rd: rundir.RunDir) -> str:
+    """The exact script ``submit`` would hand to sbatch (nothing is created or submitted)."""
+    return render(
+        opts, submitit_payload(rd, opts.python), log_pattern=log_pattern(rd), env=SUBMITIT_ENV
+    )
+
+
+def rank_payload(
+    rd: rundir.RunDir, settings: RunSettings, spec: dict[str, Any] | None, python: str | None = None
+) -> list[str]:
+    """Command of a plain sbatch script: ``python -m hpc_curator rank --run-dir D ...``."""
+    from hpc_curator.backends.base import Launch
+    from hpc_curator.backends.mpi import rank_command
+
+    return rank_command(Launch(run_dir=str(rd.path), settings=settings, spec=spec), python)
+
+
+def sbatch_script(
+    opts: SlurmOptions, rd: rundir.RunDir, settings: RunSettings, spec: dict[str, Any] | None
+) -> str:
+    """A standalone sbatch script (no submitit) running the rank program."""
+    return render(
+        opts,
+        rank_payload(rd, settings, spec, opts.python),
+        log_pattern=str(rd.path / "logs" / "slurm-%j_%t"),
+    )
+
+
+def submit(opts: SlurmOptions, rd: rundir.RunDir, settings: RunSettings) -> dict[str, Any]:
+    """Submit one job for the run in ``rd`` and record it; return the submission record."""
+    import submitit
+
+    folder = rd.slurm_dir / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    executor = CuratorSlurmExecutor(folder, opts, rd)
+    job_fn = RankJob(str(rd.path), settings, opts.max_requeues)
+    try:
+        with submitit.helpers.clean_env():
+            job = executor.submit(job_fn)
+    except Exception as exc:  # submitit raises bare errors with sbatch's output
+        first = str(exc).strip().splitlines()
+        raise LaunchError(f"sbatch refused the job: {first[-1] if first else exc}") from None
+    record = {
+        "job_id": str(job.job_id),
+        "submitted": rundir.now_iso(),
+        "submitted_ts": time.time(),
+        "options": opts.to_json(),
+        "settings": settings.__dict__,
+        "script": str(folder / f"{job.job_id}_submission.sh"),
+        "cwd": os.getcwd(),
+        "argv": sys.argv,
+    }
+    record_submission(rd, record)
+    return record
+
+
+def record_submission(rd: rundir.RunDir, record: dict[str, Any]) -> Path:
+    """Write ``D/slurm/submissions/<job>.json`` atomically."""
+    path = rd.slurm_dir / "submissions" / f"{record['job_id']}.json"
+    atomic_write(path, json.dumps(record, indent=2, default=repr))
+    return path
+
+
+def submissions(rd: rundir.RunDir) -> list[dict[str, Any]]:
+    """Every recorded submission, oldest first."""
+    folder = rd.slurm_dir / "submissions"
+    recs = []
+    for p in folder.glob("*.json") if folder.is_dir() else []:
+        try:
+            recs.append(json.loads(p.read_text()))
+        except (OSError, ValueError):
+            continue
+    return sorted(recs, key=lambda r: r.get("submitted_ts", 0))
+
+
+def last_options(rd: rundir.RunDir) -> tuple[SlurmOptions, RunSettings]:
+    """Options and settings of the latest submission (for ``resume`` and ``retry``)."""
+    recs = submissions(rd)
+    if not recs:
+        raise UsageError(
+            f"{rd.path} has no recorded Slurm submission",
+            "use hpc-curate submit SPEC --run-dir D, or hpc-curate run to resume locally",
+        )
+    rec = recs[-1]
+    return SlurmOptions.from_json(rec["options"]), RunSettings(**rec["settings"])
