@@ -104,7 +104,7 @@ def test_resume_through_the_api_runs_only_pending(tmp_path: Path) -> None:
 def test_registry_lists_and_rejects() -> None:
     names = {b.name for b in list_backends()}
     assert {"sequential", "process_pool", "loky", "dask", "mpi"} <= names
-    with pytest.raises(BackendError, match="unknown backend 'nope'.*sequential"):
+    with pytest.raises(BackendError, match=r"unknown backend 'nope'.*sequential"):
         get_backend("nope")
 
 

@@ -25,8 +25,14 @@ def _flag(key: str, value: str | int | None) -> str:
     if value is None or value == "":
         return f"#SBATCH --{key}"
     text = str(value)
-    safe = text if all(c.isalnum() or c in "-_.:,@%/=+[]" for c in text) else shlex.quote(text)
-    return f"#SBATCH --{key}={safe}"
+    if all(c.isalnum() or c in "-_.:,@%/=+[]" for c in text):
+        return f"#SBATCH --{key}={text}"
+    if '"' in text:
+        from hpc_curator.errors import UsageError
+
+        raise UsageError(f"--{key} value {text!r} contains a double quote",
+                         "sbatch cannot read it back from an #SBATCH line; remove it")
+    return f'#SBATCH --{key}="{text}"'  # sbatch's own parser understands double quotes
 
 
 def sbatch_lines(opts: SlurmOptions, log_pattern: str) -> list[str]:
@@ -104,6 +110,9 @@ def render(
     """
     path = Path(template) if template else TEMPLATES / DEFAULT_TEMPLATE
     exports = {EXPECTED_SIZE_ENV: str(opts.world_size), **(env or {})}
+    if opts.cpus_per_task:
+        # srun (Slurm >= 22.05) no longer inherits --cpus-per-task from the allocation
+        exports["SRUN_CPUS_PER_TASK"] = str(opts.cpus_per_task)
     text = string.Template(path.read_text()).substitute(
         sbatch_lines="\n".join(sbatch_lines(opts, log_pattern)),
         setup_lines="\n".join(opts.setup) or ":",

@@ -1,0 +1,221 @@
+"""Commands that operate a run: status, logs, failed, retry, cancel."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hpc_curator.cli.options import slurm_options
+
+
+def _job_ids(rd: Any) -> list[str]:
+    from hpc_curator import rundir
+    from hpc_curator.slurm.submit import submissions
+
+    jobs = [r["job_id"] for r in submissions(rd)]
+    jobs += [str(a["job_id"]) for a in rundir.list_attempts(rd) if a.get("job_id")]
+    return list(dict.fromkeys(jobs))
+
+
+def status_doc(rd: Any, stale_after: float = 300.0) -> dict[str, Any]:
+    """Job states plus journal progress: per-rank counts, throughput, ETA, stale ranks."""
+    from hpc_curator import journal, rundir
+    from hpc_curator.manifest import summarize
+    from hpc_curator.slurm.status import describe_jobs
+
+    scan = journal.scan(rd, with_outputs=False)
+    doc = summarize(rd, scan)
+    now = time.time()
+    attempts = rundir.list_attempts(rd)
+    current = attempts[-1]["attempt"] if attempts else None
+    live = bool(attempts) and rundir.attempt_alive(rd, attempts[-1])
+    ranks = []
+    for (attempt, rank), start in sorted(scan.workers.items()):
+        if attempt != current:
+            continue
+        mine = (scan.attempt == attempt) & (scan.rank == rank)
+        last = float(scan.time[mine].max()) if mine.any() else start.get("time", now)
+        ended = (attempt, rank) in scan.ends
+        ranks.append({
+            "rank": rank, "node": start.get("node"), "pid": start.get("pid"),
+            "done": int(mine.sum()), "failed": int((scan.ok[mine] == 0).sum()),
+            "last_commit_age": round(now - last, 1), "ended": ended,
+            "stale": live and not ended and now - last > stale_after,
+        })
+    c = doc["counts"]
+    window = scan.time[scan.attempt == current] if current else scan.time[:0]
+    rate = None
+    if len(window) > 1 and window.max() > window.min():
+        rate = len(window) / (window.max() - min(window.min(), attempts[-1]["started_ts"]))
+    doc.update(
+        jobs=describe_jobs(_job_ids(rd)[-5:]),
+        live=live,
+        current_attempt=current,
+        rank_progress=ranks,
+        throughput=rate,
+        eta_seconds=(c["pending"] / rate) if rate else None,
+    )
+    return doc
+
+
+@click.command("status")
+@click.argument("run_dir")
+@click.option("--watch", is_flag=True, help="Live view until Ctrl-C (never touches the run).")
+@click.option("--interval", type=float, default=2.0, show_default=True,
+              help="Refresh interval for --watch.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status_cmd(run_dir: str, watch: bool, interval: float, as_json: bool) -> None:
+    """Job state (squeue/sacct) and progress (journals) of RUN_DIR."""
+    from hpc_curator import rundir
+
+    rd = rundir.RunDir(run_dir)
+    rundir.load(rd)
+    if watch:
+        from hpc_curator.console import LiveView
+
+        LiveView(str(rd.path), interval=interval).run_until(None)
+        return
+    doc = status_doc(rd)
+    if as_json:
+        click.echo(json.dumps(doc, indent=2, default=repr))
+        return
+    _show_status(doc)
+
+
+def _show_status(doc: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    c = doc["counts"]
+    rate = f"{doc['throughput']:.1f}/s" if doc["throughput"] else "-"
+    eta = f"{doc['eta_seconds']:.0f}s" if doc["eta_seconds"] else "-"
+    con.print(f"[bold]{doc['run_dir']}[/]  {doc['status']}{' (running)' if doc['live'] else ''}"
+              f"  {c['ok']} ok, {c['failed']} failed, {c['pending']} pending of {c['total']}"
+              f"  rate {rate}  eta {eta}")
+    if doc["jobs"]:
+        t = Table("job", "state", "nodes", "elapsed", title="Slurm jobs")
+        for j in doc["jobs"]:
+            t.add_row(j["job_id"], j.get("state", "?"), j.get("nodes", ""), j.get("elapsed", ""))
+        con.print(t)
+    if doc["rank_progress"]:
+        t = Table("rank", "node", "done", "failed", "last commit", "",
+                  title=f"attempt {doc['current_attempt']}")
+        for r in doc["rank_progress"]:
+            flag = "[red]STALE" if r["stale"] else ("ended" if r["ended"] else "")
+            t.add_row(str(r["rank"]), str(r["node"]), str(r["done"]), str(r["failed"]),
+                      f"{r['last_commit_age']:.0f}s ago", flag)
+        con.print(t)
+
+
+@click.command("logs")
+@click.argument("run_dir")
+@click.option("--rank", type=int, default=0, show_default=True, help="Rank (task) to show.")
+@click.option("--job", default=None, help="Job id (default: the latest).")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines (Ctrl-C stops).")
+def logs_cmd(run_dir: str, rank: int, job: str | None, follow: bool) -> None:
+    """Print the Slurm stdout/stderr of one rank of RUN_DIR's latest (or given) job."""
+    from hpc_curator import rundir
+    from hpc_curator.errors import UsageError
+
+    rd = rundir.RunDir(run_dir)
+    rundir.load(rd)
+    jobs = _job_ids(rd)
+    job = job or (jobs[-1] if jobs else None)
+    if job is None:
+        raise UsageError(f"{rd.path} has no Slurm job", "logs of local runs go to the terminal")
+    candidates = [rd.slurm_dir / "logs" / f"{job}_{rank}_log", rd.logs_dir / f"slurm-{job}_{rank}"]
+    files = [Path(f"{c}{s}") for c in candidates for s in (".err", ".out")]
+    files = [f for f in files if f.exists()]
+    if not files:
+        raise UsageError(f"no log of job {job} rank {rank} yet in {rd.path}",
+                         "the job may still be pending; see hpc-curate status")
+    offsets = dict.fromkeys(files, 0)
+    while True:
+        for f in files:
+            with open(f, "rb") as fh:
+                fh.seek(offsets[f])
+                data = fh.read()
+            if data:
+                if not follow:
+                    click.secho(f"==> {f} <==", bold=True)
+                click.echo(data.decode(errors="replace"), nl=False)
+                offsets[f] += len(data)
+        if not follow:
+            return
+        try:
+            time.sleep(1.0)
+        except KeyboardInterrupt:
+            return
+
+
+@click.command("failed")
+@click.argument("run_dir")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--lines", type=int, default=3, show_default=True, help="Traceback lines shown.")
+def failed_cmd(run_dir: str, as_json: bool, lines: int) -> None:
+    """List failed indices: index, rank, node, exception and the traceback's tail."""
+    from hpc_curator import journal, rundir
+    from hpc_curator.manifest import MAX_LISTED_FAILURES, summarize
+
+    rd = rundir.RunDir(run_dir)
+    rundir.load(rd)
+    doc = summarize(rd, journal.scan(rd, with_outputs=False))
+    failures = doc["failures"]
+    if as_json:
+        click.echo(json.dumps(failures, indent=2))
+    else:
+        for f in failures:
+            click.secho(f"index {f['index']}  rank {f['rank']}  node {f['node']}  "
+                        f"attempt {f['attempt']}: {f['type']}: {f['message']}", fg="red")
+            for line in f["traceback"].rstrip().splitlines()[-lines:]:
+                click.echo(f"    {line}")
+        total = doc["counts"]["failed"]
+        if total > MAX_LISTED_FAILURES:
+            click.echo(f"... {total - MAX_LISTED_FAILURES} more (see manifest.parquet)")
+        click.echo(f"{total} failed index(es)" + (f"; retry: hpc-curate retry {rd.path}"
+                                                   if total else ""))
+    sys.exit(1 if failures else 0)
+
+
+@click.command("retry")
+@click.argument("run_dir")
+@slurm_options
+@click.option("--cluster", type=click.Choice(["slurm", "local", "debug"]), default=None,
+              help="Where to re-run (default: slurm if the run was submitted, else debug).")
+@click.option("--wait", is_flag=True, help="Follow progress and exit with the run's code.")
+def retry_cmd(run_dir: str, cluster: str | None, wait: bool, **kw: Any) -> None:
+    """Re-run only the failed indices of RUN_DIR as a new attempt."""
+    from hpc_curator import rundir
+    from hpc_curator.cli.submit import relaunch
+    from hpc_curator.slurm.submit import submissions
+
+    rd = rundir.RunDir(run_dir)
+    rundir.load(rd)
+    where = cluster or ("slurm" if submissions(rd) else "debug")
+    relaunch(run_dir, kw, where, wait, dry_run=False, retry=True)
+
+
+@click.command("cancel")
+@click.argument("run_dir")
+def cancel_cmd(run_dir: str) -> None:
+    """Cancel RUN_DIR's Slurm jobs (scancel). Committed work stays; resume continues it."""
+    from hpc_curator import rundir
+    from hpc_curator.slurm.status import cancel
+
+    rd = rundir.RunDir(run_dir)
+    rundir.load(rd)
+    done = cancel(_job_ids(rd))
+    click.echo(f"cancelled {', '.join(done)}" if done else "no active job to cancel")
+    click.echo(f"resume later with: hpc-curate resume {rd.path}")
+
+
+def register(group: click.Group) -> None:
+    """Add this module's commands to ``group``."""
+    for cmd in (status_cmd, logs_cmd, failed_cmd, retry_cmd, cancel_cmd):
+        group.add_command(cmd)

@@ -1,0 +1,170 @@
+"""Slurm settings validation, the renderer (golden files) and submit's pre-flight checks."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from hpc_curator.errors import UsageError
+from hpc_curator.rank import RunSettings
+from hpc_curator.rundir import RunDir
+from hpc_curator.slurm.options import SlurmOptions, parse_time
+from hpc_curator.slurm.script import render
+from hpc_curator.slurm.submit import dry_run, sbatch_script
+from tests.conftest import FIXTURE_PIPELINES, cli
+
+GOLDEN = Path(__file__).parent / "golden"
+RECORD = os.environ.get("HPC_CURATOR_RECORD_GOLDEN") == "1"
+SPEC = f"{FIXTURE_PIPELINES}:stats"
+
+
+def check_golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if RECORD:
+        path.write_text(text)
+    expected = path.read_text()
+    assert text.splitlines() == expected.splitlines(), (
+        f"{name} changed; if intended, re-record with HPC_CURATOR_RECORD_GOLDEN=1 pytest {__file__}"
+    )
+
+
+def full_options() -> SlurmOptions:
+    return SlurmOptions(
+        nodes=4, ntasks_per_node=8, cpus_per_task=2, time="2:00:00", partition="gpu",
+        account="proj42", qos="high", mem="64G", gpus_per_node=4, constraint="a100&ib",
+        exclusive=True, job_name="curate sims", mpi="pmix",
+        setup=("module load cuda/12", "source /opt/venv/bin/activate"),
+        sbatch_opts=(("mail-type", "END,FAIL"),), srun_args=("--cpu-bind=cores",),
+        dependency="afterok:123", begin="now+1hour", signal_delay=120, max_requeues=5,
+        python="/opt/venv/bin/python",
+    )
+
+
+def test_dry_run_script_matches_golden() -> None:
+    check_golden("submit_full.sbatch", dry_run(full_options(), RunDir("/lustre/proj/run 1")))
+
+
+def test_minimal_script_matches_golden() -> None:
+    check_golden("submit_minimal.sbatch", dry_run(SlurmOptions(python="python3"),
+                                                 RunDir("/shared/run")))
+
+
+def test_sbatch_script_runs_the_rank_program() -> None:
+    spec = {"kind": "factory", "ref": "/home/u/p.py:build", "params": {"n": "10"}}
+    text = sbatch_script(SlurmOptions(nodes=2, ntasks_per_node=2, python="python3"),
+                         RunDir("/shared/run"), RunSettings(commit_every=50), spec)
+    check_golden("sbatch_script.sbatch", text)
+    last = text.strip().splitlines()[-1]
+    assert last.startswith("srun --unbuffered --mpi=pmi2 ")
+    assert "-m hpc_curator rank --run-dir /shared/run --spec-json" in last
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("job_name", "x\n#SBATCH --partition=big"),
+        ("partition", "debug\nrm -rf ~"),
+        ("account", "a\rb"),
+        ("setup", ("module load x\nrm -rf /",)),
+        ("srun_args", ("--foo\x00",)),
+        ("sbatch_opts", (("mail-type", "END\n#SBATCH --qos=top"),)),
+        ("constraint", "a\tb"),
+    ],
+)
+def test_injection_attempts_are_refused(field: str, value: object) -> None:
+    with pytest.raises(UsageError, match="newline or control character"):
+        SlurmOptions(**{field: value})  # type: ignore[arg-type]
+
+
+def test_shell_metacharacters_are_quoted_not_executed() -> None:
+    opts = SlurmOptions(job_name="$(touch /tmp/pwned)", srun_args=("; rm -rf /",),
+                        python="python3")
+    text = render(opts, ["python", "-c", "print('$HOME; `id`')"], log_pattern="/r/%j_%t")
+    assert '#SBATCH --job-name="$(touch /tmp/pwned)"' in text
+    assert "'; rm -rf /'" in text
+    assert "'print('\"'\"'$HOME; `id`'\"'\"')'" in text
+
+
+@pytest.mark.parametrize("bad", ["0", "abc", "1:2:3:4", "-5", "1-", "10:99x", ""])
+def test_malformed_time_is_refused(bad: str) -> None:
+    with pytest.raises(UsageError, match="not a Slurm time limit"):
+        SlurmOptions(time=bad)
+
+
+@pytest.mark.parametrize(
+    ("text", "minutes"),
+    [("30", 30), ("5:30", 6), ("2:00:00", 120), ("1-0", 1440), ("1-2:30", 1590),
+     ("1-00:00:01", 1441)],
+)
+def test_time_parsing(text: str, minutes: int) -> None:
+    assert parse_time(text) == minutes
+
+
+def test_bad_sbatch_opt_key() -> None:
+    with pytest.raises(UsageError, match="not an sbatch option name"):
+        SlurmOptions(sbatch_opts=(("Bad Key", "x"),))
+
+
+def test_options_round_trip_json() -> None:
+    opts = full_options()
+    assert SlurmOptions.from_json(opts.to_json()) == opts
+    assert opts.override(nodes=2, time=None).nodes == 2
+    assert opts.world_size == 32
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--nodes", "0"], "--nodes must be >= 1"),
+        (["--ntasks-per-node", "0"], "--ntasks-per-node must be >= 1"),
+        (["--time", "forever"], "not a Slurm time limit"),
+        (["--job-name", "a\nb"], "newline"),
+        (["--sbatch-opt", "NOPE=1"], "not an sbatch option name"),
+    ],
+)
+def test_submit_bad_options_one_line_no_state(tmp_path: Path, args: list[str], needle: str) -> None:
+    d = tmp_path / "run"
+    proc = cli("submit", SPEC, "--run-dir", str(d), *args)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and lines[0].startswith("Error: ")
+    assert not d.exists()
+
+
+def test_submit_without_slurm_says_how_to_run_instead(tmp_path: Path) -> None:
+    d = tmp_path / "run"
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    proc = cli("submit", SPEC, "--run-dir", str(d), env={"PATH": str(empty)})
+    assert proc.returncode == 5
+    assert "sbatch is not on PATH" in proc.stderr and "--cluster local" in proc.stderr
+    assert not d.exists()
+
+
+def test_dry_run_submits_and_creates_nothing(tmp_path: Path) -> None:
+    d = tmp_path / "run"
+    proc = cli("submit", SPEC, "--run-dir", str(d), "--nodes", "2", "--dry-run")
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("#!/bin/bash") and "#SBATCH --nodes=2" in proc.stdout
+    assert not d.exists()
+
+
+def test_cluster_debug_runs_in_process(tmp_path: Path) -> None:
+    d = tmp_path / "run"
+    proc = cli("submit", SPEC, "-p", "n=12", "--run-dir", str(d), "--cluster", "debug")
+    assert proc.returncode == 0, proc.stderr
+    assert "complete: 12/12 ok" in proc.stderr
+
+
+@pytest.mark.mpi
+def test_cluster_local_runs_ranks_via_mpiexec(tmp_path: Path) -> None:
+    d = tmp_path / "run"
+    proc = cli("submit", SPEC, "-p", "n=12", "--run-dir", str(d), "--cluster", "local",
+               "--ntasks-per-node", "2", "--wait")
+    assert proc.returncode == 0, proc.stderr
+    assert "complete: 12/12 ok" in proc.stderr
+    import json
+
+    assert json.loads((d / "manifest.json").read_text())["world_size"] == 2
