@@ -138,7 +138,6 @@ def gather_pipeline(
     scan = journal.scan(rd)
     outputs = merge_outputs(rd, pipeline, scan.segments)
     attempts = rundir.list_attempts(rd)
-    manifest.write(
-        rd, scan, summaries=[], outputs=outputs, attempt=attempts[-1]["attempt"] if attempts else 0
-    )
+    doc = manifest.summarize(rd, scan, outputs=outputs)
+    manifest.write(rd, scan, doc, attempts[-1]["attempt"] if attempts else 0)
     return outputs

@@ -69,7 +69,7 @@ def finish(plan: Any, summaries: list[dict[str, Any]], pipeline: Pipeline) -> An
     rd = rundir.RunDir(plan.run_dir)
     scan = journal.scan(rd)
     outputs = merge_outputs(rd, pipeline, scan.segments)
-    doc = manifest.write(rd, scan, summaries=summaries, outputs=outputs, attempt=plan.attempt)
+    doc = manifest.summarize(rd, scan, summaries=summaries, outputs=outputs)
     counts = doc["counts"]
     reasons = sorted({s.get("reason", "done") for s in summaries} - {"done"})
     rundir.end_attempt(
@@ -79,6 +79,7 @@ def finish(plan: Any, summaries: list[dict[str, Any]], pipeline: Pipeline) -> An
         counts=counts,
         world_size=len(summaries),
     )
+    manifest.write(rd, scan, doc, plan.attempt)
     status = doc["status"]
     code = {"complete": 0, "failed": 1}.get(status, 3)
     if "max_failures" in reasons:

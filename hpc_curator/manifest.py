@@ -67,20 +67,16 @@ def summarize(
     }
 
 
-def write(
-    rd: rundir.RunDir,
-    scan: JournalScan,
-    *,
-    summaries: list[dict[str, Any]],
-    outputs: dict[str, dict[str, Any]],
-    attempt: int,
-) -> dict[str, Any]:
-    """Write ``manifest.parquet`` then ``manifest.json`` (the last file of an attempt)."""
-    doc = summarize(rd, scan, summaries=summaries, outputs=outputs)
+def write(rd: rundir.RunDir, scan: JournalScan, doc: dict[str, Any], attempt: int) -> None:
+    """Write ``manifest.parquet`` then ``manifest.json`` (the last file of an attempt).
+
+    ``doc`` is the :func:`summarize` result; it is re-read for the attempt list so the
+    attempt that just ended appears with its end time and reason.
+    """
     doc["attempt"] = attempt
+    doc["attempts"] = [_attempt_view(a) for a in rundir.list_attempts(rd)]
     _write_table(rd, scan)
     atomic_write(rd.manifest_json, json.dumps(doc, indent=2, default=repr))
-    return doc
 
 
 def _write_table(rd: rundir.RunDir, scan: JournalScan) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import resource
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -136,14 +137,41 @@ class StopFlag:
         return self.reason is not None
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
+
+
 def install_signal_handlers(stop: StopFlag) -> None:
     """SIGTERM, SIGUSR2 (Slurm pre-timeout) and SIGINT stop the loop; it then commits."""
 
     def handler(signum: int, _frame: Any) -> None:
         stop.set(signal.Signals(signum).name)
 
-    for sig in (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT):
+    for sig in STOP_SIGNALS:
         signal.signal(sig, handler)
+
+
+def block_stop_signals(block: bool = True) -> None:
+    """Hold the stop signals pending (or release them).
+
+    Used around MPI initialisation and finalisation: Slurm may send SIGUSR2 at any moment, and
+    a signal interrupting the PMI-2 wire-up corrupts it (seen: "mpi/pmi2: invalid client
+    request" and an abort). A held signal is delivered when released, so nothing is lost.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK if block else signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+def start_rank() -> tuple[World, StopFlag]:
+    """Initialise MPI with stop signals held, then install the handlers and release them."""
+    from hpc_curator.world import detect_world
+
+    block_stop_signals()
+    try:
+        world = detect_world()
+    finally:
+        stop = StopFlag()
+        install_signal_handlers(stop)
+        block_stop_signals(False)
+    return world, stop
 
 
 # -- prepare -------------------------------------------------------------------------------
@@ -263,6 +291,13 @@ class RankLoop:
                     break
         finally:
             self.commit()
+        if self.stop:
+            print(
+                f"hpc-curator rank {self.world.rank}: stopping on {self.stop.reason} after "
+                f"{self.n_ok + self.n_failed} indices (all committed)",
+                file=sys.stderr,
+                flush=True,
+            )
         summary = {
             **self.world.identity(),
             "attempt": self.plan.attempt,
@@ -364,7 +399,7 @@ def work(
     from hpc_curator.world import LocalCounter
 
     os.chdir(plan.cwd)
-    stop = stop or StopFlag()
+    stop = StopFlag() if stop is None else stop
     pipeline = pipeline or specmod.build(plan.spec)
     failures = failures or LocalCounter(plan.failures_before)
     loop = RankLoop(plan, world, pipeline, failures, stop, on_commit)
@@ -416,7 +451,7 @@ def run_world(
     """
     from hpc_curator.gather import finish
 
-    stop = stop or StopFlag()
+    stop = StopFlag() if stop is None else stop
     outcome: Any = None
     if world.is_root:
         try:

@@ -32,12 +32,26 @@ def check_golden(name: str, text: str) -> None:
 
 def full_options() -> SlurmOptions:
     return SlurmOptions(
-        nodes=4, ntasks_per_node=8, cpus_per_task=2, time="2:00:00", partition="gpu",
-        account="proj42", qos="high", mem="64G", gpus_per_node=4, constraint="a100&ib",
-        exclusive=True, job_name="curate sims", mpi="pmix",
+        nodes=4,
+        ntasks_per_node=8,
+        cpus_per_task=2,
+        time="2:00:00",
+        partition="gpu",
+        account="proj42",
+        qos="high",
+        mem="64G",
+        gpus_per_node=4,
+        constraint="a100&ib",
+        exclusive=True,
+        job_name="curate sims",
+        mpi="pmix",
         setup=("module load cuda/12", "source /opt/venv/bin/activate"),
-        sbatch_opts=(("mail-type", "END,FAIL"),), srun_args=("--cpu-bind=cores",),
-        dependency="afterok:123", begin="now+1hour", signal_delay=120, max_requeues=5,
+        sbatch_opts=(("mail-type", "END,FAIL"),),
+        srun_args=("--cpu-bind=cores",),
+        dependency="afterok:123",
+        begin="now+1hour",
+        signal_delay=120,
+        max_requeues=5,
         python="/opt/venv/bin/python",
     )
 
@@ -47,14 +61,19 @@ def test_dry_run_script_matches_golden() -> None:
 
 
 def test_minimal_script_matches_golden() -> None:
-    check_golden("submit_minimal.sbatch", dry_run(SlurmOptions(python="python3"),
-                                                 RunDir("/shared/run")))
+    check_golden(
+        "submit_minimal.sbatch", dry_run(SlurmOptions(python="python3"), RunDir("/shared/run"))
+    )
 
 
 def test_sbatch_script_runs_the_rank_program() -> None:
     spec = {"kind": "factory", "ref": "/home/u/p.py:build", "params": {"n": "10"}}
-    text = sbatch_script(SlurmOptions(nodes=2, ntasks_per_node=2, python="python3"),
-                         RunDir("/shared/run"), RunSettings(commit_every=50), spec)
+    text = sbatch_script(
+        SlurmOptions(nodes=2, ntasks_per_node=2, python="python3"),
+        RunDir("/shared/run"),
+        RunSettings(commit_every=50),
+        spec,
+    )
     check_golden("sbatch_script.sbatch", text)
     last = text.strip().splitlines()[-1]
     assert last.startswith("srun --unbuffered --mpi=pmi2 ")
@@ -79,8 +98,7 @@ def test_injection_attempts_are_refused(field: str, value: object) -> None:
 
 
 def test_shell_metacharacters_are_quoted_not_executed() -> None:
-    opts = SlurmOptions(job_name="$(touch /tmp/pwned)", srun_args=("; rm -rf /",),
-                        python="python3")
+    opts = SlurmOptions(job_name="$(touch /tmp/pwned)", srun_args=("; rm -rf /",), python="python3")
     text = render(opts, ["python", "-c", "print('$HOME; `id`')"], log_pattern="/r/%j_%t")
     assert '#SBATCH --job-name="$(touch /tmp/pwned)"' in text
     assert "'; rm -rf /'" in text
@@ -95,8 +113,14 @@ def test_malformed_time_is_refused(bad: str) -> None:
 
 @pytest.mark.parametrize(
     ("text", "minutes"),
-    [("30", 30), ("5:30", 6), ("2:00:00", 120), ("1-0", 1440), ("1-2:30", 1590),
-     ("1-00:00:01", 1441)],
+    [
+        ("30", 30),
+        ("5:30", 6),
+        ("2:00:00", 120),
+        ("1-0", 1440),
+        ("1-2:30", 1590),
+        ("1-00:00:01", 1441),
+    ],
 )
 def test_time_parsing(text: str, minutes: int) -> None:
     assert parse_time(text) == minutes
@@ -161,8 +185,19 @@ def test_cluster_debug_runs_in_process(tmp_path: Path) -> None:
 @pytest.mark.mpi
 def test_cluster_local_runs_ranks_via_mpiexec(tmp_path: Path) -> None:
     d = tmp_path / "run"
-    proc = cli("submit", SPEC, "-p", "n=12", "--run-dir", str(d), "--cluster", "local",
-               "--ntasks-per-node", "2", "--wait")
+    proc = cli(
+        "submit",
+        SPEC,
+        "-p",
+        "n=12",
+        "--run-dir",
+        str(d),
+        "--cluster",
+        "local",
+        "--ntasks-per-node",
+        "2",
+        "--wait",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "complete: 12/12 ok" in proc.stderr
     import json

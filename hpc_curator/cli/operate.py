@@ -41,12 +41,18 @@ def status_doc(rd: Any, stale_after: float = 300.0) -> dict[str, Any]:
         mine = (scan.attempt == attempt) & (scan.rank == rank)
         last = float(scan.time[mine].max()) if mine.any() else start.get("time", now)
         ended = (attempt, rank) in scan.ends
-        ranks.append({
-            "rank": rank, "node": start.get("node"), "pid": start.get("pid"),
-            "done": int(mine.sum()), "failed": int((scan.ok[mine] == 0).sum()),
-            "last_commit_age": round(now - last, 1), "ended": ended,
-            "stale": live and not ended and now - last > stale_after,
-        })
+        ranks.append(
+            {
+                "rank": rank,
+                "node": start.get("node"),
+                "pid": start.get("pid"),
+                "done": int(mine.sum()),
+                "failed": int((scan.ok[mine] == 0).sum()),
+                "last_commit_age": round(now - last, 1),
+                "ended": ended,
+                "stale": live and not ended and now - last > stale_after,
+            }
+        )
     c = doc["counts"]
     window = scan.time[scan.attempt == current] if current else scan.time[:0]
     rate = None
@@ -66,8 +72,9 @@ def status_doc(rd: Any, stale_after: float = 300.0) -> dict[str, Any]:
 @click.command("status")
 @click.argument("run_dir")
 @click.option("--watch", is_flag=True, help="Live view until Ctrl-C (never touches the run).")
-@click.option("--interval", type=float, default=2.0, show_default=True,
-              help="Refresh interval for --watch.")
+@click.option(
+    "--interval", type=float, default=2.0, show_default=True, help="Refresh interval for --watch."
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status_cmd(run_dir: str, watch: bool, interval: float, as_json: bool) -> None:
     """Job state (squeue/sacct) and progress (journals) of RUN_DIR."""
@@ -95,21 +102,36 @@ def _show_status(doc: dict[str, Any]) -> None:
     c = doc["counts"]
     rate = f"{doc['throughput']:.1f}/s" if doc["throughput"] else "-"
     eta = f"{doc['eta_seconds']:.0f}s" if doc["eta_seconds"] else "-"
-    con.print(f"[bold]{doc['run_dir']}[/]  {doc['status']}{' (running)' if doc['live'] else ''}"
-              f"  {c['ok']} ok, {c['failed']} failed, {c['pending']} pending of {c['total']}"
-              f"  rate {rate}  eta {eta}")
+    con.print(
+        f"[bold]{doc['run_dir']}[/]  {doc['status']}{' (running)' if doc['live'] else ''}"
+        f"  {c['ok']} ok, {c['failed']} failed, {c['pending']} pending of {c['total']}"
+        f"  rate {rate}  eta {eta}"
+    )
     if doc["jobs"]:
         t = Table("job", "state", "nodes", "elapsed", title="Slurm jobs")
         for j in doc["jobs"]:
             t.add_row(j["job_id"], j.get("state", "?"), j.get("nodes", ""), j.get("elapsed", ""))
         con.print(t)
     if doc["rank_progress"]:
-        t = Table("rank", "node", "done", "failed", "last commit", "",
-                  title=f"attempt {doc['current_attempt']}")
+        t = Table(
+            "rank",
+            "node",
+            "done",
+            "failed",
+            "last commit",
+            "",
+            title=f"attempt {doc['current_attempt']}",
+        )
         for r in doc["rank_progress"]:
             flag = "[red]STALE" if r["stale"] else ("ended" if r["ended"] else "")
-            t.add_row(str(r["rank"]), str(r["node"]), str(r["done"]), str(r["failed"]),
-                      f"{r['last_commit_age']:.0f}s ago", flag)
+            t.add_row(
+                str(r["rank"]),
+                str(r["node"]),
+                str(r["done"]),
+                str(r["failed"]),
+                f"{r['last_commit_age']:.0f}s ago",
+                flag,
+            )
         con.print(t)
 
 
@@ -133,8 +155,10 @@ def logs_cmd(run_dir: str, rank: int, job: str | None, follow: bool) -> None:
     files = [Path(f"{c}{s}") for c in candidates for s in (".err", ".out")]
     files = [f for f in files if f.exists()]
     if not files:
-        raise UsageError(f"no log of job {job} rank {rank} yet in {rd.path}",
-                         "the job may still be pending; see hpc-curate status")
+        raise UsageError(
+            f"no log of job {job} rank {rank} yet in {rd.path}",
+            "the job may still be pending; see hpc-curate status",
+        )
     offsets = dict.fromkeys(files, 0)
     while True:
         for f in files:
@@ -171,23 +195,31 @@ def failed_cmd(run_dir: str, as_json: bool, lines: int) -> None:
         click.echo(json.dumps(failures, indent=2))
     else:
         for f in failures:
-            click.secho(f"index {f['index']}  rank {f['rank']}  node {f['node']}  "
-                        f"attempt {f['attempt']}: {f['type']}: {f['message']}", fg="red")
+            click.secho(
+                f"index {f['index']}  rank {f['rank']}  node {f['node']}  "
+                f"attempt {f['attempt']}: {f['type']}: {f['message']}",
+                fg="red",
+            )
             for line in f["traceback"].rstrip().splitlines()[-lines:]:
                 click.echo(f"    {line}")
         total = doc["counts"]["failed"]
         if total > MAX_LISTED_FAILURES:
             click.echo(f"... {total - MAX_LISTED_FAILURES} more (see manifest.parquet)")
-        click.echo(f"{total} failed index(es)" + (f"; retry: hpc-curate retry {rd.path}"
-                                                   if total else ""))
+        click.echo(
+            f"{total} failed index(es)" + (f"; retry: hpc-curate retry {rd.path}" if total else "")
+        )
     sys.exit(1 if failures else 0)
 
 
 @click.command("retry")
 @click.argument("run_dir")
 @slurm_options
-@click.option("--cluster", type=click.Choice(["slurm", "local", "debug"]), default=None,
-              help="Where to re-run (default: slurm if the run was submitted, else debug).")
+@click.option(
+    "--cluster",
+    type=click.Choice(["slurm", "local", "debug"]),
+    default=None,
+    help="Where to re-run (default: slurm if the run was submitted, else debug).",
+)
 @click.option("--wait", is_flag=True, help="Follow progress and exit with the run's code.")
 def retry_cmd(run_dir: str, cluster: str | None, wait: bool, **kw: Any) -> None:
     """Re-run only the failed indices of RUN_DIR as a new attempt."""

@@ -149,8 +149,7 @@ def rank_cmd(
     """
     from hpc_curator import spec as specmod
     from hpc_curator.errors import UsageError
-    from hpc_curator.rank import StopFlag, install_signal_handlers, run_world
-    from hpc_curator.world import detect_world
+    from hpc_curator.rank import block_stop_signals, run_world, start_rank
 
     target = run_dir or run_dir_arg
     if not target:
@@ -161,9 +160,7 @@ def rank_cmd(
         if spec_json
         else (specmod.make_spec(spec, specmod.parse_params(params)) if spec else None)
     )
-    world = detect_world()
-    stop = StopFlag()
-    install_signal_handlers(stop)
+    world, stop = start_rank()
     try:
         result = run_world(
             world,
@@ -178,6 +175,7 @@ def rank_cmd(
         if not world.is_root:
             exc.relayed = True  # type: ignore[attr-defined]
         raise
+    block_stop_signals()  # until exit: MPI finalisation talks PMI too
     if world.is_root and not os.environ.get(PARENT_ENV):
         print_result(result, quiet=True)
     sys.exit(result.exit_code)

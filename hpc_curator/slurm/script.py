@@ -30,8 +30,10 @@ def _flag(key: str, value: str | int | None) -> str:
     if '"' in text:
         from hpc_curator.errors import UsageError
 
-        raise UsageError(f"--{key} value {text!r} contains a double quote",
-                         "sbatch cannot read it back from an #SBATCH line; remove it")
+        raise UsageError(
+            f"--{key} value {text!r} contains a double quote",
+            "sbatch cannot read it back from an #SBATCH line; remove it",
+        )
     return f'#SBATCH --{key}="{text}"'  # sbatch's own parser understands double quotes
 
 

@@ -16,6 +16,7 @@ itself decides whether the job comes back.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -23,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,17 +63,15 @@ class RankJob:
     max_requeues: int = 3
 
     def __call__(self) -> dict[str, Any]:
-        from hpc_curator.rank import StopFlag, install_signal_handlers, run_world
-        from hpc_curator.world import detect_world
+        from hpc_curator.rank import block_stop_signals, run_world, start_rank
 
-        world = detect_world()
-        stop = StopFlag()
-        install_signal_handlers(stop)
+        world, stop = start_rank()
         result = run_world(world, self.run_dir, self.settings, launcher="slurm", stop=stop)
         requeued = False
         if world.is_root and result.exit_code == 3 and stop.reason == "SIGUSR2":
             requeued = requeue_self(self.max_requeues)
         world.barrier()
+        block_stop_signals()  # until exit: MPI finalisation talks PMI too
         if result.exit_code and not requeued:
             print(f"hpc-curate: {result.status}: {result.message}", file=sys.stderr, flush=True)
         return {
@@ -182,14 +182,13 @@ def sbatch_script(
 
 def submit(opts: SlurmOptions, rd: rundir.RunDir, settings: RunSettings) -> dict[str, Any]:
     """Submit one job for the run in ``rd`` and record it; return the submission record."""
-    import submitit
 
     folder = rd.slurm_dir / "logs"
     folder.mkdir(parents=True, exist_ok=True)
     executor = CuratorSlurmExecutor(folder, opts, rd)
     job_fn = RankJob(str(rd.path), settings, opts.max_requeues)
     try:
-        with submitit.helpers.clean_env():
+        with scrubbed_env():
             job = executor.submit(job_fn)
     except Exception as exc:  # submitit raises bare errors with sbatch's output
         first = str(exc).strip().splitlines()
@@ -206,6 +205,28 @@ def submit(opts: SlurmOptions, rd: rundir.RunDir, settings: RunSettings) -> dict
     }
     record_submission(rd, record)
     return record
+
+
+#: Variables an enclosing allocation sets that would leak into a new job (datatrove #248).
+_INHERITED = ("SLURM_", "SLURMD_", "SRUN_", "SUBMITIT_")
+_KEEP = ("SLURM_CONF",)
+
+
+@contextlib.contextmanager
+def scrubbed_env() -> Iterator[None]:
+    """Hide inherited ``SLURM_*``/``SRUN_*`` variables while submitting from an allocation.
+
+    ``SLURM_CONF`` (which cluster to talk to) and the user's ``SBATCH_*`` defaults stay.
+    """
+    saved = {
+        k: os.environ.pop(k)
+        for k in list(os.environ)
+        if k.startswith(_INHERITED) and k not in _KEEP
+    }
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
 
 
 def record_submission(rd: rundir.RunDir, record: dict[str, Any]) -> Path:

@@ -273,3 +273,34 @@ def test_singleton_world_is_refused_before_any_index(tmp_path: Path) -> None:
     assert "MPI world size is 1 but 4 ranks were launched" in proc.stderr
     assert "--mpi pmi2" in proc.stderr
     assert not d.exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGUSR2, signal.SIGTERM])
+def test_stop_signal_commits_and_resume_finishes(
+    tmp_path: Path, sig: signal.Signals, sequential_reference: dict
+) -> None:
+    """A pre-timeout/pre-emption signal to every rank: commit, manifest, exit 3; then resume."""
+    d = tmp_path / "run"
+    proc = _start(d, 2)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and len(_rank_pids(d)) < 2:
+            time.sleep(0.1)
+        time.sleep(0.6)
+        for pid in _rank_pids(d).values():
+            os.kill(pid, sig)
+        assert proc.wait(timeout=60) == 3
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    doc = read_manifest(d)
+    assert doc["status"] == "incomplete" and 0 < doc["counts"]["ok"] < N
+    assert {r["reason"] for r in doc["ranks"]} == {sig.name}
+    assert doc["attempts"][0]["reason"] == sig.name
+    again = cli(
+        "run", SPEC, "-p", f"n={N}", "-p", "sleep=0.03", "--ranks", "2", "--run-dir", str(d), "-q"
+    )
+    assert again.returncode == 0, again.stderr
+    assert [r["index"] for r in manifest_rows(d)] == list(range(N))
+    assert_stats_equal(stats(d), sequential_reference)

@@ -20,26 +20,35 @@
 #   SLC_PORT_BASE=16817    slurmctld=BASE, slurmdbd=BASE+1, mariadb=BASE+2, slurmd nK=BASE+10+K
 #   SLC_START_TIMEOUT=60   seconds to wait for all nodes to be idle
 #   SLC_STOP_TIMEOUT=15    seconds to wait for a daemon after SIGTERM before SIGKILL
+#   SLC_CRED_EXPIRE=10     AuthInfo cred_expire: also the wait before a requeued job restarts
 #
 # Partitions: `debug` (default, all nodes) and `urgent` (same nodes, higher PriorityTier).
 # A job in `urgent` preempts `debug` jobs with PreemptMode=REQUEUE, and JobRequeue=1 makes
 # batch jobs requeueable, so both preemption and `scontrol requeue` put a job back in the
 # queue under the same job id (SLURM_RESTART_COUNT goes up).
 #
-# Timing facts worth knowing (Slurm 22.05, measured on this 2-core machine):
-#   * slurmctld checks time limits in a background loop every PERIODIC_TIMEOUT = 30 s; it is
-#     compiled in, and no slurm.conf key (SchedulerParameters, PriorityType, ...) changes it.
-#     The same pass sends the `--signal=SIG@N` warning, so the warning arrives when the
-#     first check finds at most N s left: up to 30 s EARLIER than asked (never later;
-#     sbatch(1) says "up to 60 s"). With --time=1 --signal=USR2@50 it arrives 10-40 s into
-#     the job. The kill is likewise 0-30 s after the limit: OverTimeLimit=0 adds nothing,
-#     KillWait (5 s here) is the SIGTERM -> SIGKILL gap. A 1-minute job is TIMEOUT after
-#     60-95 s. Without `B:` the signal goes to the job steps (srun tasks), not the batch
-#     shell.
-#   * Pending jobs are looked at on events (submit, job end; batch_sched_delay=0 makes
-#     that immediate) and by the periodic passes; sched_interval and bf_interval are cut
-#     from 60/30 s to 5 s so that a requeued job whose begin time has passed is started
-#     promptly (see the test of `scontrol requeue`).
+# Timing facts (Slurm 22.05 on this 2-core machine, measured):
+#   * slurmctld looks at time limits once every 30 s (PERIODIC_TIMEOUT, compiled in; no
+#     slurm.conf key - SchedulerParameters, PriorityType, ... - changes it). That same tick
+#     sends the `--signal=SIG@N` warning, once the remaining time is <= N + 30 s. So the
+#     warning arrives N..N+30 s before the limit (0-30 s EARLY, as sbatch(1) warns), but
+#     never before the first tick after the job started. Measured: --time=1 --signal=USR2@50
+#     -> USR2 25 s after start (35 s left); --time=2 USR2@50 -> 40 s and 55 s after start
+#     (80 s / 65 s left). Every warning is preceded by SIGCONT. Without `B:` it goes to the
+#     job steps (srun tasks), not to the batch shell; with `B:` only to the batch shell.
+#     For an immediate signal in a test use `scancel --signal=USR2 JOBID`.
+#   * The kill comes on the first tick after the limit: 0-30 s late (OverTimeLimit=0 adds
+#     nothing), then SIGCONT+SIGTERM, SIGKILL KillWait=5 s later. A --time=1 job is TIMEOUT
+#     60-90 s after it started (measured: 85 s).
+#   * `scontrol requeue` of a running job, and preemption by an `urgent` job: SIGCONT+SIGTERM
+#     to the steps and the batch shell at once (no --signal warning), SIGKILL KillWait later;
+#     the job keeps its id (SLURM_RESTART_COUNT=1, 2, ...), goes PENDING with reason
+#     BeginTime and is eligible again ~cred_expire+5 s after it ended. With Slurm's default
+#     cred_expire=120 that was 128 s from requeue to rerun, so AuthInfo cred_expire is cut
+#     to SLC_CRED_EXPIRE (default 10 s; Slurm's minimum is 5): ~20-25 s now.
+#   * Pending jobs are scheduled on events (submit, job end; batch_sched_delay=0 makes that
+#     immediate) and by periodic passes, cut from 60/30 s to 5 s (sched_interval,
+#     bf_interval) so that a requeued job starts soon after its begin time.
 set -euo pipefail
 
 NODES=${SLC_NODES:-4}
@@ -48,6 +57,7 @@ ACCOUNTING=${SLC_ACCOUNTING:-1}
 PORT_BASE=${SLC_PORT_BASE:-16817}
 START_TIMEOUT=${SLC_START_TIMEOUT:-60}
 STOP_TIMEOUT=${SLC_STOP_TIMEOUT:-15}
+CRED_EXPIRE=${SLC_CRED_EXPIRE:-10}
 
 say() { printf '[cluster.sh] %s\n' "$*" >&2; }
 
@@ -95,6 +105,8 @@ binaries_present() {
   for b in munged munge slurmctld slurmd sinfo srun sbatch scontrol; do
     command -v "$b" >/dev/null || return 1
   done
+  # libpmix-dev: the mpi/pmix plugin dlopens this unversioned library
+  compgen -G '/usr/lib/*/pmix2/lib/libpmix.so' >/dev/null || return 1
   if [[ "$ACCOUNTING" == 1 ]]; then
     for b in slurmdbd sacct sacctmgr mariadbd mariadb-install-db mariadb; do
       command -v "$b" >/dev/null || return 1
@@ -150,6 +162,10 @@ running() { # pidfile binary
   is_ours "$(pid_of "$1")" "$2"
 }
 
+# A Slurm client against this cluster, bounded: with munged or slurmctld wedged a client
+# call can block for minutes, and stop/status must still finish.
+client() { SLURM_CONF=$CONF timeout 10 "$@"; }
+
 # ---------------------------------------------------------------- failure report
 
 log_tails() {
@@ -182,7 +198,8 @@ write_slurm_conf() {
   mem=$(awk '/^MemTotal:/ {printf "%d", $2 / 1024 * 0.8}' /proc/meminfo)
   # Job ids restart at FirstJobId in a fresh StateSaveLocation. Files named after a job id
   # (submitit's folder/%j, -o slurm-%j.out) from an older cluster would be taken for the
-  # new job's, so every fresh start begins at a new id: seconds-of-day-ish * 1000 + noise.
+  # new job's, so every fresh start begins at a new id: (epoch % 60000) * 1000 + noise,
+  # which stays below the default MaxJobId (67043328).
   first_id=$(((($(date +%s) % 60000) * 1000) + (RANDOM % 900) + 100))
   echo "$first_id" >"$S/first_job_id"
   if [[ "$ACCOUNTING" == 1 ]]; then
@@ -205,7 +222,8 @@ SlurmctldPort=$PORT_BASE
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-AuthInfo=socket=$MUNGE_SOCK
+# cred_expire also sets how long a requeued job waits before it may run again (see the header)
+AuthInfo=socket=$MUNGE_SOCK,cred_expire=$CRED_EXPIRE
 StateSaveLocation=$S/ctld
 SlurmdSpoolDir=$S/spool/%n
 SlurmctldPidFile=$S/run/slurmctld.pid
@@ -228,7 +246,7 @@ ReturnToService=2
 FirstJobId=$first_id
 MinJobAge=600
 MailProg=/bin/true
-# time limits: no grace past --time, short SIGTERM -> SIGKILL gap (see the header)
+# time limits: no grace past --time, short SIGTERM -> SIGKILL gap; checked every 30 s (header)
 OverTimeLimit=0
 KillWait=5
 # batch jobs are requeueable (scontrol requeue, preemption)
@@ -288,7 +306,7 @@ start_munge() {
     --pid-file="$S/munge/munged.pid" --log-file="$S/log/munged.log" \
     --seed-file="$S/munge/munged.seed" --num-threads=4 --origin=127.0.0.1 \
     || fail "munged did not start"
-  munge_ok() { munge -S "$MUNGE_SOCK" -n | unmunge -S "$MUNGE_SOCK"; }
+  munge_ok() { timeout 5 munge -S "$MUNGE_SOCK" -n | timeout 5 unmunge -S "$MUNGE_SOCK"; }
   wait_until 10 munge_ok || fail "munge credential round trip failed"
 }
 
@@ -311,7 +329,7 @@ start_mariadb() {
 start_slurmdbd() {
   # slurmdbd reads slurmdbd.conf from the directory of $SLURM_CONF
   SLURM_CONF=$CONF slurmdbd || fail "slurmdbd did not start"
-  dbd_ok() { SLURM_CONF=$CONF sacctmgr -n -Q list cluster; }
+  dbd_ok() { client sacctmgr -n -Q list cluster; }
   wait_until 30 dbd_ok || fail "slurmdbd did not answer"
 }
 
@@ -324,14 +342,14 @@ start_slurm() {
 }
 
 idle_count() {
-  SLURM_CONF=$CONF sinfo -h -N -t idle -o '%N' 2>/dev/null | sort -u | wc -l
+  client sinfo -h -N -t idle -o '%N' 2>/dev/null | sort -u | wc -l
 }
 
 wait_idle() {
   local deadline=$((SECONDS + START_TIMEOUT))
   while (($(idle_count) < NODES)); do
     if ((SECONDS >= deadline)); then
-      SLURM_CONF=$CONF sinfo -N -l >&2 || true
+      client sinfo -N -l >&2 || true
       fail "only $(idle_count) of $NODES nodes idle after ${START_TIMEOUT}s"
     fi
     sleep 0.2
@@ -381,12 +399,20 @@ cmd_start() {
 
 cancel_jobs() {
   running "$S/run/slurmctld.pid" slurmctld || return 0
-  SLURM_CONF=$CONF scancel --quiet --full 2>/dev/null || true
-  # no jobs (also none COMPLETING) means every slurmstepd has finished
-  no_jobs() { [[ -z "$(SLURM_CONF=$CONF squeue -h -t all -o %i 2>/dev/null)" ]]; }
-  local deadline=$((SECONDS + 20))
-  while ! no_jobs; do
-    ((SECONDS < deadline)) || { say "jobs still listed after 20s; stopping anyway"; return 0; }
+  # scancel needs ids or a filter; ask the controller for every job it knows
+  # (plain squeue lists pending, running and completing jobs, not finished ones)
+  jobs_left() { client squeue -h -o %i 2>/dev/null | sort -u; }
+  local ids
+  mapfile -t ids < <(jobs_left)
+  ((${#ids[@]} == 0)) && return 0
+  client scancel --quiet "${ids[@]}" 2>/dev/null || true
+  # no job listed (none COMPLETING either) means every slurmstepd has finished
+  local deadline=$((SECONDS + 30))
+  while [[ -n "$(jobs_left)" ]]; do
+    if ((SECONDS >= deadline)); then
+      say "WARNING: jobs still listed after 30s: $(jobs_left | tr '\n' ' ')- their slurmstepd may outlive the cluster"
+      return 0
+    fi
     sleep 0.2
   done
 }
@@ -446,7 +472,7 @@ cmd_status() {
       echo "$(basename "$f" .pid): stopped"
     fi
   done < <(daemon_table)
-  if running "$S/run/slurmctld.pid" slurmctld; then SLURM_CONF=$CONF sinfo || true; fi
+  if running "$S/run/slurmctld.pid" slurmctld; then client sinfo || true; fi
   echo "$up of $total daemons running"
   ((up == total))
 }

@@ -39,6 +39,7 @@ CMD_TIMEOUT_S = 30
 def pytest_configure(config: pytest.Config) -> None:
     # Registered here too so that this directory works without the root pytest config.
     config.addinivalue_line("markers", "slurm: needs the local Slurm test cluster (tests/slurm)")
+    config.addinivalue_line("markers", "slow: takes a minute or more (Slurm time-limit tests)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -181,9 +182,9 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmClu
         rc, reason = -1, f"cluster.sh start did not finish: {exc!r}"
     if rc != 0:
         output = script_log.read_text(errors="replace") if script_log.exists() else ""
-        message = (
-            f"local Slurm cluster unavailable: {reason}\n{output[-6000:]}\n{_log_tails(state_dir)}"
-        )
+        if "----- tail of" not in output:  # cluster.sh prints the log tails when it fails itself
+            output += "\n" + _log_tails(state_dir)
+        message = f"local Slurm cluster unavailable: {reason}\n{output[-8000:]}"
         _stop(state_dir, env, script_log)
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message, pytrace=False)
