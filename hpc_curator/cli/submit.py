@@ -212,7 +212,10 @@ def sbatch_script_cmd(
     _, frozen = specmod.load(spec, specmod.parse_params(params))
     if indices is not None:
         frozen = {**frozen}
-    script = sub.sbatch_script(opts, rundir.RunDir(run_dir), settings, frozen)
+    rd = rundir.RunDir(run_dir)
+    # sbatch opens the --output files before the job starts: their directory must exist
+    rd.logs_dir.mkdir(parents=True, exist_ok=True)
+    script = sub.sbatch_script(opts, rd, settings, frozen)
     if indices is not None:
         script = script.replace(" rank --run-dir", f" rank --indices {indices} --run-dir", 1)
     click.echo(script, nl=False)

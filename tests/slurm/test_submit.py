@@ -43,6 +43,15 @@ def job_id_of(proc: subprocess.CompletedProcess[str]) -> str:
     raise AssertionError(proc.stdout + proc.stderr)
 
 
+FINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL")
+
+
+def finished(cluster: Any, job: str) -> str | None:
+    """The job's final state once it has one (so waits end early on failure)."""
+    s = state(cluster, job)
+    return s if s.startswith(FINAL) else None
+
+
 def state(cluster: Any, job: str) -> str:
     out = cluster.run("squeue", "-h", "-j", job, "-o", "%T").stdout.strip()
     if out:
@@ -367,7 +376,8 @@ def test_sbatch_script_and_plain_sbatch(
     out = slurm_cluster.run("sbatch", str(path))
     assert out.returncode == 0, out.stderr
     job = out.stdout.split()[-1]
-    wait_until(lambda: state(slurm_cluster, job) == "COMPLETED", 120, "job", slurm_cluster)
+    final = wait_until(lambda: finished(slurm_cluster, job), 120, "job", slurm_cluster)
+    assert final == "COMPLETED", slurm_cluster.dump()
     assert read_manifest(d)["status"] == "complete"
     assert_stats_equal(stats(d), reference)
 
@@ -387,7 +397,8 @@ def test_hand_written_sbatch_calling_the_rank_program(
     out = slurm_cluster.run("sbatch", str(path))
     assert out.returncode == 0, out.stderr
     job = out.stdout.split()[-1]
-    wait_until(lambda: state(slurm_cluster, job) == "COMPLETED", 120, "job", slurm_cluster)
+    final = wait_until(lambda: finished(slurm_cluster, job), 120, "job", slurm_cluster)
+    assert final == "COMPLETED", slurm_cluster.dump()
     doc = read_manifest(d)
     assert doc["world_size"] == 3 and doc["status"] == "complete"
     assert {r["node"] for r in doc["ranks"]} == {"n1", "n2", "n3"}
