@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import resource
-import signal
 import sys
 import threading
 import time
@@ -38,6 +37,13 @@ from hpc_curator import journal, partition, rundir, shards
 from hpc_curator import spec as specmod
 from hpc_curator.errors import CuratorError, UsageError
 from hpc_curator.pipeline import Pipeline
+from hpc_curator.signals import (  # re-exported: launchers import them from here
+    STOP_SIGNALS as STOP_SIGNALS,
+)
+from hpc_curator.signals import StopFlag as StopFlag
+from hpc_curator.signals import block_stop_signals as block_stop_signals
+from hpc_curator.signals import install_signal_handlers as install_signal_handlers
+from hpc_curator.signals import start_rank as start_rank
 from hpc_curator.world import Counter, World
 
 OnCommit = Callable[[dict[str, Any]], None]
@@ -120,58 +126,6 @@ class RunResult:
     message: str
     run_dir: str
     manifest: dict[str, Any] = field(default_factory=dict)
-
-
-class StopFlag:
-    """Set by signal handlers, the failure budget or the caller; checked between indices."""
-
-    def __init__(self) -> None:
-        self.reason: str | None = None
-
-    def set(self, reason: str) -> None:
-        """Ask the loop to stop after the current index (first reason wins)."""
-        if self.reason is None:
-            self.reason = reason
-
-    def __bool__(self) -> bool:
-        return self.reason is not None
-
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
-
-
-def install_signal_handlers(stop: StopFlag) -> None:
-    """SIGTERM, SIGUSR2 (Slurm pre-timeout) and SIGINT stop the loop; it then commits."""
-
-    def handler(signum: int, _frame: Any) -> None:
-        stop.set(signal.Signals(signum).name)
-
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, handler)
-
-
-def block_stop_signals(block: bool = True) -> None:
-    """Hold the stop signals pending (or release them).
-
-    Used around MPI initialisation and finalisation: Slurm may send SIGUSR2 at any moment, and
-    a signal interrupting the PMI-2 wire-up corrupts it (seen: "mpi/pmi2: invalid client
-    request" and an abort). A held signal is delivered when released, so nothing is lost.
-    """
-    signal.pthread_sigmask(signal.SIG_BLOCK if block else signal.SIG_UNBLOCK, STOP_SIGNALS)
-
-
-def start_rank() -> tuple[World, StopFlag]:
-    """Initialise MPI with stop signals held, then install the handlers and release them."""
-    from hpc_curator.world import detect_world
-
-    block_stop_signals()
-    try:
-        world = detect_world()
-    finally:
-        stop = StopFlag()
-        install_signal_handlers(stop)
-        block_stop_signals(False)
-    return world, stop
 
 
 # -- prepare -------------------------------------------------------------------------------

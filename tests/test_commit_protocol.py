@@ -63,7 +63,9 @@ def test_random_sigkills_then_resume_match_a_clean_run(tmp_path: Path) -> None:
     assert_complete_once(d, 150)
     assert_stats_equal(stats(d), reference)
     attempts = read_manifest(d)["attempts"]
-    assert len(attempts) == kills + 1 or len(attempts) >= kills
+    # a kill can land before the process claimed its attempt (slow start under load)
+    assert 2 <= len(attempts) <= kills + 1
+    assert attempts[-1]["reason"] == "done"
 
 
 CRASH_SCRIPT = textwrap.dedent(
