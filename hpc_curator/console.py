@@ -78,7 +78,10 @@ def render_snapshot(snap: Snapshot, label: str | None = None, max_rows: int = MA
     if snap.rows:
         parts.append(_rank_table(snap, max_rows))
     if snap.failures:
-        ft = Table("index", "rank", "error", box=None, show_header=True, expand=True)
+        ft = Table(box=None, expand=True)
+        ft.add_column("index", justify="right", no_wrap=True)
+        ft.add_column("rank", no_wrap=True)
+        ft.add_column("error", ratio=1, overflow="ellipsis", no_wrap=True)
         for f in snap.failures:
             ft.add_row(str(f.index), f"a{f.attempt}/r{f.rank}", f"{f.type}: {f.message}"[:200])
         parts.append(Panel(ft, title=f"recent failures ({t.failed:,} failed now)", style="red"))
@@ -322,8 +325,10 @@ class ProgressView:
             self._bar.update(
                 self._task, completed=self.done, failed=self.failed, rate=f"{rate:,.1f}/s"
             )
-        elif self._live is None and self.enabled and (
-            time.monotonic() - self._last_line >= self.interval
+        elif (
+            self._live is None
+            and self.enabled
+            and (time.monotonic() - self._last_line >= self.interval)
         ):
             self._plain()
 

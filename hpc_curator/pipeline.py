@@ -219,8 +219,8 @@ class Pipeline:
         return len(self.source)
 
     def __getitem__(self, index: int) -> Iterator[Item]:
-        for f in self.stateful_filters:
-            f.begin()
+        for stateful in self.stateful_filters:
+            stateful.begin()
         items: Iterator[Item] = iter(self.source[index])
         for f in self.filters:
             items = f(items)

@@ -306,9 +306,7 @@ class ProgressModel:
             rate = (self.recorded - baseline) / elapsed if elapsed > 0 else 0.0
         pending = None if self.total is None else max(0, self.total - self.recorded)
         eta = pending / rate if (pending is not None and running and rate > 0) else None
-        totals = Totals(
-            self.total, self.recorded - failed, failed, baseline, rate, eta, elapsed
-        )
+        totals = Totals(self.total, self.recorded - failed, failed, baseline, rate, eta, elapsed)
         latest = self.latest_attempt
         return Snapshot(
             run_dir=str(self.rd.path),
@@ -325,12 +323,20 @@ def format_seconds(seconds: float | None) -> str:
     """``H:MM:SS`` (or ``-`` when unknown)."""
     if seconds is None or seconds != seconds or seconds == float("inf"):
         return "-"
-    s = int(round(seconds))
+    s = round(seconds)
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 def plain_line(snap: Snapshot, label: str | None = None) -> str:
-    """One line summarising a snapshot (non-TTY output), without the timestamp."""
+    """One line summarising a snapshot (non-TTY output), without the timestamp.
+
+    Parameters
+    ----------
+    snap
+        A :meth:`ProgressModel.snapshot`.
+    label
+        Prefix (default: the run directory's name).
+    """
     t = snap.totals
     total = "?" if t.total is None else str(t.total)
     stale = sum(r.stale for r in snap.rows)

@@ -263,12 +263,8 @@ def attempt_alive(rd: RunDir, rec: dict[str, Any], now: float | None = None) -> 
     if rec.get("ended"):
         return False
     if rec.get("host") == socket.gethostname():
-        try:
-            os.kill(int(rec["pid"]), 0)
-        except (ProcessLookupError, ValueError, KeyError):
+        if not _pid_running(rec.get("pid")):
             return False
-        except PermissionError:
-            pass
         if not rec.get("job_id"):
             return True
     job = rec.get("job_id")
@@ -285,6 +281,21 @@ def attempt_alive(rd: RunDir, rec: dict[str, Any], now: float | None = None) -> 
     except FileNotFoundError:
         return False
     return age < STALE_AFTER
+
+
+def _pid_running(pid: Any) -> bool:
+    """Whether ``pid`` is a live process on this host (zombies count as dead)."""
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError, TypeError):
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{int(pid)}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def start_attempt(rd: RunDir, identity: dict[str, Any], launcher: str) -> int:

@@ -141,6 +141,8 @@ class MPIBackend(RunBackend):
         cmd = [exe, "-n", str(n), *rank_command(launch)]
         rd = rundir.RunDir(launch.run_dir)
         follower = JournalFollower(rd)
+        if rd.journal_dir.is_dir():
+            follower.poll()  # skip earlier attempts: progress counts this launch only
         proc = subprocess.Popen(cmd, env=env)
         try:
             while proc.poll() is None:

@@ -106,7 +106,7 @@ def run_cmd(
         pipeline=pipeline if name != "mpi" else None,
     )
     todo = _todo(target, len(pipeline), indices)
-    with ProgressView(todo, label=name, enabled=not quiet) as view:
+    with ProgressView(todo, label=name, enabled=not quiet, run_dir=target) as view:
         result = instance.launch(launch, on_commit=view.on_commit)
     print_result(result, quiet)
     sys.exit(result.exit_code)

@@ -1,0 +1,372 @@
+"""``hpc-curate report``: one self-contained HTML file describing a run (finished or not).
+
+Everything comes from the run directory: ``run.json``, the attempt records, the journals
+(:func:`hpc_curator.journal.scan`) and, for a finished attempt, ``manifest.json`` and the merged
+outputs. A run that is still going (or crashed) has no current manifest; its summary is computed
+from the journals with :func:`hpc_curator.manifest.summarize`, exactly like ``hpc-curate
+manifest`` does. Figures are PNGs from matplotlib (Agg) embedded as base64, CSS is inline and
+there is no external reference, so the file opens anywhere after ``scp``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hpc_curator import journal, manifest, rundir
+from hpc_curator.atomic import atomic_write
+
+SLOWEST = 20
+MAX_PARTIAL_SEGMENTS = 5000
+
+
+@dataclass
+class ReportData:
+    """Everything the report shows, computed once from the run directory."""
+
+    rd: rundir.RunDir
+    info: rundir.RunInfo
+    scan: journal.JournalScan
+    doc: dict[str, Any]
+    source: str
+    state: str
+    attempts: list[dict[str, Any]]
+    workers: list[dict[str, Any]]
+    nodes: list[dict[str, Any]]
+    finish: np.ndarray
+    worker_of: np.ndarray
+    t0: float
+    wall_seconds: float
+    elapsed: float
+    failure_groups: list[dict[str, Any]]
+    slowest: list[dict[str, Any]]
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    generated: float = field(default_factory=time.time)
+
+    def numbers(self) -> dict[str, Any]:
+        """The headline numbers (also embedded in the HTML as JSON for machines and tests)."""
+        c = self.doc["counts"]
+        return {
+            "status": self.doc["status"],
+            "state": self.state,
+            "source": self.source,
+            "counts": c,
+            "failure_types": self.doc["failure_types"],
+            "world_size": self.doc["world_size"],
+            "nodes": [n["node"] for n in self.nodes],
+            "attempts": len(self.attempts),
+            "requeues": max(0, len(self.attempts) - 1),
+            "executions": len(self.scan.idx),
+            "wall_seconds": self.wall_seconds,
+            "elapsed_seconds": self.elapsed,
+            "throughput": len(self.scan.idx) / self.wall_seconds if self.wall_seconds else 0.0,
+            "busy_seconds": float(self.scan.wall.sum()),
+        }
+
+
+def pipeline_label(spec: dict[str, Any]) -> str:
+    """``file.py:factory`` for a factory spec, ``Source → Filter → Sink`` for components."""
+    if spec.get("kind") == "factory":
+        return str(spec.get("ref"))
+    parts = [spec.get("source") or {}, *(spec.get("filters") or []), spec.get("sink") or {}]
+    names = [str(p.get("class")) for p in parts if p.get("class")]
+    return " → ".join(names) or str(spec.get("kind", "pipeline"))
+
+
+# -- collecting ----------------------------------------------------------------------------
+def collect(run_dir: str | Path) -> ReportData:
+    """Read a run directory into a :class:`ReportData` (works while the run is going).
+
+    The summary is ``manifest.json`` when it belongs to the newest attempt and that attempt
+    ended; otherwise :func:`hpc_curator.manifest.summarize` over the journals.
+
+    Parameters
+    ----------
+    run_dir
+        The run directory.
+
+    Returns
+    -------
+    ReportData
+        Summary, per-worker and per-node rows, failure groups, slowest indices, outputs.
+    """
+    rd = rundir.RunDir(run_dir)
+    info = rundir.load(rd)
+    scan = journal.scan(rd, with_outputs=False)
+    attempts = rundir.list_attempts(rd)
+    now = time.time()
+    last = attempts[-1] if attempts else {}
+    if not last:
+        state = "not started"
+    elif last.get("ended"):
+        state = "ended"
+    else:
+        state = "running" if rundir.attempt_alive(rd, last, now) else "crashed (no end record)"
+    saved = json.loads(rd.manifest_json.read_text()) if rd.manifest_json.exists() else None
+    if saved and last.get("ended") and saved.get("attempt") == last.get("attempt"):
+        doc, source = saved, "manifest.json"
+    else:
+        outputs = saved.get("outputs", {}) if saved else {}
+        doc, source = manifest.summarize(rd, scan, outputs=outputs), "journals (live summary)"
+    running = last.get("attempt") if state == "running" else None
+    workers, worker_of = _workers(scan, running, now)
+    spans = []
+    for a in attempts:
+        start = a.get("started_ts") or 0.0
+        end = a.get("ended_ts")
+        if end is None:
+            mine = scan.time[scan.attempt == a.get("attempt")]
+            alive = state == "running" and a is last
+            end = now if alive else (float(mine.max()) if len(mine) else start)
+        spans.append((start, end))
+    t0 = min((s for s, _ in spans), default=float(scan.time.min()) if len(scan.time) else now)
+    return ReportData(
+        rd=rd,
+        info=info,
+        scan=scan,
+        doc=doc,
+        source=source,
+        state=state,
+        attempts=attempts,
+        workers=workers,
+        nodes=_nodes(workers),
+        finish=_finish_times(scan),
+        worker_of=worker_of,
+        t0=t0,
+        wall_seconds=float(sum(e - s for s, e in spans)),
+        elapsed=float(max((e for _, e in spans), default=t0) - t0),
+        failure_groups=_failure_groups(scan),
+        slowest=_slowest(scan, workers, worker_of),
+        outputs=_outputs(rd, doc, scan),
+    )
+
+
+def _finish_times(scan: journal.JournalScan) -> np.ndarray:
+    """Estimated finish time of each record: commit time minus the walls run after it."""
+    n = len(scan.idx)
+    if n == 0:
+        return np.empty(0)
+    new = np.ones(n, dtype=bool)
+    new[1:] = (
+        (scan.time[1:] != scan.time[:-1])
+        | (scan.rank[1:] != scan.rank[:-1])
+        | (scan.attempt[1:] != scan.attempt[:-1])
+    )
+    group = np.cumsum(new) - 1
+    cum = np.cumsum(scan.wall)
+    last_of_group = np.append(np.flatnonzero(new)[1:] - 1, n - 1)
+    return scan.time - (cum[last_of_group][group] - cum)
+
+
+def _workers(
+    scan: journal.JournalScan, running: int | None, now: float
+) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """One row per (attempt, rank) and the row number of every record."""
+    keys = scan.attempt.astype(np.int64) << 32 | scan.rank.astype(np.int64)
+    every = sorted(
+        {(int(k) >> 32, int(k) & 0xFFFFFFFF) for k in np.unique(keys)} | set(scan.workers)
+    )
+    row_of = {k: i for i, k in enumerate(every)}
+    lookup = np.array([(a << 32) | r for a, r in every], dtype=np.int64)
+    worker_of = np.searchsorted(lookup, keys) if len(keys) else np.empty(0, dtype=np.int64)
+    m = len(every)
+    count = np.bincount(worker_of, minlength=m)
+    failed = np.bincount(worker_of, weights=(scan.ok == 0), minlength=m)
+    busy = np.bincount(worker_of, weights=scan.wall, minlength=m)
+    peak = np.zeros(m, dtype=np.int64)
+    last = np.zeros(m)
+    np.maximum.at(peak, worker_of, scan.rss)
+    np.maximum.at(last, worker_of, scan.time)
+    rows = []
+    for (attempt, rank), i in row_of.items():
+        start, end = scan.workers.get((attempt, rank), {}), scan.ends.get((attempt, rank), {})
+        t_start = start.get("time")
+        t_end = end.get("ended") or (now if attempt == running else float(last[i]) or None)
+        rows.append(
+            {
+                "attempt": attempt,
+                "rank": rank,
+                "label": f"a{attempt} r{rank}",
+                "host": start.get("host") or "?",
+                "node": start.get("node") or start.get("host") or "?",
+                "indices": int(count[i]),
+                "failed": int(failed[i]),
+                "busy": float(busy[i]),
+                "span": float(t_end - t_start) if t_start and t_end else 0.0,
+                "peak_rss": int(max(peak[i], end.get("peak_rss") or 0)),
+                "reason": end.get("reason") or "no end record",
+            }
+        )
+    return rows, worker_of
+
+
+def _nodes(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    agg: dict[str, dict[str, Any]] = {}
+    for w in workers:
+        n = agg.setdefault(
+            w["node"], {"node": w["node"], "workers": 0, "indices": 0, "failed": 0, "busy": 0.0}
+        )
+        n["workers"] += 1
+        n["indices"] += w["indices"]
+        n["failed"] += w["failed"]
+        n["busy"] += w["busy"]
+        n["peak_rss"] = max(n.get("peak_rss", 0), w["peak_rss"])
+    return sorted(agg.values(), key=lambda n: n["node"])
+
+
+def _failure_groups(scan: journal.JournalScan) -> list[dict[str, Any]]:
+    """Current failures grouped by exception type, largest group first."""
+    pos = scan.latest()
+    groups: dict[str, dict[str, Any]] = defaultdict(dict)
+    for p in pos[scan.ok[pos] == 0]:
+        err = scan.errors.get(int(p), {"type": "Unknown", "msg": "", "tb": ""})
+        g = groups[err.get("type", "Unknown")]
+        if not g:
+            g.update(type=err.get("type", "Unknown"), indices=[], ranks=set(), message="", tb="")
+            g.update(message=err.get("msg", ""), tb=err.get("tb", ""))
+            g.update(where=f"attempt {int(scan.attempt[p])}, rank {int(scan.rank[p])}")
+        g["indices"].append(int(scan.idx[p]))
+        g["ranks"].add(int(scan.rank[p]))
+    return sorted(groups.values(), key=lambda g: -len(g["indices"]))
+
+
+def _slowest(
+    scan: journal.JournalScan, workers: list[dict[str, Any]], worker_of: np.ndarray
+) -> list[dict[str, Any]]:
+    pos = scan.latest()
+    top = pos[np.argsort(-scan.wall[pos], kind="stable")[:SLOWEST]]
+    return [
+        {
+            "index": int(scan.idx[p]),
+            "status": "ok" if scan.ok[p] else "failed",
+            "wall": float(scan.wall[p]),
+            "cpu": float(scan.cpu[p]),
+            "worker": workers[int(worker_of[p])]["label"],
+            "node": workers[int(worker_of[p])]["node"],
+        }
+        for p in top
+    ]
+
+
+def _outputs(rd: rundir.RunDir, doc: dict[str, Any], scan: journal.JournalScan) -> list[Any]:
+    """Merged stateful-filter outputs; partial FieldStats from committed segments if running."""
+    from hpc_curator.components import read_fieldstats
+
+    out = []
+    for name, o in (doc.get("outputs") or {}).items():
+        item = {"name": name, "merged": True, **o, "stats": None}
+        if str(o.get("class", "")).endswith(":FieldStats") and Path(o["path"]).exists():
+            try:
+                item["stats"] = read_fieldstats(o["path"])
+            except Exception as exc:  # a report never fails because of one output
+                item["error"] = str(exc)
+        out.append(item)
+    merged = {o["name"] for o in out}
+    for name, segs in scan.segments.items():
+        if name not in merged:
+            item = {"name": name, "merged": False, "segments": len(segs), "stats": None}
+            item["stats"] = _partial_fieldstats(rd, name, segs)
+            out.append(item)
+    return out
+
+
+def _partial_fieldstats(rd: rundir.RunDir, name: str, segs: list[str]) -> Any:
+    from hpc_curator.components.stats import FieldStats
+
+    if not segs or len(segs) > MAX_PARTIAL_SEGMENTS:
+        return None
+    try:
+        state: dict[str, Any] = {}
+        for seg in segs:
+            state = FieldStats.combine(state, FieldStats.read_state(str(rd.shard_dir(name) / seg)))
+    except Exception:
+        return None  # not a FieldStats filter (or a segment is unreadable)
+    return {
+        f: {
+            "count": m.count,
+            "mean": m.mean,
+            "std": float(np.sqrt(m.variance)),
+            "min": m.min,
+            "max": m.max,
+        }
+        for f, m in state.items()
+    }
+
+
+# -- figures -------------------------------------------------------------------------------
+def figures(data: ReportData) -> dict[str, bytes]:
+    """Draw every figure of the report.
+
+    Parameters
+    ----------
+    data
+        What :func:`collect` read.
+
+    Returns
+    -------
+    dict
+        ``{name: PNG bytes}`` for ``throughput``, ``durations``, ``load-balance``, ``memory``.
+    """
+    from hpc_curator.report_plots import durations, load_balance, memory, throughput
+
+    labels = [w["label"] for w in data.workers]
+    pos = data.scan.latest()
+    later = [a["started_ts"] for a in data.attempts[1:] if a.get("started_ts")]
+    return {
+        "throughput": throughput(data.finish, data.worker_of, labels, data.t0, later),
+        "durations": durations(data.scan.wall[pos], data.scan.ok[pos]),
+        "load-balance": load_balance(
+            labels,
+            np.array([w["busy"] for w in data.workers]),
+            np.array([w["span"] for w in data.workers]),
+            [n["node"] for n in data.nodes],
+            np.array([n["busy"] for n in data.nodes]),
+            np.array([n["indices"] for n in data.nodes]),
+        ),
+        "memory": memory(labels, np.array([w["peak_rss"] for w in data.workers])),
+    }
+
+
+def build_report(
+    run_dir: str | Path, out_html: str | Path, png_dir: str | Path | None = None
+) -> Path:
+    """Write the self-contained HTML report of a run.
+
+    Parameters
+    ----------
+    run_dir
+        The run directory (finished, running or crashed).
+    out_html
+        Path of the HTML file to write (atomically).
+    png_dir
+        If given, also write each figure there as ``<out stem>-<figure>.png``.
+
+    Returns
+    -------
+    Path
+        ``out_html``.
+
+    Raises
+    ------
+    RunDirError
+        When ``run_dir`` is not a run directory.
+    """
+    from hpc_curator.report_plots import render_html
+
+    data = collect(run_dir)
+    figs = figures(data)
+    out = Path(out_html)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, render_html(data, figs), durable=False)
+    if png_dir is not None:
+        target = Path(png_dir)
+        target.mkdir(parents=True, exist_ok=True)
+        for name, png in figs.items():
+            atomic_write(target / f"{out.stem}-{name}.png", png, durable=False)
+    return out
