@@ -18,6 +18,7 @@ frozen into a JSON spec (:meth:`Pipeline.to_spec`) and rebuilt in another proces
 from __future__ import annotations
 
 import abc
+import functools
 import inspect
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -226,26 +227,33 @@ class Pipeline:
             items = f(items)
         return items
 
-    @property
+    @functools.cached_property
     def stateful_filters(self) -> tuple[StatefulFilter[Any], ...]:
-        """The stateful filters, in pipeline order."""
+        """The stateful filters, in pipeline order (computed once)."""
         return tuple(f for f in self.filters if isinstance(f, StatefulFilter))
 
     def run_index(self, index: int) -> list[str]:
         """Run one index through the sink; accept or discard stateful deltas accordingly."""
+        stateful = self.stateful_filters
+        for f in stateful:
+            f.begin()
         try:
-            items = self[index]
+            items: Iterator[Item] = self.source[index]
+            for filt in self.filters:
+                items = filt(items)
             if self.sink is None:
                 for _ in items:
                     pass
                 paths: list[str] = []
             else:
-                paths = [str(p) for p in self.sink(items, index)]
+                paths = self.sink(items, index)
+                if paths:
+                    paths = [str(p) for p in paths]
         except BaseException:
-            for f in self.stateful_filters:
+            for f in stateful:
                 f.discard()
             raise
-        for f in self.stateful_filters:
+        for f in stateful:
             f.accept()
         return paths
 

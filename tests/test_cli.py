@@ -187,3 +187,16 @@ def test_manifest_of_missing_run_dir_is_one_line(tmp_path: Path) -> None:
     proc = cli("manifest", str(tmp_path / "nothing"))
     assert proc.returncode == 4
     assert "not a run directory" in error_line(proc)
+
+
+def test_status_of_a_finished_run_and_watch_returns(tmp_path: Path) -> None:
+    d = tmp_path / "run"
+    cli("run", SPEC, "-p", "n=8", "-p", "fail=2", "--run-dir", str(d), "-q")
+    doc = json.loads(cli("status", str(d), "--json", check=True).stdout)
+    assert doc["counts"]["failed"] == 1 and not doc["live"]
+    assert [r["done"] for r in doc["rank_progress"]] == [8]
+    watch = cli("status", str(d), "--watch", "--interval", "0.2", timeout=60)
+    assert watch.returncode == 0
+    assert "7" in watch.stdout + watch.stderr
+    failed = cli("failed", str(d))
+    assert failed.returncode == 1 and "index 2" in failed.stdout
