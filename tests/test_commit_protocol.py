@@ -65,7 +65,7 @@ def test_random_sigkills_then_resume_match_a_clean_run(tmp_path: Path) -> None:
     attempts = read_manifest(d)["attempts"]
     # one attempt per launch that got as far as claiming one (a kill can land earlier,
     # and a launch after the work was done still records a (no-op) attempt)
-    assert kills + 1 >= 2 and 2 <= len(attempts) <= 6 + 1
+    assert 2 <= len(attempts) <= 6 + 1
     assert attempts[-1]["reason"] == "done"
 
 
