@@ -21,7 +21,6 @@ works on Lustre and GPFS.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections import defaultdict
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from hpc_curator.rundir import RunDir
 
@@ -45,8 +45,7 @@ class JournalWriter:
 
     def append(self, record: dict[str, Any]) -> None:
         """Write one record durably (one write, flush, fsync)."""
-        line = json.dumps(record, separators=(",", ":"), default=repr) + "\n"
-        self._fh.write(line.encode())
+        self._fh.write(dumps(record))
         self._fh.flush()
         if self._fsync:
             os.fsync(self._fh.fileno())
@@ -56,24 +55,48 @@ class JournalWriter:
         self._fh.close()
 
 
+def dumps(record: dict[str, Any]) -> bytes:
+    """One journal line (orjson: the journal is the per-commit hot path and the resume scan)."""
+    return orjson.dumps(record, default=repr, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
+
+
 def parse_line(line: bytes) -> dict[str, Any] | None:
     """Decode one journal line; ``None`` for a torn or corrupt line."""
     if not line.endswith(b"\n"):
         return None
     try:
-        rec = json.loads(line)
+        rec = orjson.loads(line)
     except ValueError:
         return None
     return rec if isinstance(rec, dict) else None
 
 
-def read_records(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """Return the valid records of one journal and the number of torn/corrupt lines."""
+_OUT_KEY = b',"out":'
+
+
+def _without_outputs(line: bytes) -> bytes:
+    """Drop a commit line's trailing ``"out"`` member (the bulk of it) before parsing.
+
+    Writers put ``"out"`` last; inside JSON strings a quote is always escaped, so the first
+    ``,"out":`` is the key itself. A torn line stays torn (no trailing newline is added).
+    """
+    cut = line.find(_OUT_KEY)
+    if cut < 0 or not line.endswith(b"\n"):
+        return line
+    return line[:cut] + b"}\n"
+
+
+def read_records(path: Path, *, with_outputs: bool = True) -> tuple[list[dict[str, Any]], int]:
+    """Return the valid records of one journal and the number of torn/corrupt lines.
+
+    With ``with_outputs=False`` commit records come back without their ``"out"`` lists
+    (resume scans and progress need only indices and statuses; this halves their cost).
+    """
     records: list[dict[str, Any]] = []
     torn = 0
     with open(path, "rb") as fh:
         for line in fh:
-            rec = parse_line(line)
+            rec = parse_line(line if with_outputs else _without_outputs(line))
             if rec is None:
                 torn += 1
             else:
@@ -101,6 +124,9 @@ class JournalScan:
     errors: dict[int, dict[str, Any]]
     segments: dict[str, list[str]]
     workers: dict[tuple[int, int], dict[str, Any]]
+    #: per position, an index into :attr:`worker_info` (the start record of its writer)
+    worker: np.ndarray
+    worker_info: list[dict[str, Any]]
     ends: dict[tuple[int, int], dict[str, Any]]
     torn: dict[str, int] = field(default_factory=dict)
 
@@ -132,15 +158,19 @@ def scan(rd: RunDir, *, with_outputs: bool = True) -> JournalScan:
     ends: dict[tuple[int, int], dict[str, Any]] = {}
     torn: dict[str, int] = {}
     position = 0
+    worker_info: list[dict[str, Any]] = []
     for path in rd.journal_files():
-        records, n_torn = read_records(path)
+        records, n_torn = read_records(path, with_outputs=with_outputs)
         if n_torn:
             torn[path.name] = n_torn
         attempt, rank = _attempt_rank(path)
+        code = len(worker_info)
+        worker_info.append({})
         for rec in records:
             kind = rec.get("t")
             if kind == "start":
                 workers[(attempt, rank)] = rec
+                worker_info[code] = rec
             elif kind == "end":
                 ends[(attempt, rank)] = rec
             elif kind == "commit":
@@ -152,6 +182,7 @@ def scan(rd: RunDir, *, with_outputs: bool = True) -> JournalScan:
                 cols["rss"].append(rec["rss"])
                 cols["attempt"].append(np.full(n, attempt, dtype=np.int32))
                 cols["rank"].append(np.full(n, rank, dtype=np.int32))
+                cols["worker"].append(np.full(n, code, dtype=np.int32))
                 cols["time"].append(np.full(n, rec.get("time", 0.0)))
                 if outputs is not None:
                     outputs.extend(rec["out"])
@@ -172,6 +203,8 @@ def scan(rd: RunDir, *, with_outputs: bool = True) -> JournalScan:
         ok=cat("ok", np.int8),
         attempt=cat("attempt", np.int32),
         rank=cat("rank", np.int32),
+        worker=cat("worker", np.int32),
+        worker_info=worker_info,
         wall=cat("wall", np.float64),
         cpu=cat("cpu", np.float64),
         rss=cat("rss", np.int64),

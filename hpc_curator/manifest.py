@@ -47,9 +47,7 @@ def summarize(
         "failure_types": dict(Tally(f["type"] for f in failures["all"]).most_common()),
         "failures": failures["listed"],
         "outputs": outputs or {},
-        "index_outputs": int(sum(len(o) for o in scan.outputs))
-        if scan.outputs is not None
-        else None,
+        "index_outputs": None if scan.outputs is None else sum(map(len, scan.outputs)),
         "timing": {
             "first_commit": float(times.min()) if len(times) else None,
             "last_commit": float(times.max()) if len(times) else None,
@@ -115,18 +113,16 @@ def _placement(scan: JournalScan, pos: np.ndarray) -> dict[str, Any]:
     """Host, node, pid and job id of the worker that recorded each row (dictionary-encoded)."""
     import pyarrow as pa
 
-    keys = (scan.attempt[pos].astype(np.int64) << 32) | scan.rank[pos].astype(np.int64)
-    uniq, inverse = np.unique(keys, return_inverse=True)
-    workers = [scan.workers.get((int(k) >> 32, int(k) & 0xFFFFFFFF), {}) for k in uniq]
-    codes = pa.array(inverse.astype(np.int32).ravel())
+    codes = pa.array(scan.worker[pos])
     out = {}
     for name in ("host", "node", "job_id"):
-        values = pa.array(
-            [None if w.get(name) is None else str(w[name]) for w in workers], pa.string()
+        values = [w.get(name) for w in scan.worker_info]
+        out[name] = (
+            pa.array([None if v is None else str(v) for v in values], pa.string())
+            .take(codes)
+            .dictionary_encode()
         )
-        out[name] = values.take(codes).dictionary_encode()
-    pids = pa.array([w.get("pid") for w in workers], pa.int64())
-    out["pid"] = pids.take(codes)
+    out["pid"] = pa.array([w.get("pid") for w in scan.worker_info], pa.int64()).take(codes)
     return out
 
 

@@ -308,9 +308,9 @@ class RankLoop:
             "wall": np.round(wall, 6).tolist(),
             "cpu": np.round(cpu, 6).tolist(),
             "rss": (np.asarray(rss_kib, dtype=np.int64) * 1024).tolist(),
-            "out": list(out),
             "err": self.b_err,
             "seg": segs,
+            "out": list(out),  # last: scans that skip outputs cut the line here
         }
         self.writer.append(record)
         n_failed = len(self.b_err)
