@@ -289,7 +289,8 @@ def test_fieldstats_matches_numpy_over_several_indices(tmp_path: Path) -> None:
         assert_close(g["variance"], float(ref.var()))
         assert_close(g["std"], float(ref.std()))
     with h5py.File(out, "r") as fh:
-        assert fh.attrs["format"] == "hpc-curator.fieldstats/1"
+        assert fh.attrs["format"] == "hpc-curator.fieldstats/2"
+        assert sorted(fh["stats"]["field"].astype(str)) == sorted(got)
 
 
 def test_fieldstats_field_selection_and_non_numeric() -> None:
@@ -415,8 +416,8 @@ def test_read_state_errors_name_the_path(tmp_path: Path) -> None:
 
     broken = tmp_path / "broken.h5"
     with h5py.File(broken, "w") as fh:
-        fh.attrs["format"] = "hpc-curator.fieldstats/1"
-        fh.create_group("u").attrs["mean"] = 1.0  # no count
+        fh.attrs["format"] = "hpc-curator.fieldstats/2"
+        fh.create_dataset("stats", data=np.arange(3.0))  # not the row layout
 
     truncated = tmp_path / "truncated.h5"
     FieldStats.write_state({"u": Moments(3, 1.0, 2.0, 0.0, 2.0)}, str(truncated))

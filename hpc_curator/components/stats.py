@@ -109,19 +109,27 @@ class FieldStats(StatefulFilter[State]):
 
     @classmethod
     def write_state(cls, state: State, path: str) -> None:
+        """One compound dataset ``stats``: a row per field (one read per shard on merge)."""
         import h5py
 
+        names = sorted(state)
+        table = np.empty(len(names), dtype=_row_dtype(h5py))
+        for row, name in enumerate(names):
+            m = state[name]
+            var = m.variance
+            table[row] = (
+                name,
+                m.count,
+                m.mean,
+                m.m2,
+                m.min,
+                m.max,
+                var,
+                np.sqrt(var) if m.count else np.nan,
+            )
         with h5py.File(path, "w") as fh:
-            fh.attrs["format"] = "hpc-curator.fieldstats/1"
-            for name in sorted(state):
-                m = state[name]
-                g = fh.create_group(_escape(name))
-                g.attrs["field"] = name
-                g.attrs["count"] = np.int64(m.count)
-                for key in ("mean", "m2", "min", "max"):
-                    g.attrs[key] = np.float64(getattr(m, key))
-                g.attrs["variance"] = np.float64(m.variance)
-                g.attrs["std"] = np.float64(np.sqrt(m.variance)) if m.count else np.nan
+            fh.attrs["format"] = FORMAT
+            fh.create_dataset("stats", data=table)
 
     @classmethod
     def read_state(cls, path: str) -> State:
@@ -129,28 +137,47 @@ class FieldStats(StatefulFilter[State]):
 
         try:
             with h5py.File(path, "r") as fh:
-                if fh.attrs.get("format") != "hpc-curator.fieldstats/1":
+                if fh.attrs.get("format") != FORMAT or "stats" not in fh:
                     raise ShardError(f"{path} is not a FieldStats shard")
-                return {
-                    str(g.attrs.get("field", name)): Moments(
-                        int(g.attrs["count"]),
-                        float(g.attrs["mean"]),
-                        float(g.attrs["m2"]),
-                        float(g.attrs["min"]),
-                        float(g.attrs["max"]),
-                    )
-                    for name, g in fh.items()
-                }
+                table = fh["stats"][()]
+            missing = {"field", "count", "mean", "m2", "min", "max"} - set(table.dtype.names or ())
+            if missing:
+                raise ShardError(f"{path}: FieldStats table lacks {sorted(missing)}")
         except (OSError, KeyError) as exc:
             raise ShardError(
                 f"cannot read FieldStats shard {path}: {exc}",
                 "the file is corrupt or truncated; delete it only if no journal commits it",
             ) from exc
+        return {
+            (
+                row["field"].decode() if isinstance(row["field"], bytes) else str(row["field"])
+            ): Moments(
+                int(row["count"]),
+                float(row["mean"]),
+                float(row["m2"]),
+                float(row["min"]),
+                float(row["max"]),
+            )
+            for row in table
+        }
 
 
-def _escape(name: str) -> str:
-    """HDF5 group name for a field (``/`` would create nested groups)."""
-    return name.replace("%", "%25").replace("/", "%2F") or "%00"
+FORMAT = "hpc-curator.fieldstats/2"
+
+
+def _row_dtype(h5py: Any) -> np.dtype:
+    return np.dtype(
+        [
+            ("field", h5py.string_dtype()),
+            ("count", np.int64),
+            ("mean", np.float64),
+            ("m2", np.float64),
+            ("min", np.float64),
+            ("max", np.float64),
+            ("variance", np.float64),
+            ("std", np.float64),
+        ]
+    )
 
 
 def _numeric_fields(item: Any) -> list[str]:
