@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from hpc_curator.partition import sorted_unique
 from hpc_curator.rundir import RunDir
 
 
@@ -134,13 +135,16 @@ class JournalScan:
         """Positions of the last occurrence of each index (current status), index-sorted."""
         if len(self.idx) == 0:
             return np.empty(0, dtype=np.int64)
-        rev = self.idx[::-1]
-        _, first_in_rev = np.unique(rev, return_index=True)
-        return len(self.idx) - 1 - first_in_rev
+        order = np.argsort(self.idx, kind="stable")  # equal indices keep journal order
+        ranked = self.idx[order]
+        last = np.empty(len(ranked), dtype=bool)
+        last[-1] = True
+        np.not_equal(ranked[1:], ranked[:-1], out=last[:-1])
+        return order[last]
 
     def recorded(self) -> np.ndarray:
         """Indices with a committed record (ok or failed)."""
-        return np.unique(self.idx)
+        return sorted_unique(self.idx)
 
     def failed_indices(self) -> np.ndarray:
         """Indices whose current status is failed."""

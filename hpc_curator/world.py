@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -48,32 +49,37 @@ class LocalCounter:
 
 
 class RMACounter:
-    """A counter in an MPI window on rank 0, updated with ``Fetch_and_op`` (no master rank)."""
+    """A counter in an MPI window on rank 0, updated with ``Fetch_and_op`` (no master rank).
+
+    One passive-target epoch (``Lock_all``) stays open for the counter's life and each update
+    is ``Fetch_and_op`` + ``Flush``: a lock/unlock pair per update would need rank 0 to enter
+    MPI before it completes, so a busy rank 0 would stall every claim (measured: ~1 s per
+    claim with 8 ranks on 2 cores, against ~10 µs with the open epoch).
+    """
 
     def __init__(self, comm: Any, initial: int = 0) -> None:
         import numpy as np
         from mpi4py import MPI
 
         self._mpi = MPI
-        self._np = np
         rank = comm.Get_rank()
         self.win = MPI.Win.Allocate(8 if rank == 0 else 0, 8, comm=comm)
         if rank == 0:
-            self.win.Lock(0, MPI.LOCK_EXCLUSIVE)
-            self.win.Put(np.array([initial], dtype=np.int64), 0)
-            self.win.Unlock(0)
+            memory: Any = self.win.tomemory()  # mpi4py.MPI.buffer (buffer protocol)
+            np.frombuffer(memory, dtype=np.int64)[0] = initial
         comm.Barrier()
+        self.win.Lock_all(MPI.MODE_NOCHECK)
         self._one = np.zeros(1, dtype=np.int64)
         self._res = np.zeros(1, dtype=np.int64)
 
     def add(self, n: int) -> int:
         self._one[0] = n
-        self.win.Lock(0, self._mpi.LOCK_SHARED)
         self.win.Fetch_and_op(self._one, self._res, 0, 0, self._mpi.SUM)
-        self.win.Unlock(0)
+        self.win.Flush(0)
         return int(self._res[0]) + n
 
     def free(self) -> None:
+        self.win.Unlock_all()
         self.win.Free()
 
 
@@ -135,6 +141,21 @@ class World:
         if self.comm is not None:
             self.comm.Barrier()
 
+    def idle_barrier(self, poll: float = 0.005) -> None:
+        """Wait for every rank *sleeping*, not spinning.
+
+        MPI implementations busy-poll inside blocking collectives. When some ranks wait for a
+        long time (rank 0 merging and writing the manifest, early finishers waiting for the
+        slowest rank) on oversubscribed or shared cores, their spinning steals the CPU from
+        the ranks doing the work. A non-blocking barrier tested every ``poll`` seconds costs
+        nothing while it waits.
+        """
+        if self.comm is None:
+            return
+        request = self.comm.Ibarrier()
+        while not request.Test():
+            time.sleep(poll)
+
     def bcast(self, obj: Any) -> Any:
         """Broadcast ``obj`` from rank 0."""
         return self.comm.bcast(obj, root=0) if self.comm is not None else obj
@@ -153,6 +174,15 @@ class World:
         """Abort every rank (MPI) — only for unrecoverable states."""
         if self.comm is not None:
             self.comm.Abort(code)
+
+
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def thread_limits(threads: int) -> dict[str, str]:
+    """BLAS/OpenMP thread caps for one rank: without them every rank starts one thread per
+    core and N ranks oversubscribe the node N-fold (measured: numpy reductions 10x slower)."""
+    return dict.fromkeys(THREAD_VARS, str(max(1, threads)))
 
 
 def expected_size() -> int | None:

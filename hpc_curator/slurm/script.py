@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hpc_curator.slurm.options import SlurmOptions
-from hpc_curator.world import EXPECTED_SIZE_ENV
+from hpc_curator.world import EXPECTED_SIZE_ENV, THREAD_VARS
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 DEFAULT_TEMPLATE = "mpi.sbatch"
@@ -115,10 +115,15 @@ def render(
     if opts.cpus_per_task:
         # srun (Slurm >= 22.05) no longer inherits --cpus-per-task from the allocation
         exports["SRUN_CPUS_PER_TASK"] = str(opts.cpus_per_task)
+    threads = opts.cpus_per_task or 1
+    # one BLAS/OpenMP thread per CPU of the rank, unless the user's setup chose otherwise
+    thread_caps = [f"export {v}=${{{v}:-{threads}}}" for v in THREAD_VARS]
     text = string.Template(path.read_text()).substitute(
         sbatch_lines="\n".join(sbatch_lines(opts, log_pattern)),
         setup_lines="\n".join(opts.setup) or ":",
-        env_lines="\n".join(f"export {k}={shlex.quote(v)}" for k, v in exports.items()),
+        env_lines="\n".join(
+            [*(f"export {k}={shlex.quote(v)}" for k, v in exports.items()), *thread_caps]
+        ),
         srun_command=srun_command(opts, payload, log_pattern),
     )
     return text

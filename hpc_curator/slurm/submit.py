@@ -70,7 +70,7 @@ class RankJob:
         requeued = False
         if world.is_root and result.exit_code == 3 and stop.reason == "SIGUSR2":
             requeued = requeue_self(self.max_requeues)
-        world.barrier()
+        world.idle_barrier()
         block_stop_signals()  # until exit: MPI finalisation talks PMI too
         if result.exit_code and not requeued:
             print(f"hpc-curate: {result.status}: {result.message}", file=sys.stderr, flush=True)
