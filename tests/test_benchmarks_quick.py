@@ -1,0 +1,59 @@
+"""The benchmark harness runs end to end in quick mode (issue 6).
+
+Asserts only that ``python -m benchmarks --quick`` completes, prints its table and writes the
+JSON and markdown results — never anything about speed (CI machines vary too much).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CASES = ("P1", "P2", "P3", "P4", "P5", "P6")
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(900)
+def test_quick_benchmarks_complete(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--quick",
+            "--out",
+            str(out),
+            "--work-dir",
+            str(tmp_path / "work"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=880,
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
+    for key in CASES:
+        assert f"== {key}:" in proc.stdout
+    assert "== targets" in proc.stdout
+
+    (js,) = out.glob("*-quick.json")
+    (md,) = out.glob("*-quick.md")
+    doc = json.loads(js.read_text())
+    assert doc["quick"] is True
+    assert set(doc["cases"]) == set(CASES)
+    for key, case in doc["cases"].items():
+        assert "error" not in case, f"{key}: {case.get('error')}"
+        assert case["rows"], key
+    machine = doc["machine"]
+    for field in ("cpu_count", "python", "mpi_library", "packages"):
+        assert machine[field]
+    text = md.read_text()
+    assert "| case | target | measured | result |" in text
+    for key in CASES:
+        assert f"## {key}:" in text
