@@ -44,7 +44,7 @@ from hpc_curator.signals import StopFlag as StopFlag
 from hpc_curator.signals import block_stop_signals as block_stop_signals
 from hpc_curator.signals import install_signal_handlers as install_signal_handlers
 from hpc_curator.signals import start_rank as start_rank
-from hpc_curator.world import Counter, World
+from hpc_curator.world import Counter, LocalCounter, World
 
 OnCommit = Callable[[dict[str, Any]], None]
 
@@ -430,7 +430,12 @@ def run_world(
     rd = rundir.RunDir(plan.run_dir)
     os.chdir(plan.cwd)
     pipeline = pipeline or specmod.build(plan.spec)
-    failures = world.counter(plan.failures_before)
+    # MPI windows only when needed: registering window memory makes UCX hook malloc/munmap,
+    # which made every index of a numpy-heavy pipeline page-fault its buffers again (~15%)
+    budgeted = settings.budget(plan.total) is not None
+    failures = (
+        world.counter(plan.failures_before) if budgeted else LocalCounter(plan.failures_before)
+    )
     chunks = world.counter(0) if settings.schedule == "dynamic" else None
     heartbeat = Heartbeat(rd.heartbeat_path(plan.attempt)) if world.is_root else None
     if heartbeat:

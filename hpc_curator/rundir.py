@@ -59,8 +59,10 @@ def versions() -> dict[str, str]:
 
     out = {"python": platform.python_version()}
     for pkg in ("hpc-curator", "numpy", "h5py", "pyarrow", "mpi4py", "submitit"):
+        module = sys.modules.get(pkg.replace("-", "_"))
+        version = getattr(module, "__version__", None)  # imported already: no metadata scan
         try:
-            out[pkg] = metadata.version(pkg)
+            out[pkg] = str(version) if version else metadata.version(pkg)
         except metadata.PackageNotFoundError:
             continue
     return out

@@ -53,8 +53,9 @@ def block_stop_signals(block: bool = True) -> None:
 
 def start_rank() -> tuple[World, StopFlag]:
     """Initialise MPI with stop signals held, then install the handlers and release them."""
-    from hpc_curator.world import detect_world
+    from hpc_curator.world import detect_world, tune_malloc
 
+    tune_malloc()
     block_stop_signals()
     try:
         world = detect_world()

@@ -161,6 +161,7 @@ class MPIBackend(RunBackend):
             env.setdefault(var, value)
         cmd = [exe, "-n", str(n), *rank_command(launch)]
         rd = rundir.RunDir(launch.run_dir)
+        attempts_before = len(rundir.list_attempts(rd))
         follower = JournalFollower(rd)
         if on_commit is not None and rd.journal_dir.is_dir():
             follower.poll()  # skip earlier attempts: progress counts this launch only
@@ -175,6 +176,15 @@ class MPIBackend(RunBackend):
         except KeyboardInterrupt:
             proc.wait()  # mpiexec forwards SIGINT; ranks commit and leave
         _feed(follower, on_commit)
+        if proc.returncode and len(rundir.list_attempts(rd)) == attempts_before:
+            # no rank got as far as starting the run (bad spec or indices, MPI failure)
+            err = LaunchError(
+                f"mpiexec -n {n} failed (exit code {proc.returncode}) before "
+                "the run started; see the ranks' messages above"
+            )
+            err.exit_code = proc.returncode
+            err.relayed = proc.returncode in (2, 4, 5)  # type: ignore[attr-defined]
+            raise err
         return result_from_run_dir(rd, proc.returncode, f"mpiexec -n {n}")
 
 

@@ -18,7 +18,7 @@ from hpc_curator.backends.base import JournalFailureCounter, Launch
 from hpc_curator.gather import finish
 from hpc_curator.pipeline import Pipeline
 from hpc_curator.rank import Heartbeat, Plan, RunResult, prepare, work
-from hpc_curator.world import World
+from hpc_curator.world import World, tune_malloc
 
 MapFn = Callable[[Callable[..., dict[str, Any]], list[tuple[Any, ...]]], list[dict[str, Any]]]
 
@@ -26,6 +26,7 @@ MapFn = Callable[[Callable[..., dict[str, Any]], list[tuple[Any, ...]]], list[di
 def pool_worker(plan: Plan, slot: int, size: int, pipeline: Pipeline | None) -> dict[str, Any]:
     """Run slot ``slot`` of ``size`` (executed inside a pool worker process)."""
     os.environ.setdefault("HPC_CURATOR_NO_MPI", "1")
+    tune_malloc()
     world = World(rank=slot, size=size)
     failures = JournalFailureCounter(plan.run_dir, plan.attempt, slot, plan.failures_before)
     return work(plan, world, pipeline=pipeline, failures=failures)

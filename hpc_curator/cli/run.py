@@ -80,7 +80,6 @@ def run_cmd(
     from hpc_curator.api import new_run_dir
     from hpc_curator.backends import get_backend
     from hpc_curator.backends.base import Launch
-    from hpc_curator.console import ProgressView
     from hpc_curator.errors import UsageError
 
     settings = make_settings(kw)
@@ -89,7 +88,12 @@ def run_cmd(
             f"--ranks starts MPI ranks; it cannot be combined with --backend {backend}"
         )
     name = "mpi" if ranks is not None else (backend or "sequential")
-    pipeline, frozen = specmod.load(spec, specmod.parse_params(params))
+    if name == "mpi" and quiet:
+        # nothing to show, so nothing to count: rank 0 builds and validates the pipeline
+        # (bad input still gives one line and no state); the parent stays light
+        pipeline, frozen = None, specmod.make_spec(spec, specmod.parse_params(params))
+    else:
+        pipeline, frozen = specmod.load(spec, specmod.parse_params(params))
     instance = get_backend(name)
     if name == "mpi":
         instance.mpiexec = mpiexec  # type: ignore[attr-defined]
@@ -105,9 +109,15 @@ def run_cmd(
         n_jobs=ranks or n_jobs,
         pipeline=pipeline if name != "mpi" else None,
     )
-    todo = _todo(target, len(pipeline), indices)
-    with ProgressView(todo, label=name, enabled=not quiet, run_dir=target) as view:
-        result = instance.launch(launch, on_commit=None if quiet else view.on_commit)
+    if quiet:
+        result = instance.launch(launch)
+    else:
+        from hpc_curator.console import ProgressView
+
+        assert pipeline is not None
+        todo = _todo(target, len(pipeline), indices)
+        with ProgressView(todo, label=name, run_dir=target) as view:
+            result = instance.launch(launch, on_commit=view.on_commit)
     print_result(result, quiet)
     sys.exit(result.exit_code)
 

@@ -304,3 +304,19 @@ def test_stop_signal_commits_and_resume_finishes(
     assert again.returncode == 0, again.stderr
     assert [r["index"] for r in manifest_rows(d)] == list(range(N))
     assert_stats_equal(stats(d), sequential_reference)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [(["-p", "bogus=1"], "rejected its parameters"), (["--indices", "999"], "out of range")],
+)
+def test_quiet_mpi_run_reports_bad_input_once_from_rank_0(
+    tmp_path: Path, args: list[str], needle: str
+) -> None:
+    """With -q the parent does not build the pipeline: rank 0 validates it, one line, no state."""
+    d = tmp_path / "run"
+    proc = cli("run", SPEC, *args, "--ranks", "2", "--run-dir", str(d), "-q")
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and needle in lines[0], lines
+    assert not d.exists()
