@@ -255,3 +255,21 @@ def test_report_before_the_first_commit(tmp_path: Path) -> None:
     assert data["state"] == "running" and data["nodes"] == ["n0"]
     assert data["counts"] == {"total": 10, "ok": 0, "failed": 0, "pending": 10}
     assert_self_contained(html)
+
+
+def test_report_without_matplotlib_says_how_to_install(tmp_path: Path) -> None:
+    """A missing optional dependency is one line naming the pip command, not a traceback."""
+    code = (
+        "import importlib.machinery, importlib.util\n"
+        "# hide matplotlib from this interpreter only\n"
+        "importlib.util.find_spec = lambda n, *a: None if n == 'matplotlib' else "
+        "importlib.machinery.PathFinder.find_spec(n)\n"
+        "from hpc_curator.cli import main\n"
+        f"main(['report', {str(tmp_path)!r}])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "Error: hpc-curate report needs matplotlib, which is not installed "
+        "(pip install 'hpc-curator[report]')"
+    ]

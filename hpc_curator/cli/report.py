@@ -23,6 +23,15 @@ def report_cmd(run_dir: str, output: str | None, png: bool) -> None:
     Works for a finished run and for one still running (summary from the journals). The file
     embeds its CSS and images, so it can be copied anywhere and opened in a browser.
     """
+    import importlib.util
+
+    from hpc_curator.errors import UsageError
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise UsageError(
+            "hpc-curate report needs matplotlib, which is not installed",
+            "pip install 'hpc-curator[report]'",
+        )
     from hpc_curator.report import build_report
 
     out = Path(output) if output else Path(run_dir) / "report.html"
