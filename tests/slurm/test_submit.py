@@ -69,6 +69,42 @@ def journal_count(d: Path) -> int:
     return n
 
 
+def submit_slow_run(d: Path, nodes: int, tasks: int, cluster: Any) -> str:
+    """Submit 160 slow indices (committing every 2) and wait for the first commits."""
+    proc = cli(
+        "submit",
+        SPEC,
+        "-p",
+        "n=160",
+        "-p",
+        "sleep=0.15",
+        "--run-dir",
+        str(d),
+        "--nodes",
+        str(nodes),
+        "--ntasks-per-node",
+        str(tasks),
+        "--commit-every",
+        "2",
+        "--time",
+        "10",
+    )
+    job = job_id_of(proc)
+    wait_until(lambda: journal_count(d) >= 8 * nodes * tasks // 2, 90, "first commits", cluster)
+    return job
+
+
+def wait_complete(d: Path, cluster: Any) -> dict:
+    """Wait until the run's manifest says complete; return it."""
+    wait_until(
+        lambda: (d / "manifest.json").exists() and read_manifest(d)["status"] == "complete",
+        180,
+        "completion",
+        cluster,
+    )
+    return read_manifest(d)
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> dict:
     d = tmp_path_factory.mktemp("ref") / "run"
@@ -202,38 +238,12 @@ def test_pre_timeout_signal_commits_and_requeues_once(
 ) -> None:
     """The USR2 path without waiting for Slurm's tick: scancel --signal=USR2 to the steps."""
     d = tmp_path / "run"
-    proc = cli(
-        "submit",
-        SPEC,
-        "-p",
-        "n=160",
-        "-p",
-        "sleep=0.15",
-        "--run-dir",
-        str(d),
-        "--nodes",
-        "2",
-        "--ntasks-per-node",
-        "2",
-        "--commit-every",
-        "2",
-        "--time",
-        "10",
-    )
-    job = job_id_of(proc)
-    wait_until(lambda: journal_count(d) >= 20, 90, "first commits", slurm_cluster)
+    job = submit_slow_run(d, 2, 2, slurm_cluster)
     assert slurm_cluster.run("scancel", "--signal=USR2", job).returncode == 0
-    wait_until(
-        lambda: (d / "manifest.json").exists() and read_manifest(d)["status"] == "complete",
-        180,
-        "completion",
-        slurm_cluster,
-    )
-    attempts = read_manifest(d)["attempts"]
+    attempts = wait_complete(d, slurm_cluster)["attempts"]
     assert [a["reason"] for a in attempts] == ["SIGUSR2", "done"]
     assert attempts[0]["counts"]["pending"] > 0
-    rows = manifest_rows(d)
-    assert [r["index"] for r in rows] == list(range(160))
+    assert [r["index"] for r in manifest_rows(d)] == list(range(160))
     assert_stats_equal(stats(d), reference)
 
 
@@ -241,37 +251,10 @@ def test_scontrol_requeue_mid_run_resumes(
     slurm_cluster: Any, tmp_path: Path, reference: dict
 ) -> None:
     d = tmp_path / "run"
-    proc = cli(
-        "submit",
-        SPEC,
-        "-p",
-        "n=160",
-        "-p",
-        "sleep=0.15",
-        "--run-dir",
-        str(d),
-        "--nodes",
-        "2",
-        "--ntasks-per-node",
-        "2",
-        "--commit-every",
-        "2",
-        "--time",
-        "10",
-    )
-    job = job_id_of(proc)
-    wait_until(lambda: journal_count(d) >= 20, 90, "first commits", slurm_cluster)
+    job = submit_slow_run(d, 2, 2, slurm_cluster)
     assert slurm_cluster.run("scontrol", "requeue", job).returncode == 0
-    wait_until(
-        lambda: (d / "manifest.json").exists() and read_manifest(d)["status"] == "complete",
-        180,
-        "completion",
-        slurm_cluster,
-    )
-    doc = read_manifest(d)
-    assert len(doc["attempts"]) >= 2
-    rows = manifest_rows(d)
-    assert [r["index"] for r in rows] == list(range(160))
+    assert len(wait_complete(d, slurm_cluster)["attempts"]) >= 2
+    assert [r["index"] for r in manifest_rows(d)] == list(range(160))
     assert_stats_equal(stats(d), reference)
 
 
@@ -279,26 +262,7 @@ def test_cancel_then_resume_on_fewer_nodes(
     slurm_cluster: Any, tmp_path: Path, reference: dict
 ) -> None:
     d = tmp_path / "run"
-    proc = cli(
-        "submit",
-        SPEC,
-        "-p",
-        "n=160",
-        "-p",
-        "sleep=0.15",
-        "--run-dir",
-        str(d),
-        "--nodes",
-        "4",
-        "--ntasks-per-node",
-        "1",
-        "--commit-every",
-        "2",
-        "--time",
-        "10",
-    )
-    job = job_id_of(proc)
-    wait_until(lambda: journal_count(d) >= 16, 90, "first commits", slurm_cluster)
+    job = submit_slow_run(d, 4, 1, slurm_cluster)
     status = cli("status", str(d), "--json", check=True)
     doc = json.loads(status.stdout)
     assert doc["jobs"][0]["state"] == "RUNNING" and doc["live"]
