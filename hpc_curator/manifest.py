@@ -8,7 +8,6 @@ Written last and atomically: a manifest on disk always describes a consistent st
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter as Tally
 from typing import Any
 
@@ -191,10 +190,3 @@ def one_line(doc: dict[str, Any], reasons: list[str] | None = None) -> str:
     if reasons:
         line += f"; stopped early: {', '.join(reasons)}"
     return line
-
-
-def age(ts: float | None) -> str:
-    """Human-readable age of a timestamp."""
-    if ts is None:
-        return "-"
-    return f"{time.time() - ts:.0f}s ago"

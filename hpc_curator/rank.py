@@ -27,6 +27,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -358,8 +359,6 @@ def work(
     on_commit: OnCommit | None = None,
 ) -> dict[str, Any]:
     """Run this rank's share of ``plan`` and return its summary (never raises for an index)."""
-    from hpc_curator.world import LocalCounter
-
     os.chdir(plan.cwd)
     stop = StopFlag() if stop is None else stop
     pipeline = pipeline or specmod.build(plan.spec)
@@ -437,10 +436,8 @@ def run_world(
         world.counter(plan.failures_before) if budgeted else LocalCounter(plan.failures_before)
     )
     chunks = world.counter(0) if settings.schedule == "dynamic" else None
-    heartbeat = Heartbeat(rd.heartbeat_path(plan.attempt)) if world.is_root else None
-    if heartbeat:
-        heartbeat.__enter__()
-    try:
+    beating = Heartbeat(rd.heartbeat_path(plan.attempt)) if world.is_root else nullcontext()
+    with beating:
         summary = work(
             plan,
             world,
@@ -450,9 +447,6 @@ def run_world(
             stop=stop,
             on_commit=on_commit,
         )
-    finally:
-        if heartbeat:
-            heartbeat.__exit__()
     world.idle_barrier()  # early finishers sleep instead of spinning on shared cores
     failures.free()
     if chunks is not None:

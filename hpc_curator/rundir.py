@@ -300,6 +300,21 @@ def _pid_running(pid: Any) -> bool:
         return True
 
 
+def check_not_busy(rd: RunDir) -> list[dict[str, Any]]:
+    """Raise :class:`RunBusyError` if an attempt is alive; otherwise return every attempt."""
+    attempts = list_attempts(rd)
+    for rec in attempts:
+        if attempt_alive(rd, rec):
+            age = time.time() - rec.get("started_ts", time.time())
+            raise RunBusyError(
+                f"run dir {rd.path} is in use by attempt {rec['attempt']} "
+                f"(job {rec.get('job_id') or '-'}, host {rec.get('host')}, "
+                f"pid {rec.get('pid')}, started {age:.0f}s ago)",
+                "wait for it, or cancel it (hpc-curate cancel) before relaunching",
+            )
+    return attempts
+
+
 def start_attempt(rd: RunDir, identity: dict[str, Any], launcher: str) -> int:
     """Create the next attempt record exclusively and return its number.
 
@@ -309,16 +324,7 @@ def start_attempt(rd: RunDir, identity: dict[str, Any], launcher: str) -> int:
         When an earlier attempt is still alive (same host and PID alive, or fresh heartbeat).
     """
     for _ in range(100):
-        attempts = list_attempts(rd)
-        for rec in attempts:
-            if attempt_alive(rd, rec):
-                age = time.time() - rec.get("started_ts", time.time())
-                raise RunBusyError(
-                    f"run dir {rd.path} is in use by attempt {rec['attempt']} "
-                    f"(job {rec.get('job_id') or '-'}, host {rec.get('host')}, "
-                    f"pid {rec.get('pid')}, started {age:.0f}s ago)",
-                    "wait for it, or cancel it (hpc-curate cancel) before relaunching",
-                )
+        attempts = check_not_busy(rd)
         number = max((int(r["attempt"]) for r in attempts), default=0) + 1
         rec = {
             "attempt": number,

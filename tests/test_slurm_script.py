@@ -203,3 +203,11 @@ def test_cluster_local_runs_ranks_via_mpiexec(tmp_path: Path) -> None:
     import json
 
     assert json.loads((d / "manifest.json").read_text())["world_size"] == 2
+
+
+def test_sbatch_script_passes_indices_quoted_to_the_rank_program(tmp_path: Path) -> None:
+    d = tmp_path / "run"
+    proc = cli("sbatch-script", SPEC, "-p", "n=40", "--run-dir", str(d), "--indices", "0:10, 20")
+    assert proc.returncode == 0, proc.stderr
+    last = proc.stdout.strip().splitlines()[-1]
+    assert "--indices '0:10, 20'" in last and f"--run-dir {d}" in last

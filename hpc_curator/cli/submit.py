@@ -36,21 +36,9 @@ def _create_run(
     return rd, frozen
 
 
-def _check_not_busy(rd: Any) -> None:
-    from hpc_curator import rundir
-    from hpc_curator.errors import RunBusyError
-
-    for rec in rundir.list_attempts(rd):
-        if rundir.attempt_alive(rd, rec):
-            raise RunBusyError(
-                f"run dir {rd.path} is in use by attempt {rec['attempt']} "
-                f"(job {rec.get('job_id') or '-'}, host {rec.get('host')})",
-                "wait for it or hpc-curate cancel it first",
-            )
-
-
 def launch_slurm(rd: Any, opts: Any, settings: Any, cluster: str, wait: bool) -> None:
     """Submit (or run locally / in-process) and report; exits with the run's code if waiting."""
+    from hpc_curator import rundir
     from hpc_curator.slurm import submit as sub
 
     if cluster == "debug":
@@ -67,7 +55,7 @@ def launch_slurm(rd: Any, opts: Any, settings: Any, cluster: str, wait: bool) ->
         return
     for warning in sub.preflight(opts, rd):
         click.secho(f"Warning: {warning}", fg="yellow", err=True)
-    _check_not_busy(rd)
+    rundir.check_not_busy(rd)
     record = sub.submit(opts, rd, settings)
     job = record["job_id"]
     click.echo(
@@ -210,14 +198,10 @@ def sbatch_script_cmd(
     opts = SlurmOptions(**slurm_changes(kw))
     settings = make_settings(kw)
     _, frozen = specmod.load(spec, specmod.parse_params(params))
-    if indices is not None:
-        frozen = {**frozen}
     rd = rundir.RunDir(run_dir)
     # sbatch opens the --output files before the job starts: their directory must exist
     rd.logs_dir.mkdir(parents=True, exist_ok=True)
-    script = sub.sbatch_script(opts, rd, settings, frozen)
-    if indices is not None:
-        script = script.replace(" rank --run-dir", f" rank --indices {indices} --run-dir", 1)
+    script = sub.sbatch_script(opts, rd, settings, frozen, indices)
     click.echo(script, nl=False)
 
 

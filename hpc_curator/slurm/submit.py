@@ -159,23 +159,21 @@ def dry_run(opts: SlurmOptions, rd: rundir.RunDir) -> str:
     )
 
 
-def rank_payload(
-    rd: rundir.RunDir, settings: RunSettings, spec: dict[str, Any] | None, python: str | None = None
-) -> list[str]:
-    """Command of a plain sbatch script: ``python -m hpc_curator rank --run-dir D ...``."""
+def sbatch_script(
+    opts: SlurmOptions,
+    rd: rundir.RunDir,
+    settings: RunSettings,
+    spec: dict[str, Any] | None,
+    indices: str | None = None,
+) -> str:
+    """A standalone sbatch script (no submitit) running the rank program."""
     from hpc_curator.backends.base import Launch
     from hpc_curator.backends.mpi import rank_command
 
-    return rank_command(Launch(run_dir=str(rd.path), settings=settings, spec=spec), python)
-
-
-def sbatch_script(
-    opts: SlurmOptions, rd: rundir.RunDir, settings: RunSettings, spec: dict[str, Any] | None
-) -> str:
-    """A standalone sbatch script (no submitit) running the rank program."""
+    launch = Launch(run_dir=str(rd.path), settings=settings, spec=spec, indices=indices)
     return render(
         opts,
-        rank_payload(rd, settings, spec, opts.python),
+        rank_command(launch, opts.python),
         log_pattern=str(rd.path / "logs" / "slurm-%j_%t"),
     )
 
