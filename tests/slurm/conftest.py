@@ -86,8 +86,12 @@ class SlurmCluster:
             stdin=subprocess.DEVNULL,
         )
 
-    def dump(self) -> str:
-        """``sinfo``, ``squeue`` and ``sacct`` output, for failure messages."""
+    def dump(self, run_dir: Path | None = None) -> str:
+        """``sinfo``, ``squeue``, ``sacct`` and log tails, for failure messages.
+
+        With ``run_dir``, also the run's attempt records and the tails of its Slurm task logs,
+        so that a failure on a CI machine can be diagnosed from the test output alone.
+        """
         parts = []
         for cmd in (
             ("sinfo", "-N", "-l"),
@@ -98,6 +102,14 @@ class SlurmCluster:
                 "-o",
                 "JobID%20,JobName%12,Partition,State%14,ExitCode,Elapsed,NodeList%12",
             ),
+            (
+                "sacct",
+                "-a",
+                "-D",
+                "-X",
+                "-o",
+                "JobID%12,Restarts,State%14,ExitCode,Start,End,Elapsed",
+            ),
         ):
             try:
                 res = self.run(*cmd)
@@ -105,11 +117,27 @@ class SlurmCluster:
             except (OSError, subprocess.TimeoutExpired) as exc:
                 text = f"<{exc!r}>"
             parts.append(f"$ {' '.join(cmd)}\n{text.rstrip()}")
+        if run_dir is not None:
+            parts.append(_run_dir_tails(Path(run_dir)))
+        parts.append(_log_tails(self.state_dir, 40))
         return "\n".join(parts)
 
     def log_tail(self, lines: int = 25) -> str:
         """The last lines of every daemon log of the cluster."""
         return _log_tails(self.state_dir, lines)
+
+
+def _run_dir_tails(run_dir: Path, lines: int = 30) -> str:
+    """Attempt records and task-log tails of a run directory."""
+    out = []
+    for pattern in ("attempts/*.json", "logs/*", "slurm/logs/*"):
+        for path in sorted(run_dir.glob(pattern)):
+            try:
+                tail = path.read_text(errors="replace").splitlines()[-lines:]
+            except OSError:
+                continue
+            out.append(f"----- {path}\n" + "\n".join(tail))
+    return "\n".join(out) or f"----- no attempts or logs in {run_dir}"
 
 
 def _log_tails(state_dir: Path, lines: int = 25) -> str:

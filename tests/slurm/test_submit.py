@@ -26,14 +26,16 @@ from tests.conftest import (
 SPEC = f"{FIXTURE_PIPELINES}:stats"
 
 
-def wait_until(predicate: Any, timeout: float, what: str, cluster: Any) -> Any:
+def wait_until(
+    predicate: Any, timeout: float, what: str, cluster: Any, run_dir: Path | None = None
+) -> Any:
     deadline = time.time() + timeout
     while time.time() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{cluster.dump()}")
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{cluster.dump(run_dir)}")
 
 
 def job_id_of(proc: subprocess.CompletedProcess[str]) -> str:
@@ -90,7 +92,7 @@ def submit_slow_run(d: Path, nodes: int, tasks: int, cluster: Any) -> str:
         "10",
     )
     job = job_id_of(proc)
-    wait_until(lambda: journal_count(d) >= 8 * nodes * tasks // 2, 90, "first commits", cluster)
+    wait_until(lambda: journal_count(d) >= 8 * nodes * tasks // 2, 90, "first commits", cluster, d)
     return job
 
 
@@ -101,6 +103,7 @@ def wait_complete(d: Path, cluster: Any) -> dict:
         180,
         "completion",
         cluster,
+        d,
     )
     return read_manifest(d)
 
@@ -132,7 +135,7 @@ def test_submit_4_nodes_x_2_tasks_runs_8_ranks(
         "--wait",
         timeout=180,
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr + slurm_cluster.dump()
+    assert proc.returncode == 0, proc.stdout + proc.stderr + slurm_cluster.dump(d)
     doc = read_manifest(d)
     assert doc["status"] == "complete" and doc["world_size"] == 8
     assert {r["node"] for r in doc["ranks"]} == {"n1", "n2", "n3", "n4"}
@@ -221,7 +224,7 @@ def test_time_limit_requeues_and_completes(
         "--wait",
         timeout=480,
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr + slurm_cluster.dump()
+    assert proc.returncode == 0, proc.stdout + proc.stderr + slurm_cluster.dump(d)
     doc = read_manifest(d)
     assert doc["status"] == "complete"
     attempts = doc["attempts"]
@@ -275,7 +278,7 @@ def test_cancel_then_resume_on_fewer_nodes(
     done_before = journal_count(d)
     assert 0 < done_before < 160
     resumed = cli("resume", str(d), "--nodes", "2", "--wait", timeout=240)
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr + slurm_cluster.dump()
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr + slurm_cluster.dump(d)
     rows = manifest_rows(d)
     assert [r["index"] for r in rows] == list(range(160))  # no index done twice
     assert journal_count(d) == 160
@@ -341,7 +344,7 @@ def test_sbatch_script_and_plain_sbatch(
     assert out.returncode == 0, out.stderr
     job = out.stdout.split()[-1]
     final = wait_until(lambda: finished(slurm_cluster, job), 120, "job", slurm_cluster)
-    assert final == "COMPLETED", slurm_cluster.dump()
+    assert final == "COMPLETED", slurm_cluster.dump(d)
     assert read_manifest(d)["status"] == "complete"
     assert_stats_equal(stats(d), reference)
 
@@ -362,7 +365,7 @@ def test_hand_written_sbatch_calling_the_rank_program(
     assert out.returncode == 0, out.stderr
     job = out.stdout.split()[-1]
     final = wait_until(lambda: finished(slurm_cluster, job), 120, "job", slurm_cluster)
-    assert final == "COMPLETED", slurm_cluster.dump()
+    assert final == "COMPLETED", slurm_cluster.dump(d)
     doc = read_manifest(d)
     assert doc["world_size"] == 3 and doc["status"] == "complete"
     assert {r["node"] for r in doc["ranks"]} == {"n1", "n2", "n3"}
