@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -238,6 +239,10 @@ def detect_world(use_mpi: bool = True) -> World:
         world = World()
     else:
         try:
+            if "mpi4py.MPI" not in sys.modules:  # importing it runs MPI_Init
+                from hpc_curator.slurm.stale_shm import clear_stale_segments
+
+                clear_stale_segments()
             from mpi4py import MPI
 
             comm = MPI.COMM_WORLD

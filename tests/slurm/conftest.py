@@ -108,7 +108,7 @@ class SlurmCluster:
                 "-D",
                 "-X",
                 "-o",
-                "JobID%12,Restarts,State%14,ExitCode,Start,End,Elapsed",
+                "JobID%12,State%14,ExitCode,Submit,Eligible,Start,End,Reason%20",
             ),
         ):
             try:

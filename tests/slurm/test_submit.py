@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from hpc_curator.slurm.stale_shm import SHM_DIR, segment_names
 from tests.conftest import (
     FIXTURE_PIPELINES,
     assert_stats_equal,
@@ -253,12 +254,28 @@ def test_pre_timeout_signal_commits_and_requeues_once(
 def test_scontrol_requeue_mid_run_resumes(
     slurm_cluster: Any, tmp_path: Path, reference: dict
 ) -> None:
+    """The requeued run starts clean even when the killed run left MPI shared memory behind.
+
+    Between the two runs this test plants garbage under the names MPICH gives this job step's
+    node-local segments -- what a run SIGKILLed before MPI_Finalize leaves, and what made the
+    next run's MPI_Init hang or abort (hpc_curator/slurm/stale_shm.py).
+    """
     d = tmp_path / "run"
     job = submit_slow_run(d, 2, 2, slurm_cluster)
     assert slurm_cluster.run("scontrol", "requeue", job).returncode == 0
-    assert len(wait_complete(d, slurm_cluster)["attempts"]) >= 2
-    assert [r["index"] for r in manifest_rows(d)] == list(range(160))
-    assert_stats_equal(stats(d), reference)
+    wait_until(lambda: state(slurm_cluster, job) == "PENDING", 60, "requeue", slurm_cluster, d)
+    planted = [SHM_DIR / name for node in ("0", "1") for name in segment_names(job, "0", node)]
+    for path in planted:
+        path.write_bytes(b"\xff" * (1 << 20))
+    try:
+        assert len(wait_complete(d, slurm_cluster)["attempts"]) >= 2
+        assert [r["index"] for r in manifest_rows(d)] == list(range(160))
+        assert_stats_equal(stats(d), reference)
+        logs = "".join(p.read_text() for p in (d / "slurm" / "logs").glob(f"{job}_*_log.err"))
+        assert "removed MPI shared memory left by this job's previous run" in logs
+    finally:
+        for path in planted:
+            path.unlink(missing_ok=True)
 
 
 def test_cancel_then_resume_on_fewer_nodes(

@@ -1,0 +1,110 @@
+"""Remove the MPI shared memory a requeued job's previous run left behind, before MPI starts.
+
+MPICH (4.x and 5.x, including the PyPI ``mpich`` wheel) names a world's node-local shared
+memory after the world::
+
+    /dev/shm/mpich_shm_<W>_<node>    /dev/shm/mpich_vci_<W>_<node>
+
+where ``W`` is the 32-bit FNV-1a hash of the PMI key-value-space name and ``<node>`` the node's
+index in the world. Under ``srun --mpi=pmi2`` that name is ``"<jobid>.<stepid>"``. A requeued job
+keeps its id and numbers its steps from 0 again, so its next run computes *the same file names*.
+When the previous run was killed (``scontrol requeue``, pre-emption, a time limit: Slurm's
+SIGKILL follows SIGTERM within ``KillWait`` seconds, and ``srun`` may force it sooner) before
+``MPI_Finalize`` unlinked them, the files survive. MPICH then opens them as a segment some other
+local rank already initialised, skips the initialisation and trusts what the dead run left
+there: ``MPI_Init`` of the requeued run hangs or aborts (seen as ``FAILED 9:0`` in ``sacct``).
+
+So every task of a *restarted* job (``SLURM_RESTART_COUNT`` >= 1) removes its node's two files
+before ``MPI_Init`` -- but only files older than the task itself (minus a margin), so a segment
+that a faster sibling task of this very run has already created is never touched. A previous
+run's files are older by at least the requeue delay (Slurm's credential expiry, >= 5 s). The
+names are unique to the job step, so nothing of another job is ever touched.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+SHM_DIR = Path("/dev/shm")
+MARGIN_S = 2.0
+
+
+def fnv1a_32(text: str) -> int:
+    """32-bit FNV-1a hash of ``text`` (MPICH's ``HASH_FNV`` of the KVS name)."""
+    value = 0x811C9DC5
+    for byte in text.encode():
+        value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return value
+
+
+def segment_names(job_id: str, step_id: str, node_id: str) -> list[str]:
+    """File names MPICH gives a Slurm job step's shared memory on one node.
+
+    Covers the KVS names of srun's PMI-2 (``"J.S"``) and PMIx (``"slurm.pmix.J.S"``) plugins.
+    """
+    names = []
+    for kvs in (f"{job_id}.{step_id}", f"slurm.pmix.{job_id}.{step_id}"):
+        world = fnv1a_32(kvs)
+        names += [f"mpich_shm_{world:x}_{node_id}", f"mpich_vci_{world:x}_{node_id}"]
+    return names
+
+
+def process_start_time(pid: int | str = "self") -> float | None:
+    """Start time (epoch seconds, about 1 s accurate) of a process, from ``/proc``."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("btime "):
+                return int(line.split()[1]) + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def clear_stale_segments(
+    env: os._Environ[str] | dict[str, str] | None = None, shm_dir: Path = SHM_DIR
+) -> list[Path]:
+    """Remove this node's stale MPICH segments of a restarted Slurm job step; return them.
+
+    Does nothing outside a restarted Slurm job step. Files newer than this process's start
+    minus :data:`MARGIN_S` belong to the current run and are kept.
+    """
+    env = os.environ if env is None else env
+    job = env.get("SLURM_JOB_ID")
+    step = env.get("SLURM_STEP_ID") or env.get("SLURM_STEPID")
+    node = env.get("SLURM_NODEID")
+    try:
+        restarts = int(env.get("SLURM_RESTART_COUNT") or 0)
+    except ValueError:
+        restarts = 0
+    if not (job and step and node) or restarts < 1:
+        return []
+    started = process_start_time()
+    if started is None:
+        return []
+    removed = []
+    for name in segment_names(job, step, node):
+        path = shm_dir / name
+        try:
+            st = path.stat()
+            if max(st.st_mtime, st.st_ctime) >= started - MARGIN_S:
+                continue
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            note = f"hpc-curator: cannot remove stale MPI shared memory {path}: {exc}"
+            print(note, file=sys.stderr)
+            continue
+        removed.append(path)
+    if removed:
+        listed = ", ".join(str(p) for p in removed)
+        print(
+            f"hpc-curator: removed MPI shared memory left by this job's previous run: {listed}",
+            file=sys.stderr,
+            flush=True,
+        )
+    return removed
