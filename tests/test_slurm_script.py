@@ -20,6 +20,11 @@ RECORD = os.environ.get("HPC_CURATOR_RECORD_GOLDEN") == "1"
 SPEC = f"{FIXTURE_PIPELINES}:stats"
 
 
+def srun_line(script: str) -> str:
+    """The script's ``srun`` line."""
+    return next(line for line in script.splitlines() if line.startswith("srun "))
+
+
 def check_golden(name: str, text: str) -> None:
     path = GOLDEN / name
     if RECORD:
@@ -75,7 +80,7 @@ def test_sbatch_script_runs_the_rank_program() -> None:
         spec,
     )
     check_golden("sbatch_script.sbatch", text)
-    last = text.strip().splitlines()[-1]
+    last = srun_line(text)
     assert last.startswith("srun --unbuffered --mpi=pmi2 ")
     assert "-m hpc_curator rank --run-dir /shared/run --spec-json" in last
 
@@ -209,5 +214,5 @@ def test_sbatch_script_passes_indices_quoted_to_the_rank_program(tmp_path: Path)
     d = tmp_path / "run"
     proc = cli("sbatch-script", SPEC, "-p", "n=40", "--run-dir", str(d), "--indices", "0:10, 20")
     assert proc.returncode == 0, proc.stderr
-    last = proc.stdout.strip().splitlines()[-1]
+    last = srun_line(proc.stdout)
     assert "--indices '0:10, 20'" in last and f"--run-dir {d}" in last

@@ -185,6 +185,10 @@ def rank_cmd(
         if not world.is_root:
             exc.relayed = True  # type: ignore[attr-defined]
         raise
+    if world.is_root and result.exit_code == 3 and stop.reason == "SIGUSR2":
+        from hpc_curator.slurm.requeue import request_requeue
+
+        request_requeue()  # acted on by the job script, if it is ours (no-op elsewhere)
     block_stop_signals()  # until exit: MPI finalisation talks PMI too
     if world.is_root and not os.environ.get(PARENT_ENV):
         print_result(result, quiet=True)

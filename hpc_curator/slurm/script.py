@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hpc_curator.slurm.options import SlurmOptions
+from hpc_curator.slurm.requeue import requeue_exports, srun_block
 from hpc_curator.world import EXPECTED_SIZE_ENV, THREAD_VARS
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -94,6 +95,7 @@ def render(
     log_pattern: str,
     env: dict[str, str] | None = None,
     template: str | Path | None = None,
+    requeue_dir: str | Path | None = None,
 ) -> str:
     """Render the sbatch script.
 
@@ -109,9 +111,17 @@ def render(
         Extra exported variables.
     template
         Template path (default ``slurm_templates/mpi.sbatch``).
+    requeue_dir
+        Where rank 0 leaves its requeue request (the run's ``slurm/`` directory). With it,
+        and unless ``opts`` forbid requeues, the script requeues the job after ``srun``
+        returns when rank 0 asked for it (:mod:`hpc_curator.slurm.requeue`).
     """
     path = Path(template) if template else TEMPLATES / DEFAULT_TEMPLATE
     exports = {EXPECTED_SIZE_ENV: str(opts.world_size), **(env or {})}
+    run_line = srun_command(opts, payload, log_pattern)
+    if requeue_dir is not None and opts.requeue and opts.max_requeues > 0:
+        exports.update(requeue_exports(requeue_dir, opts.max_requeues))
+        run_line = srun_block(run_line)
     if opts.cpus_per_task:
         # srun (Slurm >= 22.05) no longer inherits --cpus-per-task from the allocation
         exports["SRUN_CPUS_PER_TASK"] = str(opts.cpus_per_task)
@@ -124,6 +134,6 @@ def render(
         env_lines="\n".join(
             [*(f"export {k}={shlex.quote(v)}" for k, v in exports.items()), *thread_caps]
         ),
-        srun_command=srun_command(opts, payload, log_pattern),
+        srun_command=run_line,
     )
     return text

@@ -9,9 +9,10 @@ Time limits and pre-emption: ``#SBATCH --signal=USR2@<delay>`` delivers SIGUSR2 
 before the limit. :class:`RankJob` installs the rank program's handlers (replacing submitit's,
 which would exit rank 0 mid-index): every rank stops taking indices, commits, and the world
 finishes collectively (merged outputs and manifest describe the partial state). Rank 0 then
-requeues the job (``scontrol requeue``) while restarts remain; the next run resumes from the
-journals. SIGTERM (pre-emption, ``scontrol requeue``, ``scancel``) also commits and exits; Slurm
-itself decides whether the job comes back.
+asks for a requeue while restarts remain, and the job script requeues once ``srun`` returned
+(:mod:`hpc_curator.slurm.requeue`); the next run resumes from the journals. SIGTERM
+(pre-emption, ``scontrol requeue``, ``scancel``) also commits and exits; Slurm itself decides
+whether the job comes back.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import json
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -34,6 +34,7 @@ from hpc_curator.atomic import atomic_write
 from hpc_curator.errors import LaunchError, UsageError
 from hpc_curator.rank import RunSettings
 from hpc_curator.slurm.options import SlurmOptions
+from hpc_curator.slurm.requeue import request_requeue
 from hpc_curator.slurm.script import render
 
 SUBMITIT_ENV = {"SUBMITIT_EXECUTOR": "slurm"}
@@ -54,13 +55,10 @@ class RankJob:
         The run directory (created at submission).
     settings
         Rank-loop settings.
-    max_requeues
-        Restarts allowed after time limits (``SLURM_RESTART_COUNT``).
     """
 
     run_dir: str
     settings: RunSettings
-    max_requeues: int = 3
 
     def __call__(self) -> dict[str, Any]:
         from hpc_curator.rank import block_stop_signals, run_world, start_rank
@@ -69,7 +67,7 @@ class RankJob:
         result = run_world(world, self.run_dir, self.settings, launcher="slurm", stop=stop)
         requeued = False
         if world.is_root and result.exit_code == 3 and stop.reason == "SIGUSR2":
-            requeued = requeue_self(self.max_requeues)
+            requeued = request_requeue()
         world.idle_barrier()
         block_stop_signals()  # until exit: MPI finalisation talks PMI too
         if result.exit_code and not requeued:
@@ -87,16 +85,6 @@ class RankJob:
         import submitit
 
         return submitit.helpers.DelayedSubmission(self)
-
-
-def requeue_self(max_requeues: int) -> bool:
-    """Requeue the current job if restarts remain; return whether it was requeued."""
-    job = os.environ.get("SLURM_JOB_ID")
-    restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
-    if not job or restarts >= max_requeues or shutil.which("scontrol") is None:
-        return False
-    proc = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
-    return proc.returncode == 0
 
 
 def preflight(opts: SlurmOptions, rd: rundir.RunDir) -> list[str]:
@@ -129,7 +117,11 @@ class CuratorSlurmExecutor:
         class _Executor(submitit.SlurmExecutor):  # type: ignore[misc]
             def _make_submission_file_text(self, command: str, uid: str) -> str:
                 return render(
-                    opts, shlex.split(command), log_pattern=log_pattern(rd), env=SUBMITIT_ENV
+                    opts,
+                    shlex.split(command),
+                    log_pattern=log_pattern(rd),
+                    env=SUBMITIT_ENV,
+                    requeue_dir=rd.slurm_dir,
                 )
 
         ex = _Executor(folder=folder, max_num_timeout=opts.max_requeues)
@@ -155,7 +147,11 @@ def submitit_payload(rd: rundir.RunDir, python: str | None = None) -> list[str]:
 def dry_run(opts: SlurmOptions, rd: rundir.RunDir) -> str:
     """The exact script ``submit`` would hand to sbatch (nothing is created or submitted)."""
     return render(
-        opts, submitit_payload(rd, opts.python), log_pattern=log_pattern(rd), env=SUBMITIT_ENV
+        opts,
+        submitit_payload(rd, opts.python),
+        log_pattern=log_pattern(rd),
+        env=SUBMITIT_ENV,
+        requeue_dir=rd.slurm_dir,
     )
 
 
@@ -175,6 +171,7 @@ def sbatch_script(
         opts,
         rank_command(launch, opts.python),
         log_pattern=str(rd.path / "logs" / "slurm-%j_%t"),
+        requeue_dir=rd.slurm_dir,
     )
 
 
@@ -184,7 +181,7 @@ def submit(opts: SlurmOptions, rd: rundir.RunDir, settings: RunSettings) -> dict
     folder = rd.slurm_dir / "logs"
     folder.mkdir(parents=True, exist_ok=True)
     executor = CuratorSlurmExecutor(folder, opts, rd)
-    job_fn = RankJob(str(rd.path), settings, opts.max_requeues)
+    job_fn = RankJob(str(rd.path), settings)
     try:
         with scrubbed_env():
             job = executor.submit(job_fn)
