@@ -102,12 +102,12 @@ def build_journal_run(
                 "wall": np.round(rng.exponential(0.005, k), 7).tolist(),
                 "cpu": np.round(rng.exponential(0.004, k), 7).tolist(),
                 "rss": (150_000_000 + rng.integers(0, 1 << 20, k)).tolist(),
-                "out": [
+                "err": err,
+                "seg": {"stats": f"stats.rank{rank:05d}.a{attempt:04d}-{seq:06d}.h5"},
+                "out": [  # last, as rank.py writes it
                     [f"/data/curated/{int(i):08d}.h5"] if o and outputs else []
                     for i, o in zip(chunk, ok, strict=True)
                 ],
-                "err": err,
-                "seg": {"stats": f"stats.rank{rank:05d}.a{attempt:04d}-{seq:06d}.h5"},
             }
             lines.append(json.dumps(rec, separators=(",", ":")))
         end = {

@@ -75,16 +75,64 @@ def parse_line(line: bytes) -> dict[str, Any] | None:
 _OUT_KEY = b',"out":'
 
 
-def _without_outputs(line: bytes) -> bytes:
-    """Drop a commit line's trailing ``"out"`` member (the bulk of it) before parsing.
+def _split_outputs(line: bytes) -> tuple[bytes, bytes | None]:
+    """Cut a commit line's trailing ``"out"`` member off before parsing (it is the bulk).
 
-    Writers put ``"out"`` last; inside JSON strings a quote is always escaped, so the first
-    ``,"out":`` is the key itself. A torn line stays torn (no trailing newline is added).
+    Returns the line without that member and the member's JSON text. Writers put ``"out"``
+    last; inside JSON strings a quote is always escaped, so the first ``,"out":`` is the key
+    itself, and ``],"`` cannot occur inside a list of lists of strings -- if it does, members
+    follow ``"out"`` (a writer that did not put it last) and the line is returned whole, with
+    ``None``. A torn line stays torn (no trailing newline is added).
     """
     cut = line.find(_OUT_KEY)
-    if cut < 0 or not line.endswith(b"\n"):
-        return line
-    return line[:cut] + b"}\n"
+    if cut < 0 or not line.endswith(b"}\n"):
+        return line, None
+    raw = line[cut + len(_OUT_KEY) : -2]
+    if b'],"' in raw:
+        return line, None
+    return line[:cut] + b"}\n", raw
+
+
+def _parse_outputs(commits: list[tuple[int, bytes | None]]) -> Any:
+    """Output paths per position as an Arrow ``list<string>`` array.
+
+    ``commits`` holds, per commit record, its number of indices and the JSON text of its
+    ``"out"`` member. All of them are parsed in one pass by Arrow's JSON reader (C++, no
+    Python object per path). A member that does not parse, or whose length is not the commit's
+    index count, gives empty output lists for that commit, so positions always line up.
+    """
+    import io
+
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    paths = pa.list_(pa.string())
+    n_total = sum(n for n, _ in commits)
+    if all(raw is not None for _, raw in commits) and commits:
+        longest = max(len(raw) for _, raw in commits if raw is not None)
+        buf = b"".join(b'{"o":' + raw + b"}\n" for _, raw in commits if raw is not None)
+        try:
+            table = pj.read_json(
+                io.BytesIO(buf),
+                read_options=pj.ReadOptions(block_size=max(1 << 24, longest + 64)),
+                parse_options=pj.ParseOptions(
+                    explicit_schema=pa.schema([("o", pa.list_(paths))]), newlines_in_values=False
+                ),
+            )
+            per_index = table.column("o").combine_chunks().flatten()
+            if len(per_index) == n_total:
+                return per_index
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            pass
+    lists: list[list[str]] = []
+    for n, raw in commits:  # slow path: one commit at a time, each checked
+        try:
+            value = orjson.loads(raw) if raw is not None else None
+        except ValueError:
+            value = None
+        ok = isinstance(value, list) and len(value) == n and all(isinstance(v, list) for v in value)
+        lists.extend(value if ok else [[] for _ in range(n)])  # type: ignore[arg-type]
+    return pa.array(lists, paths)
 
 
 def read_records(path: Path, *, with_outputs: bool = True) -> tuple[list[dict[str, Any]], int]:
@@ -97,10 +145,12 @@ def read_records(path: Path, *, with_outputs: bool = True) -> tuple[list[dict[st
     torn = 0
     with open(path, "rb") as fh:
         for line in fh:
-            rec = parse_line(line if with_outputs else _without_outputs(line))
+            rec = parse_line(line if with_outputs else _split_outputs(line)[0])
             if rec is None:
                 torn += 1
             else:
+                if not with_outputs:
+                    rec.pop("out", None)
                 records.append(rec)
     return records, torn
 
@@ -121,7 +171,9 @@ class JournalScan:
     cpu: np.ndarray
     rss: np.ndarray
     time: np.ndarray
-    outputs: list[list[str]] | None
+    #: per commit record: its index count and the JSON text of its ``"out"`` member (``None``
+    #: when scanned without outputs); parsed on demand by :meth:`outputs_array`
+    raw_outputs: list[tuple[int, bytes | None]] | None
     errors: dict[int, dict[str, Any]]
     segments: dict[str, list[str]]
     workers: dict[tuple[int, int], dict[str, Any]]
@@ -130,6 +182,21 @@ class JournalScan:
     worker_info: list[dict[str, Any]]
     ends: dict[tuple[int, int], dict[str, Any]]
     torn: dict[str, int] = field(default_factory=dict)
+    _outputs: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def outputs_array(self) -> Any:
+        """Output paths per position (Arrow ``list<string>``), or ``None`` without outputs."""
+        if self.raw_outputs is None:
+            return None
+        if self._outputs is None:
+            self._outputs = _parse_outputs(self.raw_outputs)
+        return self._outputs
+
+    @property
+    def outputs(self) -> list[list[str]] | None:
+        """Output paths per position as Python lists (small runs; see :meth:`outputs_array`)."""
+        array = self.outputs_array()
+        return None if array is None else array.to_pylist()
 
     def latest(self) -> np.ndarray:
         """Positions of the last occurrence of each index (current status), index-sorted."""
@@ -155,7 +222,7 @@ class JournalScan:
 def scan(rd: RunDir, *, with_outputs: bool = True) -> JournalScan:
     """Read every journal of ``rd`` into a :class:`JournalScan`."""
     cols: dict[str, list[Any]] = defaultdict(list)
-    outputs: list[list[str]] | None = [] if with_outputs else None
+    raw_outputs: list[tuple[int, bytes | None]] | None = [] if with_outputs else None
     errors: dict[int, dict[str, Any]] = {}
     segments: dict[str, list[str]] = defaultdict(list)
     workers: dict[tuple[int, int], dict[str, Any]] = {}
@@ -164,13 +231,13 @@ def scan(rd: RunDir, *, with_outputs: bool = True) -> JournalScan:
     position = 0
     worker_info: list[dict[str, Any]] = []
     for path in rd.journal_files():
-        records, n_torn = read_records(path, with_outputs=with_outputs)
+        records, raws, n_torn = _read_split(path, with_outputs)
         if n_torn:
             torn[path.name] = n_torn
         attempt, rank = _attempt_rank(path)
         code = len(worker_info)
         worker_info.append({})
-        for rec in records:
+        for rec, raw in zip(records, raws, strict=True):
             kind = rec.get("t")
             if kind == "start":
                 workers[(attempt, rank)] = rec
@@ -188,8 +255,8 @@ def scan(rd: RunDir, *, with_outputs: bool = True) -> JournalScan:
                 cols["rank"].append(np.full(n, rank, dtype=np.int32))
                 cols["worker"].append(np.full(n, code, dtype=np.int32))
                 cols["time"].append(np.full(n, rec.get("time", 0.0)))
-                if outputs is not None:
-                    outputs.extend(rec["out"])
+                if raw_outputs is not None:
+                    raw_outputs.append((n, raw))
                 for pos, err in rec.get("err", {}).items():
                     errors[position + int(pos)] = err
                 for name, seg in rec.get("seg", {}).items():
@@ -213,13 +280,35 @@ def scan(rd: RunDir, *, with_outputs: bool = True) -> JournalScan:
         cpu=cat("cpu", np.float64),
         rss=cat("rss", np.int64),
         time=cat("time", np.float64),
-        outputs=outputs,
+        raw_outputs=raw_outputs,
         errors=errors,
         segments=dict(segments),
         workers=workers,
         ends=ends,
         torn=torn,
     )
+
+
+def _read_split(
+    path: Path, with_outputs: bool
+) -> tuple[list[dict[str, Any]], list[bytes | None], int]:
+    """Records of one journal parsed without ``"out"``, that member's raw JSON, torn count."""
+    records: list[dict[str, Any]] = []
+    raws: list[bytes | None] = []
+    torn = 0
+    with open(path, "rb") as fh:
+        for line in fh:
+            head, raw = _split_outputs(line)
+            rec = parse_line(head)
+            if rec is None:
+                torn += 1
+                continue
+            if "out" in rec:  # the line could not be cut: "out" was parsed with the rest
+                out = rec.pop("out")
+                raw = orjson.dumps(out) if with_outputs else None
+            records.append(rec)
+            raws.append(raw if with_outputs else None)
+    return records, raws, torn
 
 
 def _attempt_rank(path: Path) -> tuple[int, int]:

@@ -46,7 +46,7 @@ def summarize(
         "failure_types": dict(Tally(f["type"] for f in failures["all"]).most_common()),
         "failures": failures["listed"],
         "outputs": outputs or {},
-        "index_outputs": None if scan.outputs is None else sum(map(len, scan.outputs)),
+        "index_outputs": _count_outputs(scan),
         "timing": {
             "first_commit": float(times.min()) if len(times) else None,
             "last_commit": float(times.max()) if len(times) else None,
@@ -96,7 +96,7 @@ def _write_table(rd: rundir.RunDir, scan: JournalScan) -> None:
         "cpu_s": pa.array(scan.cpu[pos]),
         "peak_rss": pa.array(scan.rss[pos]),
         "committed_at": pa.array(scan.time[pos]),
-        "outputs": pa.array(scan.outputs or [[]] * len(scan.idx), pa.list_(pa.string())).take(take),
+        "outputs": _outputs_column(scan).take(take),
     }
     for key, name in (("type", "error_type"), ("msg", "error_message"), ("tb", "traceback")):
         values = np.full(len(pos), None, dtype=object)
@@ -106,6 +106,21 @@ def _write_table(rd: rundir.RunDir, scan: JournalScan) -> None:
         columns[name] = pa.array(values, pa.string())
     with atomic_path(rd.manifest_parquet) as tmp:
         pq.write_table(pa.table(columns), tmp)
+
+
+def _outputs_column(scan: JournalScan) -> Any:
+    """Output paths per journal position (empty lists when scanned without outputs)."""
+    import pyarrow as pa
+
+    array = scan.outputs_array()
+    if array is None:
+        return pa.array([[]] * len(scan.idx), pa.list_(pa.string()))
+    return array
+
+
+def _count_outputs(scan: JournalScan) -> int | None:
+    array = scan.outputs_array()
+    return None if array is None else len(array.flatten())
 
 
 def _placement(scan: JournalScan, pos: np.ndarray) -> dict[str, Any]:
