@@ -14,7 +14,7 @@ from typing import Any
 
 from hpc_curator import journal, manifest, rundir
 from hpc_curator.atomic import atomic_path
-from hpc_curator.errors import ShardError
+from hpc_curator.errors import CuratorError, ShardError
 from hpc_curator.pipeline import Pipeline
 
 
@@ -27,36 +27,152 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def _committed_paths(rd: rundir.RunDir, name: str, segments: list[str]) -> list[Path]:
+    paths = [rd.shard_dir(name) / n for n in segments]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise ShardError(
+            f"{len(missing)} committed shard segment(s) of {name!r} are missing, e.g. {missing[0]}",
+            "the run dir was modified by hand; restore the files or start a new run",
+        )
+    return paths
+
+
 def merge_outputs(
-    rd: rundir.RunDir, pipeline: Pipeline, segments: dict[str, list[str]]
+    rd: rundir.RunDir,
+    pipeline: Pipeline,
+    segments: dict[str, list[str]],
+    partials: dict[str, list[str]] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Merge every committed segment of each stateful filter into its final output."""
+    """Merge every committed segment of each stateful filter into its final output.
+
+    With ``partials`` (from :func:`merge_tree`), a filter listed there is merged from those
+    per-rank partial merges of its segments instead, and they are deleted afterwards.
+    """
     outputs: dict[str, dict[str, Any]] = {}
     for f in pipeline.stateful_filters:
         names = segments.get(f.name, [])
-        paths = [rd.shard_dir(f.name) / n for n in names]
-        missing = [str(p) for p in paths if not p.exists()]
-        if missing:
-            raise ShardError(
-                f"{len(missing)} committed shard segment(s) of {f.name!r} are missing, "
-                f"e.g. {missing[0]}",
-                "the run dir was modified by hand; restore the files or start a new run",
-            )
+        parts = (partials or {}).get(f.name)
+        paths = (
+            [rd.shard_dir(f.name) / n for n in parts]
+            if parts
+            else _committed_paths(rd, f.name, names)
+        )
         out = Path(f.output) if f.output else rd.output_path(f.name, f.suffix)
         with atomic_path(out) as tmp:
             type(f).merge([str(p) for p in paths], str(tmp))
+        for p in paths if parts else []:
+            p.unlink(missing_ok=True)
         outputs[f.name] = {
             "path": str(out.absolute()),
             "class": f"{type(f).__module__}:{type(f).__qualname__}",
-            "segments": len(paths),
+            "segments": len(names),
+            "partial_merges": len(parts or []),  # > 0: merged in a tree across the ranks
             "bytes": out.stat().st_size,
             "sha256": file_digest(out),
         }
     return outputs
 
 
-def finish(plan: Any, summaries: list[dict[str, Any]], pipeline: Pipeline) -> Any:
+#: below this many segments of a filter rank 0 merges them alone (an HDF5 shard costs ~1 ms)
+TREE_MIN_SEGMENTS = 64
+
+
+def merge_share(
+    rd: rundir.RunDir,
+    pipeline: Pipeline,
+    segments: dict[str, list[str]],
+    attempt: int,
+    rank: int,
+    size: int,
+) -> dict[str, str]:
+    """Merge this rank's strided share of each filter's committed segments into one file.
+
+    Only filters with at least :data:`TREE_MIN_SEGMENTS` segments are split. The partial file
+    (``.partial-a<attempt>-r<rank><suffix>`` in the filter's shard directory) is written
+    atomically; it is never named by a journal, so a crash leaves an orphan that nothing reads.
+    Returns ``{filter: partial file name}``.
+    """
+    out: dict[str, str] = {}
+    for f in pipeline.stateful_filters:
+        names = sorted(segments.get(f.name, []))
+        share = names[rank::size]
+        if len(names) < TREE_MIN_SEGMENTS or not share:
+            continue
+        paths = _committed_paths(rd, f.name, share)
+        part = rd.shard_dir(f.name) / f".partial-a{attempt:04d}-r{rank:05d}{f.suffix}"
+        with atomic_path(part, durable=False) as tmp:
+            type(f).merge([str(p) for p in paths], str(tmp))
+        out[f.name] = part.name
+    return out
+
+
+def merge_tree(world: Any, plan: Any, pipeline: Pipeline) -> tuple[Any, Any]:
+    """Collective first stage of the end-of-attempt merge; every rank calls it.
+
+    Rank 0 scans the journals and broadcasts the committed segments; each rank merges its
+    strided share (:func:`merge_share`), so rank 0 then merges one partial per rank instead of
+    every segment: the merge time is divided by the world size.
+
+    Returns
+    -------
+    tuple
+        On rank 0 the :class:`~hpc_curator.journal.JournalScan` (or the error scanning
+        raised) and ``{filter: [partial names]}`` (or the first error of any rank);
+        ``(None, None)`` elsewhere.
+    """
+    rd = rundir.RunDir(plan.run_dir)
+    scan: Any = None
+    segments: dict[str, list[str]] | None = None
+    if world.is_root:
+        try:
+            scan = journal.scan(rd)
+            segments = {k: v for k, v in scan.segments.items() if len(v) >= TREE_MIN_SEGMENTS}
+        except Exception as exc:  # the others must not wait for ever in the bcast
+            scan = _as_curator_error(exc, "rank 0 could not scan the journals")
+    world.idle_barrier()  # the others sleep while rank 0 scans
+    segments = world.bcast(segments)
+    if not segments:
+        return scan, None
+    mine: dict[str, str] | Exception
+    try:
+        mine = merge_share(rd, pipeline, segments, plan.attempt, world.rank, world.size)
+    except Exception as exc:  # reported by rank 0; nobody may leave the collective early
+        mine = _as_curator_error(exc, f"rank {world.rank} could not merge its shard segments")
+    world.idle_barrier()
+    shares = world.gather(mine)
+    if not world.is_root:
+        return None, None
+    errors = [s for s in shares or [] if isinstance(s, CuratorError)]
+    if errors:
+        for share in shares or []:  # the partial merges that did succeed are of no use now
+            for name, part in share.items() if isinstance(share, dict) else ():
+                (rd.shard_dir(name) / part).unlink(missing_ok=True)
+        return scan, errors[0]
+    partials: dict[str, list[str]] = {}
+    for share in shares or []:
+        for name, part in share.items():
+            partials.setdefault(name, []).append(part)
+    return scan, partials
+
+
+def _as_curator_error(exc: Exception, context: str) -> CuratorError:
+    if isinstance(exc, CuratorError):
+        return exc
+    return ShardError(f"{context}: {type(exc).__name__}: {exc}")
+
+
+def finish(
+    plan: Any,
+    summaries: list[dict[str, Any]],
+    pipeline: Pipeline,
+    *,
+    scan: journal.JournalScan | None = None,
+    partials: dict[str, list[str]] | None = None,
+) -> Any:
     """Merge outputs, write the manifest (last, atomically) and end the attempt.
+
+    ``scan`` and ``partials`` come from :func:`merge_tree` when the ranks merged in a tree.
 
     Returns
     -------
@@ -67,8 +183,8 @@ def finish(plan: Any, summaries: list[dict[str, Any]], pipeline: Pipeline) -> An
     from hpc_curator.rank import RunResult
 
     rd = rundir.RunDir(plan.run_dir)
-    scan = journal.scan(rd)
-    outputs = merge_outputs(rd, pipeline, scan.segments)
+    scan = journal.scan(rd) if scan is None else scan
+    outputs = merge_outputs(rd, pipeline, scan.segments, partials)
     doc = manifest.summarize(rd, scan, summaries=summaries, outputs=outputs)
     counts = doc["counts"]
     reasons = sorted({s.get("reason", "done") for s in summaries} - {"done"})

@@ -410,7 +410,7 @@ def run_world(
     Errors in prepare or finish are broadcast, so no rank hangs in a collective; on ranks
     other than 0 they surface as :class:`CuratorError` with the same message.
     """
-    from hpc_curator.gather import finish
+    from hpc_curator.gather import finish, merge_tree
 
     stop = StopFlag() if stop is None else stop
     outcome: Any = None
@@ -452,10 +452,14 @@ def run_world(
     if chunks is not None:
         chunks.free()
     summaries = world.gather(summary)
+    scan, partials = merge_tree(world, plan, pipeline) if world.size > 1 else (None, None)
     result: Any = None
     if world.is_root:
         try:
-            result = finish(plan, summaries or [summary], pipeline)
+            for outcome in (scan, partials):
+                if isinstance(outcome, CuratorError):
+                    raise outcome
+            result = finish(plan, summaries or [summary], pipeline, scan=scan, partials=partials)
         except CuratorError as exc:
             result = exc
     world.idle_barrier()

@@ -47,12 +47,15 @@ def test_world_sizes_give_identical_stats(
         "--run-dir",
         str(d),
         "--commit-every",
-        "5",
+        "1",  # 96 segments: enough for the ranks to merge them in a tree (gather.merge_tree)
         "-q",
     )
     assert proc.returncode == 0, proc.stderr
     doc = read_manifest(d)
     assert doc["status"] == "complete" and doc["world_size"] == ranks
+    assert doc["outputs"]["stats"]["segments"] == N
+    assert doc["outputs"]["stats"]["partial_merges"] == (ranks if ranks > 1 else 0)
+    assert not list((d / "shards").rglob(".partial-*"))  # the tree's partial merges are gone
     rows = manifest_rows(d)
     assert [r["index"] for r in rows] == list(range(N))
     assert {r["rank"] for r in rows} == set(range(ranks))
@@ -320,3 +323,18 @@ def test_quiet_mpi_run_reports_bad_input_once_from_rank_0(
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error: ") and needle in lines[0], lines
     assert not d.exists()
+
+
+def test_a_corrupt_segment_in_another_ranks_share_fails_cleanly(tmp_path: Path) -> None:
+    """The tree merge: rank 1's share holds a corrupt segment; every rank exits, none hangs."""
+    d = tmp_path / "run"
+    args = ("run", SPEC, "-p", f"n={N}", "--ranks", "2", "--run-dir", str(d), "--commit-every", "1")
+    cli(*args, "-q", check=True)
+    names = sorted(p.name for p in (d / "shards" / "stats").glob("stats.rank*.h5"))
+    victim = d / "shards" / "stats" / names[1]  # sorted share of rank 1: names[1::2]
+    victim.write_bytes(b"not an HDF5 file")
+    proc = cli(*args, timeout=120)
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert "FieldStats shard" in proc.stderr and victim.name in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not list((d / "shards").rglob(".partial-*"))
