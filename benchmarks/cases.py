@@ -461,8 +461,20 @@ def p3(cfg: Config) -> dict[str, Any]:
 
         return fn
 
+    mpx = h.mpiexec()
+
+    def measure_tree(rep: int) -> tuple[float, dict[str, Any]]:
+        cmd = [mpx, "-n", "2", h.PYTHON, "-m", "benchmarks.probe", "merge_tree", str(sdir)]
+        r = run_timed(cmd, env=cfg.env)
+        return r.result["seconds"], r.result
+
     contenders = [
         Contender("merge", measure("merge", sdir), label=f"merge {n_seg:,} FieldStats segments"),
+        Contender(
+            "merge_tree",
+            measure_tree,
+            label=f"merge {n_seg:,} segments as a run does: tree over 2 ranks (mpiexec -n 2)",
+        ),
         Contender(
             "manifest", measure("manifest", jdir), label=f"manifest json+parquet, {n_idx:,} indices"
         ),
@@ -476,14 +488,19 @@ def p3(cfg: Config) -> dict[str, Any]:
     rows = rows_from(data)
     extra_rows = []
     for name, keys in (
+        ("merge_tree", ("share_s", "final_s")),
         ("manifest", ("scan_s", "summarize_s", "write_s")),
         ("scan", ("load_s", "scan_s", "pending_s")),
     ):
         for key in keys:
             vals = [e[key] for e in data[name]["extra"]]
             extra_rows.append(derived_row(f"{name}_{key}", f"  {name}: {key[:-2]}", vals, "s"))
-    rss = {name: h.summary([e["peak_rss_mib"] for e in data[name]["extra"]]) for name in data}
-    for name in data:
+    rss = {
+        name: h.summary([e["peak_rss_mib"] for e in data[name]["extra"]])
+        for name in data
+        if name != "merge_tree"
+    }
+    for name in rss:
         extra_rows.append(
             {
                 **rss[name],
@@ -504,7 +521,13 @@ def p3(cfg: Config) -> dict[str, Any]:
         ),
         "rows": rows + extra_rows,
         "targets": [
-            target(f"merge {n_seg:,} segments <= 1 s", med["merge"], 1.0, "s"),
+            target(f"merge {n_seg:,} segments <= 1 s (one process)", med["merge"], 1.0, "s"),
+            target(
+                f"merge {n_seg:,} segments <= 1 s (a 2-rank run's tree)",
+                med["merge_tree"],
+                1.0,
+                "s",
+            ),
             target(f"manifest {n_idx:,} indices <= 3 s", med["manifest"], 3.0, "s"),
             target(
                 f"manifest {n_idx:,} indices peak RSS <= 1 GiB",

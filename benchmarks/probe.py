@@ -235,12 +235,57 @@ def measure_merge(run_dir: str) -> dict[str, Any]:
     }
 
 
-MEASURES = {"scan": measure_scan, "manifest": measure_manifest, "merge": measure_merge}
+def measure_merge_tree(run_dir: str) -> dict[str, Any]:
+    """The end-of-attempt merge under MPI (``mpiexec -n P``): a share per rank, then rank 0.
+
+    The same two steps as ``gather.merge_tree`` + ``merge_outputs`` (minus the journal scan,
+    which the manifest measurement covers). Prints only on rank 0.
+    """
+    from benchmarks.workloads import NoopSource
+    from hpc_curator import rundir
+    from hpc_curator.components import FieldStats, read_fieldstats
+    from hpc_curator.gather import merge_outputs, merge_share
+    from hpc_curator.pipeline import Pipeline
+    from hpc_curator.world import detect_world
+
+    world = detect_world()
+    rd = rundir.RunDir(run_dir)
+    names = json.loads((rd.path / "segments.json").read_text())
+    pipeline = Pipeline(NoopSource(1)).filter(FieldStats(name="stats"))
+    world.idle_barrier()
+    t0 = time.perf_counter()
+    mine = merge_share(rd, pipeline, {"stats": names}, 9999, world.rank, world.size)
+    t1 = time.perf_counter()
+    world.idle_barrier()
+    shares = world.gather((mine, t1 - t0))
+    if not world.is_root:
+        return {}
+    assert shares is not None
+    parts = {"stats": [s["stats"] for s, _ in shares]}
+    outputs = merge_outputs(rd, pipeline, {"stats": names}, parts)
+    t2 = time.perf_counter()
+    return {
+        "seconds": t2 - t0,
+        "share_s": max(dt for _, dt in shares),
+        "final_s": t2 - t1,
+        "ranks": world.size,
+        "count_u": read_fieldstats(outputs["stats"]["path"])["u"]["count"],
+    }
+
+
+MEASURES = {
+    "scan": measure_scan,
+    "manifest": measure_manifest,
+    "merge": measure_merge,
+    "merge_tree": measure_merge_tree,
+}
 
 
 def main(argv: list[str]) -> None:
     what, run_dir = argv[0], argv[1]
-    print("RESULT " + json.dumps(MEASURES[what](run_dir)), flush=True)
+    result = MEASURES[what](run_dir)
+    if result:  # under MPI only rank 0 reports
+        print("RESULT " + json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":
