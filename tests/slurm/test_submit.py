@@ -387,3 +387,44 @@ def test_hand_written_sbatch_calling_the_rank_program(
     assert doc["world_size"] == 3 and doc["status"] == "complete"
     assert {r["node"] for r in doc["ranks"]} == {"n1", "n2", "n3"}
     assert_stats_equal(stats(d), reference)
+
+
+def test_sbatch_script_job_requeues_itself_after_srun(
+    slurm_cluster: Any, tmp_path: Path, reference: dict
+) -> None:
+    """The standalone template requeues too: rank 0 asks, the lines after srun requeue."""
+    d = tmp_path / "run"
+    script = cli(
+        "sbatch-script",
+        SPEC,
+        "-p",
+        "n=160",
+        "-p",
+        "sleep=0.15",
+        "--run-dir",
+        str(d),
+        "--nodes",
+        "2",
+        "--ntasks-per-node",
+        "2",
+        "--commit-every",
+        "2",
+        "--time",
+        "10",
+        "--python",
+        sys.executable,
+        check=True,
+    ).stdout
+    path = tmp_path / "job.sbatch"
+    path.write_text(script)
+    out = slurm_cluster.run("sbatch", str(path))
+    assert out.returncode == 0, out.stderr
+    job = out.stdout.split()[-1]
+    wait_until(lambda: journal_count(d) >= 16, 90, "first commits", slurm_cluster, d)
+    assert slurm_cluster.run("scancel", "--signal=USR2", job).returncode == 0
+    attempts = wait_complete(d, slurm_cluster)["attempts"]
+    assert [a["reason"] for a in attempts] == ["SIGUSR2", "done"]
+    assert {a["job_id"] for a in attempts} == {job}  # requeued, not resubmitted
+    assert not list((d / "slurm").glob("requeue-*"))
+    assert [r["index"] for r in manifest_rows(d)] == list(range(160))
+    assert_stats_equal(stats(d), reference)
