@@ -141,18 +141,18 @@ def read_records(path: Path, *, with_outputs: bool = True) -> tuple[list[dict[st
     With ``with_outputs=False`` commit records come back without their ``"out"`` lists
     (resume scans and progress need only indices and statuses; this halves their cost).
     """
-    records: list[dict[str, Any]] = []
-    torn = 0
-    with open(path, "rb") as fh:
-        for line in fh:
-            rec = parse_line(line if with_outputs else _split_outputs(line)[0])
-            if rec is None:
-                torn += 1
-            else:
-                if not with_outputs:
-                    rec.pop("out", None)
-                records.append(rec)
-    return records, torn
+    records, raws, torn = _read_split(path, with_outputs)
+    if not with_outputs:
+        return records, torn
+    complete = []
+    for rec, raw in zip(records, raws, strict=True):
+        try:
+            if raw is not None:
+                rec["out"] = orjson.loads(raw)
+            complete.append(rec)
+        except ValueError:
+            torn += 1  # a corrupt "out" member makes the whole line corrupt
+    return complete, torn
 
 
 @dataclass
