@@ -456,9 +456,9 @@ def run_world(
     result: Any = None
     if world.is_root:
         try:
-            for outcome in (scan, partials):
-                if isinstance(outcome, CuratorError):
-                    raise outcome
+            for stage in (scan, partials):  # an error of the tree merge, on any rank
+                if isinstance(stage, CuratorError):
+                    raise stage
             result = finish(plan, summaries or [summary], pipeline, scan=scan, partials=partials)
         except CuratorError as exc:
             result = exc
