@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections.abc import Iterator
 from typing import Any
 
-from hpc_curator import Filter, Pipeline
+from hpc_curator import Filter, Pipeline, Sink
 from hpc_curator.components import FailOn, FieldStats, HDF5Sink, Sleep, SyntheticSource
 
 
@@ -48,3 +49,28 @@ def killer(n: str = "120", at: str = "50", sleep: str = "0") -> Pipeline:
     if float(sleep) > 0:
         p = p.filter(Sleep(float(sleep)))
     return p.filter(KillAt(int(at))).filter(FieldStats(name="stats"))
+
+
+class ThreadProbe(Filter):
+    """Adds what the worker process sees: its BLAS thread variables and its thread count."""
+
+    def __call__(self, items: Iterator[Any]) -> Iterator[Any]:
+        for item in items:
+            status = open("/proc/self/status").read()
+            threads = int(status.split("Threads:")[1].split()[0])
+            env = {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+            yield {**item, "probe": {"threads": threads, **env}}
+
+
+class ProbeSink(Sink):
+    """Writes each item's ``probe`` as ``<out>/<index>.json``; returns that path."""
+
+    def __init__(self, out: str) -> None:
+        self.out = out
+
+    def __call__(self, items: Iterator[Any], index: int) -> list[str]:
+        path = os.path.join(self.out, f"{index}.json")
+        os.makedirs(self.out, exist_ok=True)
+        with open(path, "w") as fh:
+            json.dump([item["probe"] for item in items], fh)
+        return [path]

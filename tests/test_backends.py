@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from hpc_curator.backends.base import available_cpus, resolve_n_jobs
 from hpc_curator.components import FailOn, FieldStats, HDF5Sink, SyntheticSource
 from hpc_curator.errors import BackendError, UsageError
 from tests.conftest import assert_stats_equal, manifest_rows, read_manifest, stats
+from tests.pipelines import ProbeSink, ThreadProbe
 
 
 def make(tmp: Path, n: int = 40, fail: str = "") -> Pipeline:
@@ -143,3 +145,29 @@ def test_dynamic_schedule_needs_mpi(tmp_path: Path) -> None:
             run_dir=tmp_path / "r",
         )
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("backend", ["process_pool", "dask"])
+def test_pool_workers_get_their_share_of_blas_threads(
+    tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """2 workers: each gets cpus // 2 BLAS threads (here 1), like the mpi backend's ranks."""
+    if backend == "dask":
+        pytest.importorskip("dask")
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    pipe = (
+        Pipeline(SyntheticSource(n=6, shape=(4, 4), fields=("u",)))
+        .filter(ThreadProbe())
+        .write(ProbeSink(str(tmp_path / "probe")))
+    )
+    out = run_pipeline(pipe, n_jobs=2, backend=backend, run_dir=tmp_path / "run")
+    expected = str(max(1, available_cpus() // 2))
+    probes = [p for paths in out for p in json.loads(Path(paths[0]).read_text())]
+    assert len(probes) == 6
+    assert {p["OPENBLAS_NUM_THREADS"] for p in probes} == {expected}
+    assert {p["OMP_NUM_THREADS"] for p in probes} == {expected}
+    if backend == "process_pool" and expected == "1":
+        # OpenBLAS read it at numpy's import: no BLAS threads besides the main one
+        assert {p["threads"] for p in probes} == {1}
+    assert "OPENBLAS_NUM_THREADS" not in os.environ  # the parent's environment is restored

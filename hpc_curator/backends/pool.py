@@ -8,17 +8,18 @@ named by slot, never by PID.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from hpc_curator import rundir
 from hpc_curator import spec as specmod
-from hpc_curator.backends.base import JournalFailureCounter, Launch
+from hpc_curator.backends.base import JournalFailureCounter, Launch, available_cpus
 from hpc_curator.gather import finish
 from hpc_curator.pipeline import Pipeline
 from hpc_curator.rank import Heartbeat, Plan, RunResult, prepare, work
-from hpc_curator.world import World, tune_malloc
+from hpc_curator.world import World, thread_limits, tune_malloc
 
 MapFn = Callable[[Callable[..., dict[str, Any]], list[tuple[Any, ...]]], list[dict[str, Any]]]
 
@@ -30,6 +31,29 @@ def pool_worker(plan: Plan, slot: int, size: int, pipeline: Pipeline | None) -> 
     world = World(rank=slot, size=size)
     failures = JournalFailureCounter(plan.run_dir, plan.attempt, slot, plan.failures_before)
     return work(plan, world, pipeline=pipeline, failures=failures)
+
+
+@contextlib.contextmanager
+def worker_thread_caps(n_workers: int) -> Iterator[dict[str, str]]:
+    """Cap BLAS/OpenMP threads of the worker processes a pool starts meanwhile.
+
+    As the mpi backend does for its ranks: each worker gets its share of the CPUs, otherwise
+    every worker's BLAS starts a thread per core and ``n_workers`` workers oversubscribe the
+    machine ``n_workers``-fold. Workers are spawned (they inherit this environment; BLAS reads
+    it when numpy is imported). Variables the user set are left alone; the parent's own
+    environment is restored afterwards.
+    """
+    caps = {
+        k: v
+        for k, v in thread_limits(max(1, available_cpus() // n_workers)).items()
+        if k not in os.environ
+    }
+    os.environ.update(caps)
+    try:
+        yield caps
+    finally:
+        for k in caps:
+            os.environ.pop(k, None)
 
 
 def run_pool(launch: Launch, n_workers: int, launcher: str, map_fn: MapFn) -> RunResult:
@@ -52,6 +76,6 @@ def run_pool(launch: Launch, n_workers: int, launcher: str, map_fn: MapFn) -> Ru
     pipeline = launch.pipeline or specmod.build(plan.spec)
     rd = rundir.RunDir(plan.run_dir)
     args = [(plan, slot, n_workers, launch.pipeline) for slot in range(n_workers)]
-    with Heartbeat(rd.heartbeat_path(plan.attempt)):
+    with Heartbeat(rd.heartbeat_path(plan.attempt)), worker_thread_caps(n_workers):
         summaries = map_fn(pool_worker, args)
     return finish(plan, summaries, pipeline)
