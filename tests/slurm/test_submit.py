@@ -97,6 +97,34 @@ def submit_slow_run(d: Path, nodes: int, tasks: int, cluster: Any) -> str:
     return job
 
 
+def sbatch(cluster: Any, path: Path) -> str:
+    """Submit a job script with plain ``sbatch``; return the job id."""
+    out = cluster.run("sbatch", str(path))
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()[-1]
+
+
+def sbatch_script_job(cluster: Any, d: Path, tmp_path: Path, *args: str) -> str:
+    """Render ``hpc-curate sbatch-script`` for 2 nodes x 2 tasks, submit it, return the job id."""
+    script = cli(
+        "sbatch-script",
+        SPEC,
+        *args,
+        "--run-dir",
+        str(d),
+        "--nodes",
+        "2",
+        "--ntasks-per-node",
+        "2",
+        "--python",
+        sys.executable,
+        check=True,
+    ).stdout
+    path = tmp_path / "job.sbatch"
+    path.write_text(script)
+    return sbatch(cluster, path)
+
+
 def wait_complete(d: Path, cluster: Any) -> dict:
     """Wait until the run's manifest says complete; return it."""
     wait_until(
@@ -340,26 +368,7 @@ def test_sbatch_script_and_plain_sbatch(
     slurm_cluster: Any, tmp_path: Path, reference: dict
 ) -> None:
     d = tmp_path / "run"
-    script = cli(
-        "sbatch-script",
-        SPEC,
-        "-p",
-        "n=160",
-        "--run-dir",
-        str(d),
-        "--nodes",
-        "2",
-        "--ntasks-per-node",
-        "2",
-        "--python",
-        sys.executable,
-        check=True,
-    ).stdout
-    path = tmp_path / "job.sbatch"
-    path.write_text(script)
-    out = slurm_cluster.run("sbatch", str(path))
-    assert out.returncode == 0, out.stderr
-    job = out.stdout.split()[-1]
+    job = sbatch_script_job(slurm_cluster, d, tmp_path, "-p", "n=160")
     final = wait_until(lambda: finished(slurm_cluster, job), 120, "job", slurm_cluster)
     assert final == "COMPLETED", slurm_cluster.dump(d)
     assert read_manifest(d)["status"] == "complete"
@@ -378,9 +387,7 @@ def test_hand_written_sbatch_calling_the_rank_program(
         f"srun --mpi=pmi2 {sys.executable} -m hpc_curator rank --spec {SPEC} -p n=160 "
         f"--run-dir {d}\n"
     )
-    out = slurm_cluster.run("sbatch", str(path))
-    assert out.returncode == 0, out.stderr
-    job = out.stdout.split()[-1]
+    job = sbatch(slurm_cluster, path)
     final = wait_until(lambda: finished(slurm_cluster, job), 120, "job", slurm_cluster)
     assert final == "COMPLETED", slurm_cluster.dump(d)
     doc = read_manifest(d)
@@ -394,32 +401,8 @@ def test_sbatch_script_job_requeues_itself_after_srun(
 ) -> None:
     """The standalone template requeues too: rank 0 asks, the lines after srun requeue."""
     d = tmp_path / "run"
-    script = cli(
-        "sbatch-script",
-        SPEC,
-        "-p",
-        "n=160",
-        "-p",
-        "sleep=0.15",
-        "--run-dir",
-        str(d),
-        "--nodes",
-        "2",
-        "--ntasks-per-node",
-        "2",
-        "--commit-every",
-        "2",
-        "--time",
-        "10",
-        "--python",
-        sys.executable,
-        check=True,
-    ).stdout
-    path = tmp_path / "job.sbatch"
-    path.write_text(script)
-    out = slurm_cluster.run("sbatch", str(path))
-    assert out.returncode == 0, out.stderr
-    job = out.stdout.split()[-1]
+    slow = ("-p", "n=160", "-p", "sleep=0.15", "--commit-every", "2", "--time", "10")
+    job = sbatch_script_job(slurm_cluster, d, tmp_path, *slow)
     wait_until(lambda: journal_count(d) >= 16, 90, "first commits", slurm_cluster, d)
     assert slurm_cluster.run("scancel", "--signal=USR2", job).returncode == 0
     attempts = wait_complete(d, slurm_cluster)["attempts"]
