@@ -210,17 +210,24 @@ def measure_manifest(run_dir: str) -> dict[str, Any]:
     }
 
 
-def measure_merge(run_dir: str) -> dict[str, Any]:
-    """gather.merge_outputs over every segment (FieldStats.merge + sha256 of the output)."""
+def _merge_inputs(run_dir: str) -> tuple[Any, list[str], Any]:
+    """The segments :func:`build_segments` wrote and a pipeline whose FieldStats merges them."""
     from benchmarks.workloads import NoopSource
     from hpc_curator import rundir
-    from hpc_curator.components import FieldStats, read_fieldstats
-    from hpc_curator.gather import merge_outputs
+    from hpc_curator.components import FieldStats
     from hpc_curator.pipeline import Pipeline
 
     rd = rundir.RunDir(run_dir)
     names = json.loads((rd.path / "segments.json").read_text())
-    pipeline = Pipeline(NoopSource(1)).filter(FieldStats(name="stats"))
+    return rd, names, Pipeline(NoopSource(1)).filter(FieldStats(name="stats"))
+
+
+def measure_merge(run_dir: str) -> dict[str, Any]:
+    """gather.merge_outputs over every segment (FieldStats.merge + sha256 of the output)."""
+    from hpc_curator.components import read_fieldstats
+    from hpc_curator.gather import merge_outputs
+
+    rd, names, pipeline = _merge_inputs(run_dir)
     base = peak_rss_mib()
     t0 = time.perf_counter()
     outputs = merge_outputs(rd, pipeline, {"stats": names})
@@ -241,17 +248,12 @@ def measure_merge_tree(run_dir: str) -> dict[str, Any]:
     The same two steps as ``gather.merge_tree`` + ``merge_outputs`` (minus the journal scan,
     which the manifest measurement covers). Prints only on rank 0.
     """
-    from benchmarks.workloads import NoopSource
-    from hpc_curator import rundir
-    from hpc_curator.components import FieldStats, read_fieldstats
+    from hpc_curator.components import read_fieldstats
     from hpc_curator.gather import merge_outputs, merge_share
-    from hpc_curator.pipeline import Pipeline
     from hpc_curator.world import detect_world
 
     world = detect_world()
-    rd = rundir.RunDir(run_dir)
-    names = json.loads((rd.path / "segments.json").read_text())
-    pipeline = Pipeline(NoopSource(1)).filter(FieldStats(name="stats"))
+    rd, names, pipeline = _merge_inputs(run_dir)
     world.idle_barrier()
     t0 = time.perf_counter()
     mine = merge_share(rd, pipeline, {"stats": names}, 9999, world.rank, world.size)

@@ -61,7 +61,7 @@ def requeue_exports(directory: str | os.PathLike[str], max_requeues: int) -> dic
 
 def srun_block(srun_line: str) -> str:
     """Wrap the ``srun`` line: drop a stale request, run, then requeue if rank 0 asked."""
-    flag = f'"${REQUEUE_DIR_ENV}/requeue-$SLURM_JOB_ID"'
+    flag = f'"{flag_path("$" + REQUEUE_DIR_ENV, "$SLURM_JOB_ID")}"'  # expanded by the shell
     return "\n".join(
         [
             f"rm -f {flag}  # a request from an earlier run of this job is void",
