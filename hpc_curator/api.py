@@ -22,7 +22,7 @@ from hpc_curator.backends import get_backend
 from hpc_curator.backends.base import Launch
 from hpc_curator.gather import merge_outputs
 from hpc_curator.pipeline import Pipeline
-from hpc_curator.rank import RunResult, RunSettings
+from hpc_curator.values import RunResult, RunSettings
 
 log = logging.getLogger("hpc_curator")
 RUNS_ROOT = "hpc-curator-runs"
@@ -71,6 +71,7 @@ def run_pipeline(
     indices: Sequence[int] | str | None = None,
     run_dir: str | os.PathLike[str] | None = None,
     config: RunConfig | None = None,
+    progress: bool = True,
     **settings: Any,
 ) -> RunOutputs:
     """Run ``pipeline`` over ``indices`` and return each index's output paths in input order.
@@ -82,14 +83,18 @@ def run_pipeline(
     Parameters
     ----------
     pipeline
-        The pipeline; it must be rebuildable from :meth:`Pipeline.to_spec` for the ``mpi``
-        backend (components importable, JSON-able arguments).
+        The pipeline. Workers and ranks rebuild it from :meth:`Pipeline.to_spec` when they
+        can; objects a fresh process cannot import (classes defined in ``__main__`` or a
+        notebook, non-JSON arguments) are sent to them with cloudpickle.
     n_jobs, backend, run_dir
         See :class:`RunConfig` (``config`` overrides them when given).
     indices
         Indices to run (default all); a sequence or selection text like ``"0:100,150"``.
+    progress
+        Show progress on stderr as ``hpc-curate run`` does (a live display on a terminal,
+        plain timestamped lines otherwise); ``False`` shows nothing.
     **settings
-        Fields of :class:`~hpc_curator.rank.RunSettings` (``commit_every``, ``max_failures``...).
+        Fields of :class:`~hpc_curator.values.RunSettings` (``commit_every``, ``max_failures``...).
     """
     cfg = config or RunConfig(
         backend, n_jobs, str(run_dir) if run_dir else None, RunSettings(**settings)
@@ -103,9 +108,13 @@ def run_pipeline(
         spec=pipeline.to_spec(),
         indices=indices,
         n_jobs=cfg.n_jobs,
-        pipeline=pipeline if cfg.backend != "mpi" else None,
+        pipeline=pipeline,
     )
-    result = get_backend(cfg.backend).launch(launch)
+    backend_impl = get_backend(cfg.backend)
+    from hpc_curator.console import ProgressView
+
+    with ProgressView(label=cfg.backend, run_dir=target, enabled=progress) as view:
+        result = backend_impl.launch(launch, on_commit=view.on_commit if progress else None)
     rd = rundir.RunDir(target)
     scan = journal.scan(rd)
     by_index: dict[int, list[str]] = {}

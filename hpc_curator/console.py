@@ -221,7 +221,8 @@ class ProgressView:
     Parameters
     ----------
     todo
-        Indices this attempt has to run.
+        Indices this attempt has to run (default: read from the run directory's progress
+        model once the attempt has begun).
     label
         Text in front of the bar.
     interval
@@ -236,7 +237,7 @@ class ProgressView:
 
     def __init__(
         self,
-        todo: int,
+        todo: int | None = None,
         label: str = "running",
         interval: float = 10.0,
         stream: TextIO | None = None,
@@ -261,6 +262,9 @@ class ProgressView:
         self._live: Any = None
 
     def __enter__(self) -> ProgressView:
+        if self.model is not None and self.enabled:
+            with self._lock:
+                self.model.poll()  # what is recorded now is the baseline, not this launch
         if not (self.enabled and self.tty):
             return self
         from rich.console import Console
@@ -294,7 +298,7 @@ class ProgressView:
             console=console,
         )
         self._bar.start()
-        self._task = self._bar.add_task(self.label, total=self.todo, failed=0, rate="")
+        self._task = self._bar.add_task(self.label, total=self.todo or None, failed=0, rate="")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -332,12 +336,25 @@ class ProgressView:
         ):
             self._plain()
 
+    def _todo(self) -> int:
+        if self.todo is not None:
+            return self.todo
+        if self.model is None:
+            return self.done
+        with self._lock:
+            self.model.poll()
+            totals = self.model.snapshot().totals
+        if totals.total is None:
+            return self.done
+        return max(self.done, totals.total - totals.baseline)
+
     def _plain(self) -> None:
         elapsed = time.monotonic() - self.started
         rate = self.done / max(1e-9, elapsed)
-        left = (self.todo - self.done) / rate if rate > 0 else float("nan")
+        todo = self._todo()
+        left = (todo - self.done) / rate if rate > 0 else float("nan")
         print(
-            f"{stamp()} {self.label}: {self.done}/{self.todo} done, {self.failed} failed, "
+            f"{stamp()} {self.label}: {self.done}/{todo} done, {self.failed} failed, "
             f"{rate:,.1f}/s, eta {left:,.0f}s",
             file=self.stream,
             flush=True,

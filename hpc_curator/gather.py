@@ -1,4 +1,4 @@
-"""End of an attempt on rank 0: merge committed shard segments, write the manifest, end.
+"""Merging committed shard segments into each stateful filter's output (rank 0 or a tree).
 
 Only segments named by journal commit records are merged — from every rank and every attempt
 — so orphans from crashes are ignored and every index's contribution counts exactly once. A
@@ -12,10 +12,12 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from hpc_curator import journal, manifest, rundir
+from hpc_curator import journal, rundir
 from hpc_curator.atomic import atomic_path
 from hpc_curator.errors import CuratorError, ShardError
 from hpc_curator.pipeline import Pipeline
+from hpc_curator.values import Plan
+from hpc_curator.world import World
 
 
 def file_digest(path: Path) -> str:
@@ -89,7 +91,7 @@ def merge_share(
     """Merge this rank's strided share of each filter's committed segments into one file.
 
     Only filters with at least :data:`TREE_MIN_SEGMENTS` segments are split. The partial file
-    (``.partial-a<attempt>-r<rank><suffix>`` in the filter's shard directory) is written
+    (:meth:`~hpc_curator.rundir.RunDir.partial_merge`) is written
     atomically; it is never named by a journal, so a crash leaves an orphan that nothing reads.
     Returns ``{filter: partial file name}``.
     """
@@ -100,14 +102,14 @@ def merge_share(
         if len(names) < TREE_MIN_SEGMENTS or not share:
             continue
         paths = _committed_paths(rd, f.name, share)
-        part = rd.shard_dir(f.name) / f".partial-a{attempt:04d}-r{rank:05d}{f.suffix}"
+        part = rd.partial_merge(f.name, attempt, rank, f.suffix)
         with atomic_path(part, durable=False) as tmp:
             type(f).merge([str(p) for p in paths], str(tmp))
         out[f.name] = part.name
     return out
 
 
-def merge_tree(world: Any, plan: Any, pipeline: Pipeline) -> tuple[Any, Any]:
+def merge_tree(world: World, plan: Plan, pipeline: Pipeline) -> tuple[Any, Any]:
     """Collective first stage of the end-of-attempt merge; every rank calls it.
 
     Rank 0 scans the journals and broadcasts the committed segments; each rank merges its
@@ -160,45 +162,3 @@ def _as_curator_error(exc: Exception, context: str) -> CuratorError:
     if isinstance(exc, CuratorError):
         return exc
     return ShardError(f"{context}: {type(exc).__name__}: {exc}")
-
-
-def finish(
-    plan: Any,
-    summaries: list[dict[str, Any]],
-    pipeline: Pipeline,
-    *,
-    scan: journal.JournalScan | None = None,
-    partials: dict[str, list[str]] | None = None,
-) -> Any:
-    """Merge outputs, write the manifest (last, atomically) and end the attempt.
-
-    ``scan`` and ``partials`` come from :func:`merge_tree` when the ranks merged in a tree.
-
-    Returns
-    -------
-    RunResult
-        Exit code 0 when every frozen index succeeded, 1 when some failed, 3 when some are
-        still pending (stopped by a signal, time limit or the failure budget).
-    """
-    from hpc_curator.rank import RunResult
-
-    rd = rundir.RunDir(plan.run_dir)
-    scan = journal.scan(rd) if scan is None else scan
-    outputs = merge_outputs(rd, pipeline, scan.segments, partials)
-    doc = manifest.summarize(rd, scan, summaries=summaries, outputs=outputs)
-    counts = doc["counts"]
-    reasons = sorted({s.get("reason", "done") for s in summaries} - {"done"})
-    rundir.end_attempt(
-        rd,
-        plan.attempt,
-        reason=",".join(reasons) or "done",
-        counts=counts,
-        world_size=len(summaries),
-    )
-    manifest.write(rd, scan, doc, plan.attempt)
-    status = doc["status"]
-    code = {"complete": 0, "failed": 1}.get(status, 3)
-    if "max_failures" in reasons:
-        code = 1
-    message = manifest.one_line(doc, reasons)
-    return RunResult(code, status, counts, message, str(rd.path), doc)

@@ -311,10 +311,7 @@ def _read_split(
     return records, raws, torn
 
 
-def _attempt_rank(path: Path) -> tuple[int, int]:
-    stem = path.stem  # aNNNN-rankRRRRR
-    a, r = stem.split("-rank")
-    return int(a[1:]), int(r)
+_attempt_rank = RunDir.parse_journal_name
 
 
 class JournalFollower:

@@ -20,8 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from hpc_curator.errors import UsageError
-
-SCHEDULES = ("strided", "block", "dynamic")
+from hpc_curator.values import SCHEDULES as SCHEDULES
 
 
 def parse_indices(text: str | Sequence[int] | np.ndarray | None, n: int) -> np.ndarray:

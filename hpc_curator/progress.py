@@ -189,9 +189,7 @@ class ProgressModel:
         self.commit_seconds = meta.get("settings", {}).get("commit_seconds")
 
     def _read_attempts(self) -> None:
-        if not self.rd.attempts_dir.is_dir():
-            return
-        for path in self.rd.attempts_dir.glob("[0-9][0-9][0-9][0-9]*.json"):
+        for path in self.rd.attempt_records():
             number = int(path.stem)
             if self.attempts.get(number, {}).get("ended"):
                 continue  # an ended attempt record never changes again

@@ -118,9 +118,59 @@ class RunDir:
         """Heartbeat file of a live attempt."""
         return self.attempts_dir / f"{attempt:04d}.heartbeat"
 
-    def rank_log(self, attempt: int, rank: int) -> Path:
-        """Log file of one rank."""
-        return self.logs_dir / f"a{attempt:04d}-rank{rank:05d}.log"
+    def attempt_records(self) -> list[Path]:
+        """Every attempt record file, oldest first."""
+        if not self.attempts_dir.is_dir():
+            return []
+        return sorted(self.attempts_dir.glob("[0-9][0-9][0-9][0-9]*.json"))
+
+    @staticmethod
+    def parse_journal_name(path: str | os.PathLike[str]) -> tuple[int, int]:
+        """``(attempt, rank)`` of a journal file name ``aNNNN-rankRRRRR.jsonl``."""
+        stem = Path(path).name.removesuffix(".jsonl")
+        attempt, _, rank = stem.partition("-rank")
+        return int(attempt[1:]), int(rank)
+
+    def partial_merge(self, filter_name: str, attempt: int, rank: int, suffix: str) -> Path:
+        """One rank's partial merge of its share of a filter's segments (never journaled)."""
+        return self.shard_dir(filter_name) / f".partial-a{attempt:04d}-r{rank:05d}{suffix}"
+
+    # -- Slurm -----------------------------------------------------------------------------
+    slurm_logs_dir = property(lambda self: self.slurm_dir / "logs")
+    submissions_dir = property(lambda self: self.slurm_dir / "submissions")
+
+    def submission_path(self, job_id: str) -> Path:
+        """Record of one submission (options, settings, script path)."""
+        return self.submissions_dir / f"{job_id}.json"
+
+    def submission_script(self, job_id: str) -> Path:
+        """The script submitit handed to sbatch for ``job_id``."""
+        return self.slurm_logs_dir / f"{job_id}_submission.sh"
+
+    def submitit_log_pattern(self) -> str:
+        """Per-task log path pattern of submitted jobs (submitit's ``<job>_<task>_log``)."""
+        return str(self.slurm_logs_dir / "%j_%t_log")
+
+    def sbatch_log_pattern(self) -> str:
+        """Per-task log path pattern of ``sbatch-script`` jobs."""
+        return str(self.logs_dir / "slurm-%j_%t")
+
+    def task_logs(self, job_id: str, task: int) -> list[Path]:
+        """Every possible stdout/stderr file of one task of a job (existing or not)."""
+        stems = [
+            pattern.replace("%j", str(job_id)).replace("%t", str(task))
+            for pattern in (self.submitit_log_pattern(), self.sbatch_log_pattern())
+        ]
+        return [Path(f"{stem}{suffix}") for stem in stems for suffix in (".err", ".out")]
+
+    def requeue_flag(self, job_id: str) -> Path:
+        """The request file rank 0 leaves for the job script to requeue ``job_id``."""
+        return requeue_flag(self.slurm_dir, job_id)
+
+
+def requeue_flag(directory: str | os.PathLike[str], job_id: str) -> Path:
+    """The requeue request file of ``job_id`` in ``directory`` (the run's ``slurm/``)."""
+    return Path(directory) / f"requeue-{job_id}"
 
 
 @dataclass(frozen=True)
@@ -246,12 +296,11 @@ def _spec_label(spec: dict[str, Any]) -> str:
 def list_attempts(rd: RunDir) -> list[dict[str, Any]]:
     """Every attempt record, oldest first."""
     out = []
-    if rd.attempts_dir.is_dir():
-        for p in sorted(rd.attempts_dir.glob("[0-9][0-9][0-9][0-9]*.json")):
-            try:
-                out.append(json.loads(p.read_text()))
-            except (OSError, ValueError):
-                continue
+    for p in rd.attempt_records():
+        try:
+            out.append(json.loads(p.read_text()))
+        except (OSError, ValueError):
+            continue
     return out
 
 
@@ -271,7 +320,9 @@ def attempt_alive(rd: RunDir, rec: dict[str, Any], now: float | None = None) -> 
             return True
     job = rec.get("job_id")
     if job:
-        if job == os.environ.get("SLURM_JOB_ID") and rec.get("host") != socket.gethostname():
+        from hpc_curator.slurm.env import slurm_env
+
+        if job == slurm_env().job_id and rec.get("host") != socket.gethostname():
             return False
         from hpc_curator.slurm.status import job_state
 

@@ -13,37 +13,15 @@ and committing it) are orphans and are ignored by merges.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hpc_curator.atomic import atomic_path
 
-_PATTERN = re.compile(r"^(?P<name>.+)\.rank(?P<rank>\d{5,})\.a(?P<attempt>\d{4,})-(?P<seq>\d{6,})")
-
-
-@dataclass(frozen=True)
-class SegmentId:
-    """The parts of a segment name."""
-
-    filter_name: str
-    rank: int
-    attempt: int
-    seq: int
-
 
 def segment_name(filter_name: str, rank: int, attempt: int, seq: int, suffix: str = ".h5") -> str:
     """Return the file name of a segment."""
     return f"{filter_name}.rank{rank:05d}.a{attempt:04d}-{seq:06d}{suffix}"
-
-
-def parse_segment_name(name: str) -> SegmentId:
-    """Parse a segment file name; ``ValueError`` if it is not one."""
-    m = _PATTERN.match(name)
-    if not m:
-        raise ValueError(f"not a shard segment name: {name!r}")
-    return SegmentId(m["name"], int(m["rank"]), int(m["attempt"]), int(m["seq"]))
 
 
 def write_segment(filt: Any, directory: Path, rank: int, attempt: int, seq: int) -> str | None:

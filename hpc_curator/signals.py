@@ -7,7 +7,10 @@ commits what is done and leaves. Nothing is written from inside a signal handler
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from hpc_curator.world import World
@@ -39,6 +42,28 @@ def install_signal_handlers(stop: StopFlag) -> None:
 
     for sig in STOP_SIGNALS:
         signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: StopFlag) -> Iterator[StopFlag]:
+    """While inside, the stop signals set ``stop`` instead of interrupting this process.
+
+    For launchers that run in the user's process (sequential, the parent of a pool, the
+    parent of ``mpiexec``): Ctrl-C or SIGTERM then ends the attempt cleanly (everything
+    committed, exit code 3) instead of raising in the middle of an index. The previous
+    handlers are restored on exit. Outside the main thread (signals cannot be handled there)
+    it does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    install_signal_handlers(stop)
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def block_stop_signals(block: bool = True) -> None:

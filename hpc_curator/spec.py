@@ -29,6 +29,9 @@ from typing import Any
 from hpc_curator.errors import SpecError, UsageError
 from hpc_curator.pipeline import Component, Pipeline, check_unique_names
 
+#: Prefix of the module names given to pipeline files loaded by path.
+USER_MODULE_PREFIX = "hpc_curator_user_"
+
 BUILTINS = {
     "SyntheticSource": "hpc_curator.components.synthetic:SyntheticSource",
     "HDF5Source": "hpc_curator.components.hdf5:HDF5Source",
@@ -221,7 +224,7 @@ def _load_file(path: Path) -> Any:
     if not path.is_file():
         raise SpecError(f"pipeline file {str(path)!r} does not exist", "check the path")
     digest = hashlib.sha1(str(path.absolute()).encode()).hexdigest()[:10]
-    name = f"hpc_curator_user_{path.stem}_{digest}"
+    name = f"{USER_MODULE_PREFIX}{path.stem}_{digest}"
     if name in sys.modules:
         return sys.modules[name]
     module_spec = importlib.util.spec_from_file_location(name, path)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from hpc_curator.errors import WorldError
+from hpc_curator.slurm.env import slurm_env
 
 EXPECTED_SIZE_ENV = "HPC_CURATOR_EXPECTED_SIZE"
 NO_MPI_ENV = "HPC_CURATOR_NO_MPI"
@@ -112,12 +113,13 @@ class World:
     comm: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        slurm = slurm_env()
         if not self.node:
-            self.node = os.environ.get("SLURMD_NODENAME") or self.host
+            self.node = slurm.node or self.host
         if self.job_id is None:
-            self.job_id = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")
+            self.job_id = slurm.job_id
         if self.step_id is None:
-            self.step_id = os.environ.get("SLURM_STEP_ID")
+            self.step_id = slurm.step_id
 
     @property
     def is_root(self) -> bool:
@@ -137,11 +139,6 @@ class World:
         }
 
     # -- collectives (no-ops for size 1) ---------------------------------------------------
-    def barrier(self) -> None:
-        """Wait for every rank."""
-        if self.comm is not None:
-            self.comm.Barrier()
-
     def idle_barrier(self, poll: float = 0.005) -> None:
         """Wait for every rank *sleeping*, not spinning.
 
@@ -170,11 +167,6 @@ class World:
         if self.comm is not None:
             return RMACounter(self.comm, initial)
         return LocalCounter(initial)
-
-    def abort(self, code: int) -> None:
-        """Abort every rank (MPI) — only for unrecoverable states."""
-        if self.comm is not None:
-            self.comm.Abort(code)
 
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -213,11 +205,10 @@ def tune_malloc(mmap_mib: int = 4, trim_mib: int = 16) -> bool:
 
 def expected_size() -> int | None:
     """World size the launcher promised, from our variable or the Slurm step."""
-    for var in (EXPECTED_SIZE_ENV, "SLURM_STEP_NUM_TASKS"):
-        value = os.environ.get(var)
-        if value and value.isdigit():
-            return int(value)
-    return None
+    value = os.environ.get(EXPECTED_SIZE_ENV)
+    if value and value.isdigit():
+        return int(value)
+    return slurm_env().step_tasks
 
 
 def detect_world(use_mpi: bool = True) -> World:

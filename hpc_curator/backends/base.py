@@ -1,8 +1,9 @@
 """The launcher contract: start N workers that each run the rank program.
 
 A backend only decides how workers start and how each learns its slot and the world size;
-preparing the run, the rank loop, journals, shards and the manifest are shared
-(:mod:`hpc_curator.rank`, :mod:`hpc_curator.gather`).
+the attempt (begin, the rank loop, end), journals, shards and the manifest are shared
+(:mod:`hpc_curator.attempt`). Every backend honours ``stop`` (commit and end early) and
+``on_commit`` (called with each commit record, for progress displays).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any, ClassVar
 
 from hpc_curator import journal, rundir
 from hpc_curator.pipeline import Pipeline
-from hpc_curator.rank import OnCommit, RunResult, RunSettings, StopFlag
+from hpc_curator.signals import StopFlag
+from hpc_curator.values import OnCommit, RunResult, RunSettings
 
 
 @dataclass(frozen=True)
@@ -77,9 +79,11 @@ def available_cpus() -> int:
         n = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         n = os.cpu_count() or 1
-    slurm = os.environ.get("SLURM_CPUS_PER_TASK")
-    if slurm and slurm.isdigit():
-        n = min(n, int(slurm))
+    from hpc_curator.slurm.env import slurm_env
+
+    slurm = slurm_env().cpus_per_task
+    if slurm:
+        n = min(n, slurm)
     return max(1, n)
 
 

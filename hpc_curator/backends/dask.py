@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from hpc_curator.backends.base import Launch, RunBackend, resolve_n_jobs
 from hpc_curator.backends.pool import run_pool
-from hpc_curator.rank import OnCommit, RunResult, StopFlag
+from hpc_curator.signals import StopFlag
+from hpc_curator.values import OnCommit, RunResult
 
 
 class DaskBackend(RunBackend):
@@ -25,4 +26,4 @@ class DaskBackend(RunBackend):
             bag = db.from_sequence(args, npartitions=len(args)).map(lambda a: fn(*a))
             return list(bag.compute(scheduler="processes", num_workers=n))
 
-        return run_pool(launch, n, self.name, map_fn)
+        return run_pool(launch, n, self.name, map_fn, stop=stop, on_commit=on_commit)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from hpc_curator.backends.base import Launch, RunBackend, resolve_n_jobs
 from hpc_curator.backends.pool import run_pool
-from hpc_curator.rank import OnCommit, RunResult, StopFlag
+from hpc_curator.signals import StopFlag
+from hpc_curator.values import OnCommit, RunResult
 
 
 class LokyBackend(RunBackend):
@@ -24,4 +25,4 @@ class LokyBackend(RunBackend):
         def map_fn(fn, args):  # type: ignore[no-untyped-def]
             return Parallel(n_jobs=n, backend="loky")(delayed(fn)(*a) for a in args)
 
-        return run_pool(launch, n, self.name, map_fn)
+        return run_pool(launch, n, self.name, map_fn, stop=stop, on_commit=on_commit)

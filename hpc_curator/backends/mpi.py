@@ -12,12 +12,14 @@ import functools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from hpc_curator import rundir
+from hpc_curator import portable, rundir
 from hpc_curator.backends.base import (
     Launch,
     RunBackend,
@@ -27,7 +29,8 @@ from hpc_curator.backends.base import (
 from hpc_curator.errors import LaunchError
 from hpc_curator.journal import JournalFollower
 from hpc_curator.partition import format_indices
-from hpc_curator.rank import OnCommit, RunResult, RunSettings, StopFlag
+from hpc_curator.signals import StopFlag, stop_on_signals
+from hpc_curator.values import OnCommit, RunResult, RunSettings, exit_code_for
 from hpc_curator.world import EXPECTED_SIZE_ENV, thread_limits
 
 
@@ -130,9 +133,13 @@ def settings_args(settings: RunSettings) -> list[str]:
     return args
 
 
-def rank_command(launch: Launch, python: str | None = None) -> list[str]:
+def rank_command(
+    launch: Launch, python: str | None = None, pipeline_blob: str | None = None
+) -> list[str]:
     """The command every rank runs: ``python -m hpc_curator rank --run-dir D ...``."""
     cmd = [python or sys.executable, "-m", "hpc_curator", "rank", "--run-dir", launch.run_dir]
+    if pipeline_blob is not None:
+        cmd += ["--pipeline-blob", pipeline_blob]
     if launch.spec is not None:
         cmd += ["--spec-json", json.dumps(launch.spec, separators=(",", ":"))]
     if launch.indices is not None:
@@ -159,22 +166,43 @@ class MPIBackend(RunBackend):
         env = dict(os.environ, **{EXPECTED_SIZE_ENV: str(n), "HPC_CURATOR_PARENT": "mpi"})
         for var, value in thread_limits(max(1, available_cpus() // n)).items():
             env.setdefault(var, value)
-        cmd = [exe, "-n", str(n), *rank_command(launch)]
-        rd = rundir.RunDir(launch.run_dir)
+        blob = portable.payload(launch.pipeline)
+        with tempfile.TemporaryDirectory(prefix="hpc-curator-") as tmp:
+            blob_path = None
+            if blob is not None:  # objects the ranks cannot rebuild from the spec
+                blob_path = str(Path(tmp) / "pipeline.pkl")
+                Path(blob_path).write_bytes(blob)
+            cmd = [exe, "-n", str(n), *rank_command(launch, pipeline_blob=blob_path)]
+            return self._run(cmd, env, n, rundir.RunDir(launch.run_dir), stop, on_commit)
+
+    def _run(
+        self,
+        cmd: list[str],
+        env: dict[str, str],
+        n: int,
+        rd: rundir.RunDir,
+        stop: StopFlag | None,
+        on_commit: OnCommit | None,
+    ) -> RunResult:
         attempts_before = len(rundir.list_attempts(rd))
         follower = JournalFollower(rd)
-        if on_commit is not None and rd.journal_dir.is_dir():
+        if rd.journal_dir.is_dir():
             follower.poll()  # skip earlier attempts: progress counts this launch only
-        proc = subprocess.Popen(cmd, env=env)
-        try:
+        with stop_on_signals(stop or StopFlag()) as flag:
+            proc = subprocess.Popen(cmd, env=env)
+            forwarded = False
             while True:
                 try:
                     proc.wait(timeout=0.3)
                     break
                 except subprocess.TimeoutExpired:
                     _feed(follower, on_commit)
-        except KeyboardInterrupt:
-            proc.wait()  # mpiexec forwards SIGINT; ranks commit and leave
+                if flag and not forwarded:
+                    # a terminal's Ctrl-C reached the ranks already; SIGTERM to this process
+                    # alone, or the caller's stop, is passed on as the SIGINT mpiexec forwards
+                    if flag.reason != "SIGINT":
+                        proc.send_signal(signal.SIGINT)
+                    forwarded = True
         _feed(follower, on_commit)
         if proc.returncode and len(rundir.list_attempts(rd)) == attempts_before:
             # no rank got as far as starting the run (bad spec or indices, MPI failure)
@@ -206,8 +234,8 @@ def result_from_run_dir(rd: rundir.RunDir, returncode: int, what: str) -> RunRes
             from hpc_curator.manifest import one_line
 
             status = doc["status"]
-            code = returncode if returncode else {"complete": 0, "failed": 1}.get(status, 3)
             reasons = [r for r in str(last.get("reason", "")).split(",") if r and r != "done"]
+            code = exit_code_for(status, reasons, returncode)
             return RunResult(code, status, doc["counts"], one_line(doc, reasons), str(rd.path), doc)
     if rd.exists():
         from hpc_curator import journal

@@ -7,7 +7,8 @@ from concurrent.futures import ProcessPoolExecutor
 
 from hpc_curator.backends.base import Launch, RunBackend, resolve_n_jobs
 from hpc_curator.backends.pool import run_pool
-from hpc_curator.rank import OnCommit, RunResult, StopFlag
+from hpc_curator.signals import StopFlag
+from hpc_curator.values import OnCommit, RunResult
 
 
 class ProcessPoolBackend(RunBackend):
@@ -27,4 +28,4 @@ class ProcessPoolBackend(RunBackend):
                 futures = [pool.submit(fn, *a) for a in args]
                 return [f.result() for f in futures]
 
-        return run_pool(launch, n, self.name, map_fn)
+        return run_pool(launch, n, self.name, map_fn, stop=stop, on_commit=on_commit)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from hpc_curator.attempt import run_here
 from hpc_curator.backends.base import Launch, RunBackend
-from hpc_curator.rank import OnCommit, RunResult, StopFlag, run_world
-from hpc_curator.world import World
+from hpc_curator.signals import StopFlag
+from hpc_curator.values import OnCommit, RunResult
 
 
 class SequentialBackend(RunBackend):
@@ -16,8 +17,7 @@ class SequentialBackend(RunBackend):
     def launch(
         self, launch: Launch, *, stop: StopFlag | None = None, on_commit: OnCommit | None = None
     ) -> RunResult:
-        return run_world(
-            World(),
+        return run_here(
             launch.run_dir,
             launch.settings,
             spec=launch.spec,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import click
@@ -151,9 +150,7 @@ def logs_cmd(run_dir: str, rank: int, job: str | None, follow: bool) -> None:
     job = job or (jobs[-1] if jobs else None)
     if job is None:
         raise UsageError(f"{rd.path} has no Slurm job", "logs of local runs go to the terminal")
-    candidates = [rd.slurm_dir / "logs" / f"{job}_{rank}_log", rd.logs_dir / f"slurm-{job}_{rank}"]
-    files = [Path(f"{c}{s}") for c in candidates for s in (".err", ".out")]
-    files = [f for f in files if f.exists()]
+    files = [f for f in rd.task_logs(job, rank) if f.exists()]
     if not files:
         raise UsageError(
             f"no log of job {job} rank {rank} yet in {rd.path}",

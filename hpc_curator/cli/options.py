@@ -74,7 +74,7 @@ def settings_options(f: F) -> F:
 
 def make_settings(kw: dict[str, Any]) -> Any:
     """Pop the settings options from ``kw`` into a ``RunSettings``."""
-    from hpc_curator.rank import RunSettings
+    from hpc_curator.values import RunSettings
 
     return RunSettings(
         commit_every=kw.pop("commit_every"),

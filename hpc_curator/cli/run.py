@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import Any
 
 import click
 
 from hpc_curator.cli.options import make_settings, settings_options, spec_options
-
-#: Set by launchers that report the result themselves (rank 0 then stays quiet).
-PARENT_ENV = "HPC_CURATOR_PARENT"
 
 
 def print_result(result: Any, quiet: bool = False) -> None:
@@ -141,6 +137,9 @@ def _todo(run_dir: str, n: int, indices: str | None) -> int:
 @click.option("--run-dir", default=None, help="Run directory (alternative to the argument).")
 @click.option("--spec", default=None, help="Pipeline SPEC; needed when the run dir is new.")
 @click.option("--spec-json", default=None, hidden=True, help="Frozen spec (set by launchers).")
+@click.option(
+    "--pipeline-blob", default=None, hidden=True, help="Pickled pipeline (set by launchers)."
+)
 @spec_options
 @settings_options
 def rank_cmd(
@@ -148,6 +147,7 @@ def rank_cmd(
     run_dir: str | None,
     spec: str | None,
     spec_json: str | None,
+    pipeline_blob: str | None,
     params: tuple[str, ...],
     indices: str | None,
     **kw: Any,
@@ -157,9 +157,11 @@ def rank_cmd(
     Start it N times with mpiexec -n N or srun --mpi=pmi2; alone it is a world of one. Rank 0
     creates the run dir (from --spec) if it does not exist yet; the other ranks wait for it.
     """
+    from pathlib import Path
+
     from hpc_curator import spec as specmod
+    from hpc_curator.attempt import rank_main
     from hpc_curator.errors import UsageError
-    from hpc_curator.rank import block_stop_signals, run_world, start_rank
 
     target = run_dir or run_dir_arg
     if not target:
@@ -170,28 +172,8 @@ def rank_cmd(
         if spec_json
         else (specmod.make_spec(spec, specmod.parse_params(params)) if spec else None)
     )
-    world, stop = start_rank()
-    try:
-        result = run_world(
-            world,
-            target,
-            settings,
-            spec=frozen,
-            indices=indices,
-            stop=stop,
-            launcher="srun" if world.step_id else "mpi",
-        )
-    except Exception as exc:
-        if not world.is_root:
-            exc.relayed = True  # type: ignore[attr-defined]
-        raise
-    if world.is_root and result.exit_code == 3 and stop.reason == "SIGUSR2":
-        from hpc_curator.slurm.requeue import request_requeue
-
-        request_requeue()  # acted on by the job script, if it is ours (no-op elsewhere)
-    block_stop_signals()  # until exit: MPI finalisation talks PMI too
-    if world.is_root and not os.environ.get(PARENT_ENV):
-        print_result(result, quiet=True)
+    blob = Path(pipeline_blob).read_bytes() if pipeline_blob else None
+    _, result, _ = rank_main(target, settings, spec=frozen, indices=indices, pipeline_blob=blob)
     sys.exit(result.exit_code)
 
 

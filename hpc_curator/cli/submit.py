@@ -42,11 +42,10 @@ def launch_slurm(rd: Any, opts: Any, settings: Any, cluster: str, wait: bool) ->
     from hpc_curator.slurm import submit as sub
 
     if cluster == "debug":
-        from hpc_curator.rank import run_world
-        from hpc_curator.world import World
-
-        result = run_world(World(), str(rd.path), settings, launcher="debug")
+        from hpc_curator.attempt import run_here
         from hpc_curator.cli.run import print_result
+
+        result = run_here(str(rd.path), settings, launcher="debug")
 
         print_result(result)
         sys.exit(result.exit_code)
@@ -238,7 +237,7 @@ def relaunch(
         opts, settings = sub.last_options(rd)
         opts = opts.override(**changes)
     else:
-        from hpc_curator.rank import RunSettings
+        from hpc_curator.values import RunSettings
 
         opts = SlurmOptions(**changes)
         recorded = info.meta.get("settings", {})

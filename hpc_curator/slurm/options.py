@@ -9,7 +9,7 @@ counts, sbatch option names that look like options. Values are shell-quoted by t
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from hpc_curator.errors import UsageError
@@ -113,7 +113,6 @@ class SlurmOptions:
     requeue: bool = True
     max_requeues: int = 3
     python: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("nodes", "ntasks_per_node"):
@@ -160,7 +159,7 @@ class SlurmOptions:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-able form (recorded in the run dir for ``resume``)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["setup"] = list(self.setup)
         out["sbatch_opts"] = [list(kv) for kv in self.sbatch_opts]
         out["srun_args"] = list(self.srun_args)

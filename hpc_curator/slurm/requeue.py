@@ -21,14 +21,16 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from hpc_curator.atomic import atomic_write
+from hpc_curator.rundir import requeue_flag
+from hpc_curator.slurm.env import SlurmEnv
 
 REQUEUE_DIR_ENV = "HPC_CURATOR_REQUEUE_DIR"
 MAX_REQUEUES_ENV = "HPC_CURATOR_MAX_REQUEUES"
 
 
 def flag_path(directory: str | os.PathLike[str], job_id: str) -> Path:
-    """The request file for one job."""
-    return Path(directory) / f"requeue-{job_id}"
+    """The request file for one job (named by :func:`hpc_curator.rundir.requeue_flag`)."""
+    return requeue_flag(directory, job_id)
 
 
 def request_requeue(env: Mapping[str, str] | None = None) -> bool:
@@ -38,10 +40,10 @@ def request_requeue(env: Mapping[str, str] | None = None) -> bool:
     that handles it, or once ``SLURM_RESTART_COUNT`` reached the allowed number of requeues.
     """
     env = os.environ if env is None else env
-    job = env.get("SLURM_JOB_ID")
+    slurm = SlurmEnv.read(env)
+    job, restarts = slurm.job_id, slurm.restart_count
     directory = env.get(REQUEUE_DIR_ENV)
     try:
-        restarts = int(env.get("SLURM_RESTART_COUNT") or 0)
         allowed = int(env.get(MAX_REQUEUES_ENV) or 0)
     except ValueError:
         return False

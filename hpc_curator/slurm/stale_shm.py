@@ -27,6 +27,8 @@ import os
 import sys
 from pathlib import Path
 
+from hpc_curator.slurm.env import SlurmEnv
+
 SHM_DIR = Path("/dev/shm")
 MARGIN_S = 2.0
 
@@ -72,15 +74,9 @@ def clear_stale_segments(
     Does nothing outside a restarted Slurm job step. Files newer than this process's start
     minus :data:`MARGIN_S` belong to the current run and are kept.
     """
-    env = os.environ if env is None else env
-    job = env.get("SLURM_JOB_ID")
-    step = env.get("SLURM_STEP_ID") or env.get("SLURM_STEPID")
-    node = env.get("SLURM_NODEID")
-    try:
-        restarts = int(env.get("SLURM_RESTART_COUNT") or 0)
-    except ValueError:
-        restarts = 0
-    if not (job and step and node) or restarts < 1:
+    slurm = SlurmEnv.read(env)
+    job, step, node = slurm.job_id, slurm.step_id, slurm.node_id
+    if not (job and step and node) or slurm.restart_count < 1:
         return []
     started = process_start_time()
     if started is None:

@@ -32,17 +32,16 @@ from typing import Any
 from hpc_curator import rundir
 from hpc_curator.atomic import atomic_write
 from hpc_curator.errors import LaunchError, UsageError
-from hpc_curator.rank import RunSettings
 from hpc_curator.slurm.options import SlurmOptions
-from hpc_curator.slurm.requeue import request_requeue
 from hpc_curator.slurm.script import render
+from hpc_curator.values import RunSettings
 
 SUBMITIT_ENV = {"SUBMITIT_EXECUTOR": "slurm"}
 
 
 def log_pattern(rd: rundir.RunDir) -> str:
     """Per-task log path pattern (submitit's naming: ``<job>_<task>_log``)."""
-    return str(rd.slurm_dir / "logs" / "%j_%t_log")
+    return rd.submitit_log_pattern()
 
 
 @dataclass
@@ -61,17 +60,9 @@ class RankJob:
     settings: RunSettings
 
     def __call__(self) -> dict[str, Any]:
-        from hpc_curator.rank import block_stop_signals, run_world, start_rank
+        from hpc_curator.attempt import rank_main
 
-        world, stop = start_rank()
-        result = run_world(world, self.run_dir, self.settings, launcher="slurm", stop=stop)
-        requeued = False
-        if world.is_root and result.exit_code == 3 and stop.reason == "SIGUSR2":
-            requeued = request_requeue()
-        world.idle_barrier()
-        block_stop_signals()  # until exit: MPI finalisation talks PMI too
-        if result.exit_code and not requeued:
-            print(f"hpc-curate: {result.status}: {result.message}", file=sys.stderr, flush=True)
+        world, result, requeued = rank_main(self.run_dir, self.settings, launcher="slurm")
         return {
             "rank": world.rank,
             "exit_code": result.exit_code,
@@ -140,7 +131,7 @@ def submitit_payload(rd: rundir.RunDir, python: str | None = None) -> list[str]:
         "-u",
         "-m",
         "submitit.core._submit",
-        str(rd.slurm_dir / "logs"),
+        str(rd.slurm_logs_dir),
     ]
 
 
@@ -170,7 +161,7 @@ def sbatch_script(
     return render(
         opts,
         rank_command(launch, opts.python),
-        log_pattern=str(rd.path / "logs" / "slurm-%j_%t"),
+        log_pattern=rd.sbatch_log_pattern(),
         requeue_dir=rd.slurm_dir,
     )
 
@@ -178,7 +169,7 @@ def sbatch_script(
 def submit(opts: SlurmOptions, rd: rundir.RunDir, settings: RunSettings) -> dict[str, Any]:
     """Submit one job for the run in ``rd`` and record it; return the submission record."""
 
-    folder = rd.slurm_dir / "logs"
+    folder = rd.slurm_logs_dir
     folder.mkdir(parents=True, exist_ok=True)
     executor = CuratorSlurmExecutor(folder, opts, rd)
     job_fn = RankJob(str(rd.path), settings)
@@ -194,7 +185,7 @@ def submit(opts: SlurmOptions, rd: rundir.RunDir, settings: RunSettings) -> dict
         "submitted_ts": time.time(),
         "options": opts.to_json(),
         "settings": settings.__dict__,
-        "script": str(folder / f"{job.job_id}_submission.sh"),
+        "script": str(rd.submission_script(str(job.job_id))),
         "cwd": os.getcwd(),
         "argv": sys.argv,
     }
@@ -226,14 +217,14 @@ def scrubbed_env() -> Iterator[None]:
 
 def record_submission(rd: rundir.RunDir, record: dict[str, Any]) -> Path:
     """Write ``D/slurm/submissions/<job>.json`` atomically."""
-    path = rd.slurm_dir / "submissions" / f"{record['job_id']}.json"
+    path = rd.submission_path(str(record["job_id"]))
     atomic_write(path, json.dumps(record, indent=2, default=repr))
     return path
 
 
 def submissions(rd: rundir.RunDir) -> list[dict[str, Any]]:
     """Every recorded submission, oldest first."""
-    folder = rd.slurm_dir / "submissions"
+    folder = rd.submissions_dir
     recs = []
     for p in folder.glob("*.json") if folder.is_dir() else []:
         try:

@@ -124,6 +124,10 @@ def _start(d: Path, ranks: int, *extra: str) -> subprocess.Popen[bytes]:
     )
 
 
+def _commits(d: Path) -> int:
+    return sum(p.read_bytes().count(b'"t":"commit"') for p in (d / "journal").glob("*.jsonl"))
+
+
 def _rank_pids(d: Path) -> dict[int, int]:
     pids = {}
     for path in (d / "journal").glob("a*-rank*.jsonl"):
@@ -144,7 +148,10 @@ def test_sigkill_one_rank_then_resume_with_other_world_size(
         deadline = time.time() + 60
         while time.time() < deadline and len(_rank_pids(d)) < 4:
             time.sleep(0.1)
-        time.sleep(0.8)
+        # kill once the run is under way (a few commits), not after a fixed delay: on a
+        # loaded machine the ranks may not even have started working after one
+        while time.time() < deadline and _commits(d) < 4:
+            time.sleep(0.02)
         victim = _rank_pids(d)[2]
         os.kill(victim, signal.SIGKILL)
         assert proc.wait(timeout=60) != 0
@@ -289,7 +296,8 @@ def test_stop_signal_commits_and_resume_finishes(
         deadline = time.time() + 60
         while time.time() < deadline and len(_rank_pids(d)) < 2:
             time.sleep(0.1)
-        time.sleep(0.6)
+        while time.time() < deadline and _commits(d) < 4:
+            time.sleep(0.02)
         for pid in _rank_pids(d).values():
             os.kill(pid, sig)
         assert proc.wait(timeout=60) == 3

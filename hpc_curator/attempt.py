@@ -1,0 +1,463 @@
+"""One attempt of a run, from begin to end; the single entry point of every launcher.
+
+An attempt is: :func:`begin` (rank 0, or the parent of an in-process pool: create or open the
+run directory, claim an attempt, compute ``pending = frozen - recorded``), the world run (every
+rank or pool slot runs :func:`hpc_curator.rank.work` on its share), and :func:`end` (merge the
+committed shard segments, write the manifest last, decide the status and exit code).
+
+Who calls what:
+
+- :func:`rank_main` is the rank program: ``hpc-curate rank`` under ``mpiexec``/``srun``/an
+  sbatch template and the submitit :class:`~hpc_curator.slurm.submit.RankJob` both call it. It
+  does the start-up (malloc tuning, MPI initialisation with stale shared memory removed and
+  stop signals held, signal handlers), :func:`run_world`, the requeue request after a time
+  limit, the final barrier, the closing line and the exit code.
+- :func:`run_here` runs a world of one in this process (the sequential backend,
+  ``submit --cluster debug``).
+- :func:`run_slots` runs an in-process pool (process_pool, loky, dask): the parent begins and
+  ends, each worker slot runs :func:`slot_main`, the same rank loop with its slot as rank.
+
+So ``mpiexec``, ``srun``, a pool and a single process run literally the same code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hpc_curator import journal, manifest, partition, portable, rundir
+from hpc_curator import spec as specmod
+from hpc_curator.backends.base import JournalFailureCounter
+from hpc_curator.errors import CuratorError, UsageError
+from hpc_curator.gather import merge_outputs, merge_tree
+from hpc_curator.pipeline import Pipeline
+from hpc_curator.rank import work
+from hpc_curator.signals import StopFlag, block_stop_signals, start_rank, stop_on_signals
+from hpc_curator.values import OnCommit, Plan, RunResult, RunSettings, exit_code_for
+from hpc_curator.world import NO_MPI_ENV, Counter, LocalCounter, World, tune_malloc
+
+#: Set by launchers that report the result themselves (rank 0 then stays quiet).
+PARENT_ENV = "HPC_CURATOR_PARENT"
+
+
+# -- begin ---------------------------------------------------------------------------------
+def begin(
+    run_dir: str | os.PathLike[str],
+    settings: RunSettings,
+    identity: dict[str, Any],
+    *,
+    spec: dict[str, Any] | None = None,
+    indices: str | Sequence[int] | None = None,
+    launcher: str = "sequential",
+    pipeline: Pipeline | None = None,
+) -> Plan:
+    """Create or open the run directory, claim an attempt and compute what is pending.
+
+    ``pipeline`` (built from ``spec``) saves building it again to count the source.
+
+    Raises
+    ------
+    CuratorError
+        Conflicting spec or indices, a live attempt, bad index selection.
+    """
+    rd = rundir.RunDir(run_dir)
+    frozen = None
+    if spec is not None and (indices is not None or not rd.exists()):
+        source = (pipeline or specmod.build(spec)).source
+        frozen = partition.parse_indices(indices, len(source))
+    elif indices is not None:
+        raise UsageError("--indices needs the pipeline spec too", "pass SPEC with --indices")
+    info = rundir.create_or_open(rd, spec, frozen, asdict(settings))
+    attempt = rundir.start_attempt(rd, identity, launcher)
+    scan = journal.scan(rd, with_outputs=False)
+    failed = scan.failed_indices()
+    if settings.retry_failed:
+        todo = info.indices[np.isin(info.indices, failed)]
+    else:
+        todo = partition.pending(info.indices, scan.recorded())
+    return Plan(
+        run_dir=str(rd.path),
+        attempt=attempt,
+        spec=info.spec,
+        cwd=info.meta.get("cwd", os.getcwd()),
+        pending=todo,
+        total=info.n,
+        recorded=len(scan.recorded()),
+        failures_before=0 if settings.retry_failed else len(failed),
+        settings=settings,
+    )
+
+
+# -- end -----------------------------------------------------------------------------------
+def end(
+    plan: Plan,
+    summaries: list[dict[str, Any]],
+    pipeline: Pipeline,
+    *,
+    scan: journal.JournalScan | None = None,
+    partials: dict[str, list[str]] | None = None,
+) -> RunResult:
+    """Merge outputs, write the manifest (last, atomically) and end the attempt.
+
+    ``scan`` and ``partials`` come from :func:`~hpc_curator.gather.merge_tree` when the ranks
+    merged in a tree.
+
+    Returns
+    -------
+    RunResult
+        Exit code 0 when every frozen index succeeded, 1 when some failed (or the failure
+        budget was exceeded), 3 when some are still pending (stopped by a signal or time limit).
+    """
+    rd = rundir.RunDir(plan.run_dir)
+    scan = journal.scan(rd) if scan is None else scan
+    outputs = merge_outputs(rd, pipeline, scan.segments, partials)
+    doc = manifest.summarize(rd, scan, summaries=summaries, outputs=outputs)
+    counts = doc["counts"]
+    reasons = sorted({s.get("reason", "done") for s in summaries} - {"done"})
+    rundir.end_attempt(
+        rd,
+        plan.attempt,
+        reason=",".join(reasons) or "done",
+        counts=counts,
+        world_size=len(summaries),
+    )
+    manifest.write(rd, scan, doc, plan.attempt)
+    status = doc["status"]
+    message = manifest.one_line(doc, reasons)
+    return RunResult(exit_code_for(status, reasons), status, counts, message, str(rd.path), doc)
+
+
+class Heartbeat:
+    """Touch the attempt's heartbeat file periodically from a daemon thread."""
+
+    def __init__(self, path: Path, interval: float = rundir.HEARTBEAT_INTERVAL) -> None:
+        self.path = path
+        self.interval = interval
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True, name="heartbeat")
+
+    def _beat(self) -> None:
+        while not self._done.wait(self.interval):
+            try:
+                self.path.touch()
+            except OSError:
+                pass
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+# -- a world of MPI ranks (or of one process) ----------------------------------------------
+def run_world(
+    world: World,
+    run_dir: str | os.PathLike[str],
+    settings: RunSettings,
+    *,
+    spec: dict[str, Any] | None = None,
+    indices: str | Sequence[int] | None = None,
+    launcher: str = "mpi",
+    stop: StopFlag | None = None,
+    on_commit: OnCommit | None = None,
+    pipeline: Pipeline | None = None,
+) -> RunResult:
+    """Run one attempt across ``world``: begin on rank 0, work everywhere, end on rank 0.
+
+    Errors in begin or end are broadcast, so no rank hangs in a collective; on ranks other
+    than 0 they surface as :class:`CuratorError` with the same message.
+    """
+    stop = StopFlag() if stop is None else stop
+    outcome: Any = None
+    if world.is_root:
+        try:
+            outcome = begin(
+                run_dir,
+                settings,
+                world.identity(),
+                spec=spec,
+                indices=indices,
+                launcher=launcher,
+                pipeline=pipeline,
+            )
+        except CuratorError as exc:
+            outcome = exc
+    world.idle_barrier()  # the others sleep (not spin) while rank 0 prepares
+    outcome = world.bcast(outcome)
+    if isinstance(outcome, CuratorError):
+        raise outcome
+    plan: Plan = outcome
+    rd = rundir.RunDir(plan.run_dir)
+    os.chdir(plan.cwd)
+    pipeline = pipeline or specmod.build(plan.spec)
+    # MPI windows only when needed: registering window memory makes UCX hook malloc/munmap,
+    # which made every index of a numpy-heavy pipeline page-fault its buffers again (~15%)
+    budgeted = settings.budget(plan.total) is not None
+    failures: Counter = (
+        world.counter(plan.failures_before) if budgeted else LocalCounter(plan.failures_before)
+    )
+    chunks = world.counter(0) if settings.schedule == "dynamic" else None
+    beating = Heartbeat(rd.heartbeat_path(plan.attempt)) if world.is_root else nullcontext()
+    with beating:
+        summary = work(
+            plan,
+            world,
+            pipeline=pipeline,
+            failures=failures,
+            chunks=chunks,
+            stop=stop,
+            on_commit=on_commit,
+        )
+    world.idle_barrier()  # early finishers sleep instead of spinning on shared cores
+    failures.free()
+    if chunks is not None:
+        chunks.free()
+    summaries = world.gather(summary)
+    scan, partials = merge_tree(world, plan, pipeline) if world.size > 1 else (None, None)
+    result: Any = None
+    if world.is_root:
+        try:
+            for stage in (scan, partials):  # an error of the tree merge, on any rank
+                if isinstance(stage, CuratorError):
+                    raise stage
+            result = end(plan, summaries or [summary], pipeline, scan=scan, partials=partials)
+        except CuratorError as exc:
+            result = exc
+    world.idle_barrier()
+    result = world.bcast(result)
+    if isinstance(result, CuratorError):
+        raise result
+    return result
+
+
+def rank_main(
+    run_dir: str,
+    settings: RunSettings,
+    *,
+    spec: dict[str, Any] | None = None,
+    indices: str | Sequence[int] | None = None,
+    launcher: str | None = None,
+    pipeline_blob: bytes | None = None,
+) -> tuple[World, RunResult, bool]:
+    """The rank program: start up, run this rank's part of the attempt, close down.
+
+    Parameters
+    ----------
+    run_dir, settings, spec, indices
+        The run (``spec`` is needed only to create it).
+    launcher
+        Label recorded in the attempt (default ``srun`` inside a Slurm step, else ``mpi``).
+    pipeline_blob
+        A pickled pipeline (:mod:`hpc_curator.portable`) for objects the spec cannot rebuild.
+
+    Returns
+    -------
+    tuple
+        The world, the attempt's result (the same on every rank) and whether rank 0 asked the
+        job script for a requeue. Exit with ``result.exit_code``.
+    """
+    world, stop = start_rank()
+    label = launcher or ("srun" if world.step_id else "mpi")
+    try:
+        pipeline = None
+        if pipeline_blob is not None:
+            pipeline = portable.rebuild(spec or {}, pipeline_blob)
+        result = run_world(
+            world,
+            run_dir,
+            settings,
+            spec=spec,
+            indices=indices,
+            stop=stop,
+            launcher=label,
+            pipeline=pipeline,
+        )
+    except Exception as exc:
+        if not world.is_root:
+            exc.relayed = True  # type: ignore[attr-defined]  # rank 0 says it once
+        raise
+    requeued = False
+    if world.is_root and result.exit_code == 3 and stop.reason == "SIGUSR2":
+        from hpc_curator.slurm.requeue import request_requeue
+
+        requeued = request_requeue()  # acted on by the job script, if it is ours
+    world.idle_barrier()
+    block_stop_signals()  # until exit: MPI finalisation talks PMI too
+    if world.is_root and not os.environ.get(PARENT_ENV) and not requeued:
+        print(f"hpc-curate: {result.status}: {result.message}", file=sys.stderr, flush=True)
+    return world, result, requeued
+
+
+def run_here(
+    run_dir: str,
+    settings: RunSettings,
+    *,
+    spec: dict[str, Any] | None = None,
+    indices: str | Sequence[int] | None = None,
+    launcher: str = "sequential",
+    stop: StopFlag | None = None,
+    on_commit: OnCommit | None = None,
+    pipeline: Pipeline | None = None,
+) -> RunResult:
+    """Run the attempt in this process as a world of one; Ctrl-C/SIGTERM stop it cleanly."""
+    with stop_on_signals(stop or StopFlag()) as flag:
+        return run_world(
+            World(),
+            run_dir,
+            settings,
+            spec=spec,
+            indices=indices,
+            launcher=launcher,
+            stop=flag,
+            on_commit=on_commit,
+            pipeline=pipeline,
+        )
+
+
+# -- an in-process pool --------------------------------------------------------------------
+#: ``map_fn(slot_main, [args per slot])`` -> one summary per slot, in slot order.
+MapFn = Callable[[Callable[..., dict[str, Any]], list[tuple[Any, ...]]], list[dict[str, Any]]]
+#: How often the parent of a pool looks for new commits.
+POLL_SECONDS = 0.3
+
+
+def run_slots(
+    run_dir: str,
+    settings: RunSettings,
+    n_slots: int,
+    map_fn: MapFn,
+    *,
+    spec: dict[str, Any] | None = None,
+    indices: str | Sequence[int] | None = None,
+    launcher: str,
+    stop: StopFlag | None = None,
+    on_commit: OnCommit | None = None,
+    pipeline: Pipeline | None = None,
+) -> RunResult:
+    """Begin here, run ``n_slots`` slots of the rank loop through ``map_fn``, end here.
+
+    The workers rebuild the pipeline from the frozen spec, or unpickle it when the spec
+    cannot rebuild it (:mod:`hpc_curator.portable`). While they run, this process follows
+    their journals (``on_commit`` sees every commit record) and, once ``stop`` is set (by the
+    caller, Ctrl-C or SIGTERM), signals the workers: they commit and return.
+    """
+    if settings.schedule == "dynamic":
+        raise UsageError(
+            f"the dynamic schedule needs MPI; backend {launcher!r} supports strided and block",
+            "use --ranks N (mpi) or --schedule strided",
+        )
+    blob = portable.payload(pipeline)
+    identity = World().identity()
+    plan = begin(
+        run_dir,
+        settings,
+        identity,
+        spec=spec,
+        indices=indices,
+        launcher=launcher,
+        pipeline=pipeline,
+    )
+    local = pipeline or specmod.build(plan.spec)  # this process's copy, for the merge
+    rd = rundir.RunDir(plan.run_dir)
+    args = [(plan, slot, n_slots, blob) for slot in range(n_slots)]
+    with Heartbeat(rd.heartbeat_path(plan.attempt)), stop_on_signals(stop or StopFlag()) as flag:
+        summaries = _map_and_follow(map_fn, args, rd, plan.attempt, flag, on_commit)
+    return end(plan, summaries, local)
+
+
+def _map_and_follow(
+    map_fn: MapFn,
+    args: list[tuple[Any, ...]],
+    rd: rundir.RunDir,
+    attempt: int,
+    stop: StopFlag,
+    on_commit: OnCommit | None,
+) -> list[dict[str, Any]]:
+    """Run ``map_fn`` in a thread; meanwhile follow the journals and pass ``stop`` on.
+
+    A worker's journal begins with its PID; once ``stop`` is set, every worker of this
+    attempt gets SIGTERM (its handler sets its own stop flag: it commits and returns).
+    """
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["summaries"] = map_fn(slot_main, args)
+        except BaseException as exc:  # re-raised in the calling thread
+            outcome["error"] = exc
+
+    follower = journal.JournalFollower(rd)
+    follower.poll()  # earlier attempts are not this launch's progress
+    workers: set[int] = set()
+    signalled: set[int] = set()
+    thread = threading.Thread(target=target, name="hpc-curator-pool", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(POLL_SECONDS)
+        _feed(follower, attempt, on_commit, workers)
+        for pid in workers - signalled if stop else ():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGTERM)
+            signalled.add(pid)
+    _feed(follower, attempt, on_commit, workers)
+    if "error" in outcome:
+        raise outcome["error"]
+    return list(outcome["summaries"])
+
+
+def _feed(
+    follower: journal.JournalFollower,
+    attempt: int,
+    on_commit: OnCommit | None,
+    workers: set[int],
+) -> None:
+    for (a, _rank), rec in follower.poll():
+        if a != attempt:
+            continue
+        if rec.get("t") == "start" and isinstance(rec.get("pid"), int):
+            workers.add(rec["pid"])
+        elif rec.get("t") == "commit" and on_commit is not None:
+            on_commit(rec)
+
+
+def slot_main(plan: Plan, slot: int, size: int, blob: bytes | None) -> dict[str, Any]:
+    """One slot of an in-process pool (runs inside a worker process); returns its summary.
+
+    The same start-up as a rank, without MPI: malloc tuning and the stop signals (Ctrl-C, or
+    the parent's SIGTERM, makes the worker commit and return); then the rank loop with the
+    slot as rank. Previous signal handlers are restored, since pool workers are reused.
+    """
+    os.environ.setdefault(NO_MPI_ENV, "1")
+    tune_malloc()
+    os.chdir(plan.cwd)
+    pipeline = portable.rebuild(plan.spec, blob)
+    world = World(rank=slot, size=size)
+    failures = JournalFailureCounter(plan.run_dir, plan.attempt, slot, plan.failures_before)
+    with stop_on_signals(StopFlag()) as stop:
+        return work(plan, world, pipeline=pipeline, failures=failures, stop=stop)
+
+
+__all__ = [
+    "PARENT_ENV",
+    "Heartbeat",
+    "begin",
+    "end",
+    "rank_main",
+    "run_here",
+    "run_slots",
+    "run_world",
+    "slot_main",
+]

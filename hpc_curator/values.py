@@ -1,0 +1,139 @@
+"""Value types of an attempt: how it runs, what rank 0 decided, how it ended.
+
+Launchers, the CLI, the Python API and the Slurm submission all pass these around; the module
+imports nothing heavy (no numpy at run time, no MPI), so importing a value type never drags in
+the rank loop.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from hpc_curator.errors import UsageError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+#: Work schedules of the rank loop.
+SCHEDULES = ("strided", "block", "dynamic")
+
+#: Called with every commit record an attempt writes (progress displays).
+OnCommit = Callable[[dict[str, Any]], None]
+
+
+class Status(enum.StrEnum):
+    """How a run stands; each status carries the exit code the CLI returns for it."""
+
+    COMPLETE = "complete"
+    FAILED = "failed"
+    INCOMPLETE = "incomplete"
+
+    @property
+    def exit_code(self) -> int:
+        """0 every index succeeded, 1 some failed, 3 some are still pending (resume)."""
+        return {"complete": 0, "failed": 1}.get(self.value, 3)
+
+
+def exit_code_for(
+    status: str, reasons: list[str] | tuple[str, ...] = (), returncode: int = 0
+) -> int:
+    """The exit code of an attempt: the one place that decides it.
+
+    Parameters
+    ----------
+    status
+        The manifest's status (``complete``, ``failed``, ``incomplete``).
+    reasons
+        Why ranks stopped early (``max_failures``, ``SIGTERM``...); the failure budget being
+        exceeded is a failure (1), not an incomplete run.
+    returncode
+        Exit status of the launcher that ran the ranks (``mpiexec``); a non-zero one wins.
+    """
+    if returncode:
+        return returncode
+    if "max_failures" in reasons:
+        return 1
+    try:
+        return Status(status).exit_code
+    except ValueError:
+        return 3
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How a launch runs (not part of the run's identity; may change between attempts).
+
+    Parameters
+    ----------
+    commit_every
+        Commit after this many indices (durability vs. fsync cost).
+    commit_seconds
+        ... or after this many seconds, whichever comes first.
+    max_failures
+        Failure budget: a count (>= 1) or a fraction of the frozen indices (< 1); ``None``
+        means never stop early.
+    schedule
+        ``strided`` (default), ``block`` or ``dynamic``.
+    chunk_size
+        Indices per claim under the dynamic schedule (default: about 16 claims per rank).
+    retry_failed
+        Re-run the indices currently recorded as failed instead of the pending ones.
+    fsync
+        Fsync journals and segments (turn off only for benchmarks of the protocol itself).
+    """
+
+    commit_every: int = 1000
+    commit_seconds: float = 30.0
+    max_failures: float | None = None
+    schedule: str = "strided"
+    chunk_size: int | None = None
+    retry_failed: bool = False
+    fsync: bool = True
+
+    def __post_init__(self) -> None:
+        if self.commit_every < 1:
+            raise UsageError(f"commit_every must be >= 1, got {self.commit_every}")
+        if self.commit_seconds <= 0:
+            raise UsageError(f"commit_seconds must be > 0, got {self.commit_seconds}")
+        if self.max_failures is not None and self.max_failures < 0:
+            raise UsageError(f"--max-failures must be >= 0, got {self.max_failures}")
+        if self.schedule not in SCHEDULES:
+            raise UsageError(f"unknown schedule {self.schedule!r}", f"choose one of {SCHEDULES}")
+
+    def budget(self, total: int) -> int | None:
+        """The failure budget as a count of indices."""
+        if self.max_failures is None:
+            return None
+        if 0 < self.max_failures < 1:
+            return int(self.max_failures * total)
+        return int(self.max_failures)
+
+
+@dataclass
+class Plan:
+    """What rank 0 decided for this attempt; broadcast to every rank."""
+
+    run_dir: str
+    attempt: int
+    spec: dict[str, Any]
+    cwd: str
+    pending: np.ndarray
+    total: int
+    recorded: int
+    failures_before: int
+    settings: RunSettings
+
+
+@dataclass
+class RunResult:
+    """Outcome of a finished attempt."""
+
+    exit_code: int
+    status: str
+    counts: dict[str, int]
+    message: str
+    run_dir: str
+    manifest: dict[str, Any] = field(default_factory=dict)
