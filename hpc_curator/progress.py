@@ -55,6 +55,7 @@ class _Worker:
     rank: int
     host: str | None = None
     node: str | None = None
+    pid: int | None = None
     started: float | None = None
     ended: float | None = None
     reason: str | None = None
@@ -84,6 +85,7 @@ class RankRow:
     since_commit: float | None
     stale_after: float
     state: str
+    pid: int | None = None
 
     @property
     def stale(self) -> bool:
@@ -205,6 +207,7 @@ class ProgressModel:
         kind = rec.get("t")
         if kind == "start":
             w.host, w.node, w.started = rec.get("host"), rec.get("node"), rec.get("time")
+            w.pid = rec.get("pid")
         elif kind == "end":
             w.ended, w.reason = rec.get("ended", rec.get("time")), rec.get("reason", "done")
         elif kind == "commit":
@@ -286,7 +289,17 @@ class ProgressModel:
         span = (end - w.started) if (w.started is not None and end is not None) else 0.0
         rate = w.done / span if span > 0 else 0.0
         return RankRow(
-            w.attempt, w.rank, w.host, w.node, w.done, w.failed, rate, since, stale_after, state
+            w.attempt,
+            w.rank,
+            w.host,
+            w.node,
+            w.done,
+            w.failed,
+            rate,
+            since,
+            stale_after,
+            state,
+            w.pid,
         )
 
     def snapshot(self) -> Snapshot:

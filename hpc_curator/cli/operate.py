@@ -21,49 +21,44 @@ def _job_ids(rd: Any) -> list[str]:
     return list(dict.fromkeys(jobs))
 
 
-def status_doc(rd: Any, stale_after: float = 300.0) -> dict[str, Any]:
-    """Job states plus journal progress: per-rank counts, throughput, ETA, stale ranks."""
-    from hpc_curator import journal, rundir
+def status_doc(rd: Any) -> dict[str, Any]:
+    """Job states plus progress: exact counts (journal scan) and, from the same
+    :class:`~hpc_curator.progress.ProgressModel` as the live views, per-rank rows of the
+    current attempt, stale ranks, throughput and ETA."""
+    from hpc_curator import journal
     from hpc_curator.manifest import summarize
+    from hpc_curator.progress import ProgressModel
     from hpc_curator.slurm.status import describe_jobs
 
-    scan = journal.scan(rd, with_outputs=False)
-    doc = summarize(rd, scan)
-    now = time.time()
-    attempts = rundir.list_attempts(rd)
-    current = attempts[-1]["attempt"] if attempts else None
-    live = bool(attempts) and rundir.attempt_alive(rd, attempts[-1])
-    ranks = []
-    for (attempt, rank), start in sorted(scan.workers.items()):
-        if attempt != current:
-            continue
-        mine = (scan.attempt == attempt) & (scan.rank == rank)
-        last = float(scan.time[mine].max()) if mine.any() else start.get("time", now)
-        ended = (attempt, rank) in scan.ends
-        ranks.append(
-            {
-                "rank": rank,
-                "node": start.get("node"),
-                "pid": start.get("pid"),
-                "done": int(mine.sum()),
-                "failed": int((scan.ok[mine] == 0).sum()),
-                "last_commit_age": round(now - last, 1),
-                "ended": ended,
-                "stale": live and not ended and now - last > stale_after,
-            }
-        )
-    c = doc["counts"]
-    window = scan.time[scan.attempt == current] if current else scan.time[:0]
-    rate = None
-    if len(window) > 1 and window.max() > window.min():
-        rate = len(window) / (window.max() - min(window.min(), attempts[-1]["started_ts"]))
+    doc = summarize(rd, journal.scan(rd, with_outputs=False))
+    model = ProgressModel(rd.path)
+    model.poll()
+    snap = model.snapshot()
+    current = snap.attempt
+    ranks = [
+        {
+            "rank": row.rank,
+            "node": row.node,
+            "pid": row.pid,
+            "done": row.done,
+            "failed": row.failed,
+            "last_commit_age": round(row.since_commit or 0.0, 1),
+            "state": row.state,
+            "ended": row.state not in ("running", "stale"),
+            "stale": row.stale,
+            "stale_after": round(row.stale_after, 1),
+        }
+        for row in snap.rows
+        if row.attempt == current
+    ]
+    live = snap.attempt_state == "running"
     doc.update(
         jobs=describe_jobs(_job_ids(rd)[-5:]),
         live=live,
         current_attempt=current,
         rank_progress=ranks,
-        throughput=rate,
-        eta_seconds=(c["pending"] / rate) if rate else None,
+        throughput=snap.totals.rate if live and snap.totals.rate > 0 else None,
+        eta_seconds=snap.totals.eta if live else None,
     )
     return doc
 

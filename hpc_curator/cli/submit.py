@@ -93,22 +93,19 @@ def wait_for(rd: Any, jobs: list[str], poll: float = 2.0) -> int:
     """Follow progress until the jobs leave the queue; return the run's exit code."""
     from hpc_curator.backends.mpi import result_from_run_dir
     from hpc_curator.cli.run import print_result
-    from hpc_curator.journal import JournalFollower
+    from hpc_curator.progress import ProgressModel
     from hpc_curator.slurm.status import ACTIVE, job_state
 
-    follower = JournalFollower(rd)
-    done = failed = 0
+    model = ProgressModel(rd.path)
     last_line = 0.0
     while True:
-        for _, rec in follower.poll():
-            if rec.get("t") == "commit":
-                done += len(rec["idx"])
-                failed += len(rec.get("err", {}))
+        model.poll()
+        totals = model.snapshot().totals
         states = [job_state(j) or "unknown" for j in jobs]
         if time.monotonic() - last_line > 10:
             click.echo(
-                f"{time.strftime('%H:%M:%S')} jobs {','.join(states)}: {done} done, "
-                f"{failed} failed",
+                f"{time.strftime('%H:%M:%S')} jobs {','.join(states)}: {totals.done} done, "
+                f"{totals.failed} failed",
                 err=True,
             )
             last_line = time.monotonic()
