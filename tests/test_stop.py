@@ -1,0 +1,81 @@
+"""Stopping a launch from its parent process: every backend honours stop.
+
+SIGTERM to the ``hpc-curate run`` parent alone (a batch system's kill, ``kill PID``) must reach
+the workers or ranks: they commit and leave, the manifest says incomplete, the exit code is 3,
+and re-running the same command finishes exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import (
+    FIXTURE_PIPELINES,
+    assert_stats_equal,
+    cli,
+    manifest_rows,
+    read_manifest,
+    stats,
+)
+
+N = 300
+SPEC = f"{FIXTURE_PIPELINES}:stats"
+PARAMS = ("-p", f"n={N}", "-p", "sleep=0.02", "--commit-every", "2")
+
+
+def commits(run_dir: Path) -> int:
+    return sum(p.read_bytes().count(b'"t":"commit"') for p in run_dir.glob("journal/*.jsonl"))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, float]]:
+    d = tmp_path_factory.mktemp("ref") / "run"
+    cli("run", SPEC, "-p", f"n={N}", "--run-dir", str(d), "-q", check=True)
+    return stats(d)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    "launch",
+    [
+        pytest.param(("--backend", "process_pool", "-j", "2"), id="process_pool"),
+        pytest.param(("--backend", "loky", "-j", "2"), id="loky"),
+        pytest.param(("--ranks", "2"), id="mpi", marks=pytest.mark.mpi),
+    ],
+)
+def test_sigterm_to_the_parent_alone_stops_the_workers(
+    tmp_path: Path, launch: tuple[str, ...], reference: dict[str, dict[str, float]]
+) -> None:
+    if "loky" in launch:
+        pytest.importorskip("joblib")
+    d = tmp_path / "run"
+    cmd = [sys.executable, "-m", "hpc_curator", "run", SPEC, *PARAMS, *launch, "--run-dir", str(d)]
+    env = {k: v for k, v in os.environ.items() if k != "HPC_CURATOR_EXPECTED_SIZE"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and commits(d) < 6 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run ended before it could be stopped"
+        os.kill(proc.pid, signal.SIGTERM)  # the parent only, not its process group
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 3, err[-2000:]
+    doc = read_manifest(d)
+    assert doc["status"] == "incomplete" and 0 < doc["counts"]["ok"] < N
+    assert {r["reason"] for r in doc["ranks"]} <= {"SIGTERM", "SIGINT"}
+    assert "Traceback" not in err
+    again = cli("run", SPEC, *PARAMS, *launch, "--run-dir", str(d), "-q")
+    assert again.returncode == 0, again.stderr
+    assert [r["index"] for r in manifest_rows(d)] == list(range(N))
+    assert_stats_equal(stats(d), reference)
