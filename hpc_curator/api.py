@@ -145,7 +145,7 @@ def gather_pipeline(
     info = rundir.load(rd)
     pipeline = pipeline or specmod.build(info.spec)
     scan = journal.scan(rd)
-    outputs = merge_outputs(rd, pipeline, scan.segments)
+    outputs = merge_outputs(rd, pipeline, scan.segments, sums=scan.segment_sums)
     attempts = rundir.list_attempts(rd)
     doc = manifest.summarize(rd, scan, outputs=outputs)
     manifest.write(rd, scan, doc, attempts[-1]["attempt"] if attempts else 0)

@@ -120,7 +120,7 @@ def end(
     """
     rd = rundir.RunDir(plan.run_dir)
     scan = journal.scan(rd) if scan is None else scan
-    outputs = merge_outputs(rd, pipeline, scan.segments, partials)
+    outputs = merge_outputs(rd, pipeline, scan.segments, partials, scan.segment_sums)
     doc = manifest.summarize(rd, scan, summaries=summaries, outputs=outputs)
     counts = doc["counts"]
     reasons = sorted({s.get("reason", "done") for s in summaries} - {"done"})

@@ -8,28 +8,26 @@ such (:class:`~hpc_curator.errors.ShardError`), never silently skipped.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 from hpc_curator import journal, rundir
 from hpc_curator.atomic import atomic_path
+from hpc_curator.checksum import file_digest as file_digest
+from hpc_curator.checksum import verify_segment
 from hpc_curator.errors import CuratorError, ShardError
 from hpc_curator.pipeline import Pipeline
 from hpc_curator.values import Plan
 from hpc_curator.world import World
 
 
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file, streamed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _committed_paths(rd: rundir.RunDir, name: str, segments: list[str]) -> list[Path]:
+def _committed_paths(
+    rd: rundir.RunDir,
+    name: str,
+    segments: list[str],
+    sums: dict[tuple[str, str], list[Any]] | None = None,
+) -> list[Path]:
+    """The files of committed segments, each checked against its recorded size and checksum."""
     paths = [rd.shard_dir(name) / n for n in segments]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
@@ -37,6 +35,8 @@ def _committed_paths(rd: rundir.RunDir, name: str, segments: list[str]) -> list[
             f"{len(missing)} committed shard segment(s) of {name!r} are missing, e.g. {missing[0]}",
             "the run dir was modified by hand; restore the files or start a new run",
         )
+    for path, seg in zip(paths, segments, strict=True):
+        verify_segment(path, (sums or {}).get((name, seg)))
     return paths
 
 
@@ -45,11 +45,13 @@ def merge_outputs(
     pipeline: Pipeline,
     segments: dict[str, list[str]],
     partials: dict[str, list[str]] | None = None,
+    sums: dict[tuple[str, str], list[Any]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Merge every committed segment of each stateful filter into its final output.
 
     With ``partials`` (from :func:`merge_tree`), a filter listed there is merged from those
     per-rank partial merges of its segments instead, and they are deleted afterwards.
+    ``sums`` (:attr:`~hpc_curator.journal.JournalScan.segment_sums`) are checked first.
     """
     outputs: dict[str, dict[str, Any]] = {}
     for f in pipeline.stateful_filters:
@@ -58,7 +60,7 @@ def merge_outputs(
         paths = (
             [rd.shard_dir(f.name) / n for n in parts]
             if parts
-            else _committed_paths(rd, f.name, names)
+            else _committed_paths(rd, f.name, names, sums)
         )
         out = Path(f.output) if f.output else rd.output_path(f.name, f.suffix)
         with atomic_path(out) as tmp:
@@ -87,6 +89,7 @@ def merge_share(
     attempt: int,
     rank: int,
     size: int,
+    sums: dict[tuple[str, str], list[Any]] | None = None,
 ) -> dict[str, str]:
     """Merge this rank's strided share of each filter's committed segments into one file.
 
@@ -101,7 +104,7 @@ def merge_share(
         share = names[rank::size]
         if len(names) < TREE_MIN_SEGMENTS or not share:
             continue
-        paths = _committed_paths(rd, f.name, share)
+        paths = _committed_paths(rd, f.name, share, sums)
         part = rd.partial_merge(f.name, attempt, rank, f.suffix)
         with atomic_path(part, durable=False) as tmp:
             type(f).merge([str(p) for p in paths], str(tmp))
@@ -126,19 +129,21 @@ def merge_tree(world: World, plan: Plan, pipeline: Pipeline) -> tuple[Any, Any]:
     rd = rundir.RunDir(plan.run_dir)
     scan: Any = None
     segments: dict[str, list[str]] | None = None
+    sums: dict[tuple[str, str], list[Any]] = {}
     if world.is_root:
         try:
             scan = journal.scan(rd)
             segments = {k: v for k, v in scan.segments.items() if len(v) >= TREE_MIN_SEGMENTS}
+            sums = {key: s for key, s in scan.segment_sums.items() if key[0] in segments}
         except Exception as exc:  # the others must not wait for ever in the bcast
             scan = _as_curator_error(exc, "rank 0 could not scan the journals")
     world.idle_barrier()  # the others sleep while rank 0 scans
-    segments = world.bcast(segments)
+    segments, sums = world.bcast((segments, sums))
     if not segments:
         return scan, None
     mine: dict[str, str] | Exception
     try:
-        mine = merge_share(rd, pipeline, segments, plan.attempt, world.rank, world.size)
+        mine = merge_share(rd, pipeline, segments, plan.attempt, world.rank, world.size, sums)
     except Exception as exc:  # reported by rank 0; nobody may leave the collective early
         mine = _as_curator_error(exc, f"rank {world.rank} could not merge its shard segments")
     world.idle_barrier()

@@ -142,6 +142,8 @@ def read_records(path: Path, *, with_outputs: bool = True) -> tuple[list[dict[st
     (resume scans and progress need only indices and statuses; this halves their cost).
     """
     records, raws, torn = _read_split(path, with_outputs)
+    for rec in records:
+        rec.pop(_LINE, None)
     if not with_outputs:
         return records, torn
     complete = []
@@ -182,6 +184,12 @@ class JournalScan:
     worker_info: list[dict[str, Any]]
     ends: dict[tuple[int, int], dict[str, Any]]
     torn: dict[str, int] = field(default_factory=dict)
+    #: ``{(filter, segment name): [bytes, sha256]}`` as recorded at commit time
+    segment_sums: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
+    #: malformed commit records skipped: ``{"file", "line", "reason"}`` each
+    bad: list[dict[str, Any]] = field(default_factory=list)
+    #: exact repeats of a commit record (same attempt, rank, seq) skipped, per journal file
+    duplicates: dict[str, int] = field(default_factory=dict)
     _outputs: Any = field(default=None, init=False, repr=False, compare=False)
 
     def outputs_array(self) -> Any:
@@ -228,6 +236,9 @@ def scan(rd: RunDir, *, with_outputs: bool = True) -> JournalScan:
     workers: dict[tuple[int, int], dict[str, Any]] = {}
     ends: dict[tuple[int, int], dict[str, Any]] = {}
     torn: dict[str, int] = {}
+    segment_sums: dict[tuple[str, str], list[Any]] = {}
+    bad: list[dict[str, Any]] = []
+    duplicates: dict[str, int] = {}
     position = 0
     worker_info: list[dict[str, Any]] = []
     for path in rd.journal_files():
@@ -237,6 +248,7 @@ def scan(rd: RunDir, *, with_outputs: bool = True) -> JournalScan:
         attempt, rank = _attempt_rank(path)
         code = len(worker_info)
         worker_info.append({})
+        seen: dict[int, dict[str, Any]] = {}
         for rec, raw in zip(records, raws, strict=True):
             kind = rec.get("t")
             if kind == "start":
@@ -245,6 +257,20 @@ def scan(rd: RunDir, *, with_outputs: bool = True) -> JournalScan:
             elif kind == "end":
                 ends[(attempt, rank)] = rec
             elif kind == "commit":
+                line = rec.pop(_LINE, None)
+                problem = commit_problem(rec)
+                if problem is None and rec["seq"] in seen:
+                    if seen[rec["seq"]] == rec:
+                        duplicates[path.name] = duplicates.get(path.name, 0) + 1
+                        continue
+                    problem = f"a second commit record with seq {rec['seq']}"
+                if problem is not None:
+                    bad.append({"file": str(path), "line": line, "reason": problem})
+                    continue
+                seen[rec["seq"]] = rec
+                for name, digest in (rec.get("segsum") or {}).items():
+                    if name in rec["seg"]:
+                        segment_sums[(name, rec["seg"][name])] = digest
                 n = len(rec["idx"])
                 cols["idx"].append(rec["idx"])
                 cols["ok"].append(rec["ok"])
@@ -286,7 +312,75 @@ def scan(rd: RunDir, *, with_outputs: bool = True) -> JournalScan:
         workers=workers,
         ends=ends,
         torn=torn,
+        segment_sums=segment_sums,
+        bad=bad,
+        duplicates=duplicates,
     )
+
+
+#: key under which :func:`_read_split` leaves a commit record's line number (popped by scan)
+_LINE = "\x00line"
+
+
+def _is_int(value: Any) -> bool:
+    return type(value) is int
+
+
+def _is_number(value: Any) -> bool:
+    return type(value) in (int, float)
+
+
+def commit_problem(rec: dict[str, Any]) -> str | None:
+    """Why a commit record cannot be folded into the run (``None``: it is well formed).
+
+    Checks types and lengths of every member the merge and the manifest use: a record with a
+    float index, lists of different lengths, an error at a position that is not a failure...
+    is skipped and reported, never counted.
+    """
+    seq = rec.get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        return "'seq' is not a non-negative integer"
+    idx = rec.get("idx")
+    if not isinstance(idx, list) or not idx:
+        return "'idx' is not a non-empty list"
+    if not all(type(i) is int and i >= 0 for i in idx):
+        return "'idx' holds a value that is not a non-negative integer"
+    n = len(idx)
+    if len(set(idx)) != n:
+        return "'idx' names an index twice"
+    for key, check in (
+        ("ok", _is_int),
+        ("wall", _is_number),
+        ("cpu", _is_number),
+        ("rss", _is_int),
+    ):
+        values = rec.get(key)
+        if not isinstance(values, list) or len(values) != n:
+            return f"'{key}' is not a list of {n} values"
+        if not all(check(v) for v in values):
+            return f"'{key}' holds a value of the wrong type"
+    if not all(v in (0, 1) for v in rec["ok"]):
+        return "'ok' holds a value other than 0 and 1"
+    err = rec.get("err", {})
+    if not isinstance(err, dict) or not all(isinstance(v, dict) for v in err.values()):
+        return "'err' is not a mapping of positions to errors"
+    failed = {str(p) for p, flag in enumerate(rec["ok"]) if not flag}
+    if set(err) != failed:
+        return "'err' does not name exactly the failed positions"
+    seg = rec.get("seg", {})
+    if not isinstance(seg, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in seg.items()
+    ):
+        return "'seg' is not a mapping of filter names to segment names"
+    sums = rec.get("segsum", {})
+    if not isinstance(sums, dict) or not all(
+        isinstance(v, list) and len(v) == 2 and _is_int(v[0]) and isinstance(v[1], str)
+        for v in sums.values()
+    ):
+        return "'segsum' is not a mapping of filter names to [bytes, sha256]"
+    if not _is_number(rec.get("time", 0.0)):
+        return "'time' is not a number"
+    return None
 
 
 def _read_split(
@@ -297,7 +391,7 @@ def _read_split(
     raws: list[bytes | None] = []
     torn = 0
     with open(path, "rb") as fh:
-        for line in fh:
+        for number, line in enumerate(fh, start=1):
             head, raw = _split_outputs(line)
             rec = parse_line(head)
             if rec is None:
@@ -306,6 +400,8 @@ def _read_split(
             if "out" in rec:  # the line could not be cut: "out" was parsed with the rest
                 out = rec.pop("out")
                 raw = orjson.dumps(out) if with_outputs else None
+            if rec.get("t") == "commit":
+                rec[_LINE] = number
             records.append(rec)
             raws.append(raw if with_outputs else None)
     return records, raws, torn

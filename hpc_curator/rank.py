@@ -26,6 +26,7 @@ import numpy as np
 
 from hpc_curator import journal, partition, rundir, shards
 from hpc_curator import spec as specmod
+from hpc_curator.checksum import size_and_digest
 from hpc_curator.pipeline import Pipeline
 from hpc_curator.signals import StopFlag
 from hpc_curator.values import OnCommit, Plan
@@ -148,13 +149,15 @@ class RankLoop:
         """Flush segments, then append the commit record (the commit point)."""
         if not self.batch:
             return
-        segs = {}
+        segs: dict[str, str] = {}
+        sums: dict[str, list[Any]] = {}
         for f in self.pipeline.stateful_filters:
             directory = self.rd.shard_dir(f.name)
             directory.mkdir(parents=True, exist_ok=True)
             name = shards.write_segment(f, directory, self.world.rank, self.plan.attempt, self.seq)
             if name is not None:
                 segs[f.name] = name
+                sums[f.name] = size_and_digest(directory / name)
                 self.segments.setdefault(f.name, []).append(name)
         idx, ok, wall, cpu, rss_kib, out = zip(*self.batch, strict=True)
         self.busy += sum(wall)
@@ -170,6 +173,7 @@ class RankLoop:
             "rss": (np.asarray(rss_kib, dtype=np.int64) * 1024).tolist(),
             "err": self.b_err,
             "seg": segs,
+            "segsum": sums,
             "out": list(out),  # last: scans that skip outputs cut the line here
         }
         self.writer.append(record)

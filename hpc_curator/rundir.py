@@ -163,6 +163,19 @@ class RunDir:
         ]
         return [Path(f"{stem}{suffix}") for stem in stems for suffix in (".err", ".out")]
 
+    def job_task_logs(self, job_id: str) -> list[Path]:
+        """The existing stderr files of every task of a job, task 0 first."""
+        found = [
+            *self.slurm_logs_dir.glob(f"{job_id}_*_log.err"),
+            *self.logs_dir.glob(f"slurm-{job_id}_*.err"),
+        ]
+
+        def task(p: Path) -> int:
+            digits = p.name.removeprefix("slurm-").split("_")[1].split(".")[0]
+            return int(digits) if digits.isdigit() else 1 << 30
+
+        return sorted(found, key=task)
+
     def requeue_flag(self, job_id: str) -> Path:
         """The request file rank 0 leaves for the job script to requeue ``job_id``."""
         return requeue_flag(self.slurm_dir, job_id)

@@ -137,3 +137,6 @@ class RunResult:
     message: str
     run_dir: str
     manifest: dict[str, Any] = field(default_factory=dict)
+    #: whether re-running the same command can finish an incomplete run (not when the job
+    #: itself failed, e.g. in MPI_Init)
+    resumable: bool = True

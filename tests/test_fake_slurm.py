@@ -323,11 +323,6 @@ def test_submit_wait_exits_nonzero_when_the_job_fails_before_running(
     assert "incomplete" in err and "Traceback" not in err, err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wait_for passes returncode 0 to result_from_run_dir, so a job sacct reports as "
-    "FAILED 1:0 is described as 'exited with code 0 before the run finished'",
-)
 def test_submit_wait_names_the_failed_jobs_exit_code(fake: FakeSlurm, tmp_path: Path) -> None:
     d = tmp_path / "run"
     waiting = Waiting(fake, tmp_path, "submit", EXAMPLE, *SMALL, "--run-dir", str(d), "--wait")
@@ -338,6 +333,9 @@ def test_submit_wait_names_the_failed_jobs_exit_code(fake: FakeSlurm, tmp_path: 
         waiting.stop()
     assert code != 0
     assert "exited with code 0" not in err, err
+    # sacct's state and exit code, and no advice to re-run what cannot succeed
+    assert "ended FAILED (exit code 1:0) before the run finished" in err, err
+    assert "re-running will not help" in err and "re-run the same command" not in err, err
 
 
 def test_cancel_calls_scancel_with_the_recorded_job(fake: FakeSlurm, tmp_path: Path) -> None:
@@ -465,11 +463,6 @@ def test_sbatch_refusal_is_one_line_and_leaves_nothing(fake: FakeSlurm, tmp_path
     assert len(fake.calls("sbatch")) == 1 and not fake.jobs()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="submitit's CommandFunction prints sbatch's stderr before raising, so the user sees "
-    "sbatch's message twice (once bare, once in hpc-curate's Error: line)",
-)
 def test_sbatch_refusal_is_reported_once(fake: FakeSlurm, tmp_path: Path) -> None:
     fake.fail_next_sbatch("Batch job submission failed: Invalid account or account/partition")
     proc = cli("submit", EXAMPLE, *SMALL, "--run-dir", str(tmp_path / "run"), env=fake.env)
@@ -478,11 +471,6 @@ def test_sbatch_refusal_is_reported_once(fake: FakeSlurm, tmp_path: Path) -> Non
     assert len(errors) == 1, proc.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wait_for treats a job that neither squeue nor sacct knows as 'unknown' and waits "
-    "for ever: on a cluster without accounting, submit --wait never returns once the job ended",
-)
 def test_submit_wait_returns_on_a_cluster_without_accounting(tmp_path: Path) -> None:
     fake = FakeSlurm(tmp_path / "fake-slurm", accounting=False)
     d = tmp_path / "run"

@@ -213,7 +213,8 @@ class MPIBackend(RunBackend):
             err.exit_code = proc.returncode
             err.relayed = proc.returncode in (2, 4, 5)  # type: ignore[attr-defined]
             raise err
-        return result_from_run_dir(rd, proc.returncode, f"mpiexec -n {n}")
+        what = f"mpiexec -n {n} exited with code {proc.returncode}"
+        return result_from_run_dir(rd, proc.returncode, what)
 
 
 def _feed(follower: JournalFollower, on_commit: OnCommit | None) -> None:
@@ -224,8 +225,18 @@ def _feed(follower: JournalFollower, on_commit: OnCommit | None) -> None:
             on_commit(rec)
 
 
-def result_from_run_dir(rd: rundir.RunDir, returncode: int, what: str) -> RunResult:
-    """Build the result of an attempt launched in other processes from its run dir."""
+#: What to do after an incomplete run whose launcher was stopped from outside.
+RESUME_HINT = "the run dir is consistent: re-run the same command to resume"
+
+
+def result_from_run_dir(
+    rd: rundir.RunDir, returncode: int, what: str, hint: str = RESUME_HINT
+) -> RunResult:
+    """Build the result of an attempt launched in other processes from its run dir.
+
+    ``what`` says how the launcher ended (e.g. ``mpiexec -n 4 exited with code 137``) and
+    ``hint`` what to do, for a run that did not finish.
+    """
     attempts = rundir.list_attempts(rd)
     last: dict[str, Any] = attempts[-1] if attempts else {}
     if last.get("ended") and rd.manifest_json.exists():
@@ -245,8 +256,7 @@ def result_from_run_dir(rd: rundir.RunDir, returncode: int, what: str) -> RunRes
         counts = doc["counts"]
     else:
         counts = {}
-    message = (
-        f"{what} exited with code {returncode} before the run finished; the run dir is "
-        f"consistent: re-run the same command to resume"
+    message = f"{what} before the run finished; {hint}"
+    return RunResult(
+        returncode or 3, "incomplete", counts, message, str(rd.path), resumable=hint == RESUME_HINT
     )
-    return RunResult(returncode or 3, "incomplete", counts, message, str(rd.path))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -239,7 +240,64 @@ def cancel_cmd(run_dir: str) -> None:
     click.echo(f"resume later with: hpc-curate resume {rd.path}")
 
 
+def verify_run(rd: Any) -> tuple[int, list[str]]:
+    """Check every committed segment and every merged output against its recorded checksum.
+
+    Returns the number of files checked and one line per problem.
+    """
+    from hpc_curator import journal
+    from hpc_curator.checksum import mismatch
+
+    scan = journal.scan(rd, with_outputs=False)
+    problems = [
+        f"{b['file']}:{b['line']}: malformed commit record: {b['reason']}" for b in scan.bad
+    ]
+    checked = 0
+    for name, segments in sorted(scan.segments.items()):
+        for seg in segments:
+            path = rd.shard_dir(name) / seg
+            recorded = scan.segment_sums.get((name, seg))
+            checked += 1
+            if recorded is None:
+                if not path.exists():
+                    problems.append(f"{path}: committed segment is missing")
+                continue
+            problem = mismatch(path, recorded)
+            if problem:
+                problems.append(f"{path}: {problem}")
+    if rd.manifest_json.exists():
+        outputs = json.loads(rd.manifest_json.read_text()).get("outputs", {})
+        for name, out in sorted(outputs.items()):
+            checked += 1
+            problem = mismatch(
+                Path(out["path"]), [out.get("bytes"), out.get("sha256")], "in the manifest"
+            )
+            if problem:
+                problems.append(f"{out['path']}: merged output of {name!r} {problem}")
+    return checked, problems
+
+
+@click.command("verify")
+@click.argument("run_dir")
+def verify_cmd(run_dir: str) -> None:
+    """Check RUN_DIR's committed shard segments and merged outputs against their checksums.
+
+    Exit code 0 when every file matches, 4 when any is missing, changed or malformed.
+    """
+    from hpc_curator import rundir
+
+    rd = rundir.RunDir(run_dir)
+    rundir.load(rd)
+    checked, problems = verify_run(rd)
+    for line in problems:
+        click.secho(line, fg="red", err=True)
+    if problems:
+        click.echo(f"verify: {len(problems)} problem(s) in {checked} file(s) checked", err=True)
+        sys.exit(4)
+    click.echo(f"verify: {checked} file(s) match their checksums")
+
+
 def register(group: click.Group) -> None:
     """Add this module's commands to ``group``."""
-    for cmd in (status_cmd, logs_cmd, failed_cmd, retry_cmd, cancel_cmd):
+    for cmd in (status_cmd, logs_cmd, failed_cmd, retry_cmd, cancel_cmd, verify_cmd):
         group.add_command(cmd)

@@ -23,7 +23,7 @@ def print_result(result: Any, quiet: bool = False) -> None:
         )
     if not quiet:
         click.echo(f"run dir: {result.run_dir}", err=True)
-        if result.exit_code == 3:
+        if result.exit_code == 3 and result.resumable:
             click.echo("resume: re-run the same command (only pending indices run)", err=True)
         elif result.exit_code == 1:
             click.echo(f"details: hpc-curate manifest {result.run_dir}", err=True)
@@ -260,6 +260,12 @@ def show_summary(doc: dict[str, Any]) -> None:
     con.print(t)
     if doc["journal_torn_lines"]:
         con.print(f"[yellow]torn journal lines skipped: {doc['journal_torn_lines']}")
+    for bad in doc.get("journal_bad_records", [])[:10]:
+        con.print(
+            f"[red]malformed journal record skipped: {bad['file']}:{bad['line']}: {bad['reason']}"
+        )
+    if doc.get("journal_duplicate_records"):
+        con.print(f"[yellow]repeated commit records ignored: {doc['journal_duplicate_records']}")
 
 
 def register(group: click.Group) -> None:

@@ -84,7 +84,7 @@ def _local(rd: Any, opts: Any, settings: Any, wait: bool) -> None:
         from hpc_curator.backends.mpi import result_from_run_dir
         from hpc_curator.cli.run import print_result
 
-        result = result_from_run_dir(rd, code, "local job")
+        result = result_from_run_dir(rd, code, f"local job exited with code {code}")
         print_result(result)
         sys.exit(result.exit_code)
 
@@ -94,7 +94,7 @@ def wait_for(rd: Any, jobs: list[str], poll: float = 2.0) -> int:
     from hpc_curator.backends.mpi import result_from_run_dir
     from hpc_curator.cli.run import print_result
     from hpc_curator.progress import ProgressModel
-    from hpc_curator.slurm.status import ACTIVE, job_state
+    from hpc_curator.slurm.status import ACTIVE, describe_jobs, job_state
 
     model = ProgressModel(rd.path)
     last_line = 0.0
@@ -112,9 +112,40 @@ def wait_for(rd: Any, jobs: list[str], poll: float = 2.0) -> int:
         if all(s not in ACTIVE and s != "unknown" for s in states):
             break
         time.sleep(poll)
-    result = result_from_run_dir(rd, 0, f"job {','.join(jobs)} ({','.join(states)})")
+    what, hint = job_outcome(rd, describe_jobs(jobs))
+    result = result_from_run_dir(rd, 0, what, hint)
     print_result(result)
     return result.exit_code
+
+
+def job_outcome(rd: Any, rows: list[dict[str, Any]]) -> tuple[str, str]:
+    """How the jobs ended, as sacct says, and what to do about a run they left unfinished.
+
+    Re-running is suggested only when it can help (the job was cancelled, pre-empted, ran out
+    of time or lost a node); a job that failed by itself (an MPI_Init abort, a wrong plugin, out
+    of memory) gets the first error lines of its tasks' logs instead.
+    """
+    from hpc_curator.backends.mpi import RESUME_HINT
+    from hpc_curator.slurm.status import RESUMABLE, first_error_lines
+
+    parts = []
+    for row in rows:
+        code = row.get("exit_code")
+        parts.append(
+            f"job {row['job_id']} ended {row.get('state', 'unknown')}"
+            + (f" (exit code {code})" if code else "")
+        )
+    what = ", ".join(parts) or "the job ended"
+    failed = [r for r in rows if r.get("state") not in RESUMABLE]
+    if not failed:
+        return what, RESUME_HINT
+    job = str(failed[-1]["job_id"])
+    errors = first_error_lines(rd.job_task_logs(job))
+    said = f": {' | '.join(errors)}" if errors else ""
+    return what, (
+        f"the job itself failed{said}; re-running will not help until that is fixed "
+        f"(hpc-curate logs {rd.path} --job {job} --rank 0)"
+    )
 
 
 @click.command("submit")

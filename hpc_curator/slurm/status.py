@@ -25,14 +25,43 @@ ACTIVE = (
 )
 
 
-def _run(cmd: list[str], timeout: float = 20) -> str | None:
+#: Pseudo-state of a job that squeue no longer lists and sacct cannot describe (accounting
+#: disabled): it has left the queue, so it is over, but how it ended is unknown.
+GONE = "GONE"
+
+
+def _run_full(cmd: list[str], timeout: float = 20) -> subprocess.CompletedProcess[str] | None:
     if shutil.which(cmd[0]) is None:
         return None
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return proc.stdout if proc.returncode == 0 else None
+
+
+def _run(cmd: list[str], timeout: float = 20) -> str | None:
+    proc = _run_full(cmd, timeout)
+    return proc.stdout if proc is not None and proc.returncode == 0 else None
+
+
+def _squeue(job_id: str) -> tuple[dict[str, str] | None, bool]:
+    """squeue's row of the job, and whether squeue answered that the job is not queued."""
+    proc = _run_full(["squeue", "-h", "-j", job_id, "-o", "%T|%N|%M|%r|%D"])
+    if proc is None:
+        return None, False
+    if proc.returncode != 0:
+        return None, "Invalid job id" in proc.stderr  # purged from the controller: not queued
+    out = proc.stdout
+    if not out.strip():
+        return None, True  # finished jobs are not listed (squeue shows only live ones)
+    state, nodes, elapsed, reason, count = out.strip().splitlines()[0].split("|")
+    return {
+        "state": state,
+        "nodes": nodes,
+        "elapsed": elapsed,
+        "reason": reason,
+        "node_count": count,
+    }, False
 
 
 def squeue_state(job_id: str) -> dict[str, str] | None:
@@ -69,19 +98,48 @@ def sacct_state(job_id: str) -> dict[str, str] | None:
     return None
 
 
+def job_info(job_id: str) -> dict[str, str] | None:
+    """squeue's row while the job is queued, else sacct's; ``{"state": GONE}`` when squeue
+    says it left the queue but sacct cannot tell how it ended; ``None`` if nothing answered."""
+    row, not_queued = _squeue(job_id)
+    if row is not None:
+        return row
+    info = sacct_state(job_id)
+    if info is not None:
+        return info
+    return {"state": GONE} if not_queued else None
+
+
 def job_state(job_id: str) -> str | None:
-    """Current state name of a job (``RUNNING``, ``COMPLETED``, ...), ``None`` if unknown."""
-    info = squeue_state(job_id) or sacct_state(job_id)
+    """State name of a job (``RUNNING``, ``COMPLETED``, ``GONE``...); ``None`` if unknown."""
+    info = job_info(job_id)
     return info["state"] if info else None
 
 
 def describe_jobs(job_ids: list[str]) -> list[dict[str, Any]]:
     """State rows for ``job_ids`` (squeue for live jobs, sacct for finished ones)."""
-    rows = []
-    for job in job_ids:
-        info = squeue_state(job) or sacct_state(job) or {"state": "unknown"}
-        rows.append({"job_id": job, **info})
-    return rows
+    return [{"job_id": job, **(job_info(job) or {"state": "unknown"})} for job in job_ids]
+
+
+#: End states after which re-running the run resumes it (no fault of the job's own).
+RESUMABLE = ("CANCELLED", "TIMEOUT", "PREEMPTED", "NODE_FAIL", "DEADLINE", GONE, "COMPLETED")
+
+
+def first_error_lines(paths: list[Any], limit: int = 3) -> list[str]:
+    """The first lines that look like an error in the given log files (task 0 first)."""
+    keys = ("Error", "error:", "ERROR", "Abort", "abort", "Traceback", "Killed", "FAILED")
+    found: list[str] = []
+    for path in paths:
+        try:
+            lines = path.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            if any(k in line for k in keys) and line.strip() not in found:
+                found.append(line.strip())
+                if len(found) >= limit:
+                    return found
+    return found
 
 
 def cancel(job_ids: list[str]) -> list[str]:

@@ -18,6 +18,7 @@ whether the job comes back.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import shlex
@@ -174,7 +175,8 @@ def submit(opts: SlurmOptions, rd: rundir.RunDir, settings: RunSettings) -> dict
     executor = CuratorSlurmExecutor(folder, opts, rd)
     job_fn = RankJob(str(rd.path), settings)
     try:
-        with scrubbed_env():
+        # submitit prints sbatch's stderr itself before raising; we say it once, below
+        with scrubbed_env(), contextlib.redirect_stderr(io.StringIO()):
             job = executor.submit(job_fn)
     except Exception as exc:  # submitit raises bare errors with sbatch's output
         first = str(exc).strip().splitlines()

@@ -1,11 +1,11 @@
-"""``hpc-curate report``: one self-contained HTML file describing a run (finished or not).
+"""The report's data: everything :func:`hpc_curator.report.build_report` shows, from a run dir.
 
 Everything comes from the run directory: ``run.json``, the attempt records, the journals
 (:func:`hpc_curator.journal.scan`) and, for a finished attempt, ``manifest.json`` and the merged
 outputs. A run that is still going (or crashed) has no current manifest; its summary is computed
 from the journals with :func:`hpc_curator.manifest.summarize`, exactly like ``hpc-curate
-manifest`` does. Figures are PNGs from matplotlib (Agg) embedded as base64, CSS is inline and
-there is no external reference, so the file opens anywhere after ``scp``.
+manifest`` does. This module draws and formats nothing (see :mod:`hpc_curator.report.figures`
+and :mod:`hpc_curator.report.page`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from hpc_curator import journal, manifest, rundir
-from hpc_curator.atomic import atomic_write
 from hpc_curator.partition import sorted_unique
 
 SLOWEST = 20
@@ -51,7 +50,14 @@ class ReportData:
     generated: float = field(default_factory=time.time)
 
     def numbers(self) -> dict[str, Any]:
-        """The headline numbers (also embedded in the HTML as JSON for machines and tests)."""
+        """The headline numbers (also embedded in the HTML as JSON for machines and tests).
+
+        Returns
+        -------
+        dict
+            Status, state, counts, failure types, world size, nodes, attempts, requeues,
+            executions, wall and elapsed seconds, throughput and summed busy seconds.
+        """
         c = self.doc["counts"]
         return {
             "status": self.doc["status"],
@@ -72,7 +78,18 @@ class ReportData:
 
 
 def pipeline_label(spec: dict[str, Any]) -> str:
-    """``file.py:factory`` for a factory spec, ``Source → Filter → Sink`` for components."""
+    """A short human name of the pipeline a run's spec describes.
+
+    Parameters
+    ----------
+    spec
+        The frozen pipeline spec of the run (``RunInfo.spec``).
+
+    Returns
+    -------
+    str
+        ``file.py:factory`` for a factory spec, ``Source → Filter → Sink`` for components.
+    """
     if spec.get("kind") == "factory":
         return str(spec.get("ref"))
     parts = [spec.get("source") or {}, *(spec.get("filters") or []), spec.get("sink") or {}]
@@ -298,76 +315,3 @@ def _partial_fieldstats(rd: rundir.RunDir, name: str, segs: list[str]) -> Any:
         }
         for f, m in state.items()
     }
-
-
-# -- figures -------------------------------------------------------------------------------
-def figures(data: ReportData) -> dict[str, bytes]:
-    """Draw every figure of the report.
-
-    Parameters
-    ----------
-    data
-        What :func:`collect` read.
-
-    Returns
-    -------
-    dict
-        ``{name: PNG bytes}`` for ``throughput``, ``durations``, ``load-balance``, ``memory``.
-    """
-    from hpc_curator.report_plots import durations, load_balance, memory, throughput
-
-    labels = [w["label"] for w in data.workers]
-    pos = data.scan.latest()
-    later = [a["started_ts"] for a in data.attempts[1:] if a.get("started_ts")]
-    return {
-        "throughput": throughput(data.finish, data.worker_of, labels, data.t0, later),
-        "durations": durations(data.scan.wall[pos], data.scan.ok[pos]),
-        "load-balance": load_balance(
-            labels,
-            np.array([w["busy"] for w in data.workers]),
-            np.array([w["span"] for w in data.workers]),
-            [n["node"] for n in data.nodes],
-            np.array([n["busy"] for n in data.nodes]),
-            np.array([n["indices"] for n in data.nodes]),
-        ),
-        "memory": memory(labels, np.array([w["peak_rss"] for w in data.workers])),
-    }
-
-
-def build_report(
-    run_dir: str | Path, out_html: str | Path, png_dir: str | Path | None = None
-) -> Path:
-    """Write the self-contained HTML report of a run.
-
-    Parameters
-    ----------
-    run_dir
-        The run directory (finished, running or crashed).
-    out_html
-        Path of the HTML file to write (atomically).
-    png_dir
-        If given, also write each figure there as ``<out stem>-<figure>.png``.
-
-    Returns
-    -------
-    Path
-        ``out_html``.
-
-    Raises
-    ------
-    RunDirError
-        When ``run_dir`` is not a run directory.
-    """
-    from hpc_curator.report_plots import render_html
-
-    data = collect(run_dir)
-    figs = figures(data)
-    out = Path(out_html)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, render_html(data, figs), durable=False)
-    if png_dir is not None:
-        target = Path(png_dir)
-        target.mkdir(parents=True, exist_ok=True)
-        for name, png in figs.items():
-            atomic_write(target / f"{out.stem}-{name}.png", png, durable=False)
-    return out

@@ -1,0 +1,54 @@
+"""Checksums of files the run keeps: shard segments (recorded at commit) and merged outputs.
+
+A segment's size and SHA-256 go into the commit record that names it; every merge checks them,
+so a segment edited, truncated or replaced after its commit is an error naming the file, never
+merged silently. ``hpc-curate verify`` checks every recorded checksum without merging.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from hpc_curator.errors import ShardError
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file, streamed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def size_and_digest(path: str | os.PathLike[str]) -> list[Any]:
+    """``[bytes, sha256]`` of a file, as commit records store it."""
+    return [Path(path).stat().st_size, file_digest(path)]
+
+
+def mismatch(path: Path, recorded: list[Any], when: str = "when it was committed") -> str | None:
+    """Why ``path`` does not match its recorded ``[bytes, sha256]`` (``None``: it matches)."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return "is missing"
+    if size != recorded[0]:
+        return f"has {size} bytes, {recorded[0]} were recorded {when}"
+    if file_digest(path) != recorded[1]:
+        return f"does not match the checksum recorded {when}"
+    return None
+
+
+def verify_segment(path: Path, recorded: list[Any] | None) -> None:
+    """Raise :class:`ShardError` naming ``path`` when it differs from what was committed."""
+    if recorded is None:
+        return  # committed by a version that recorded no checksums
+    problem = mismatch(path, recorded)
+    if problem is not None:
+        raise ShardError(
+            f"shard segment {path} {problem}",
+            "it was modified after its commit: restore it, or start a new run dir",
+        )
