@@ -27,6 +27,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict
@@ -38,7 +39,7 @@ import numpy as np
 from hpc_curator import journal, manifest, partition, portable, rundir
 from hpc_curator import spec as specmod
 from hpc_curator.backends.base import JournalFailureCounter
-from hpc_curator.errors import CuratorError, UsageError
+from hpc_curator.errors import AttemptError, CuratorError, UsageError, from_exception
 from hpc_curator.gather import merge_outputs, merge_tree
 from hpc_curator.pipeline import Pipeline
 from hpc_curator.rank import work
@@ -193,16 +194,15 @@ def run_world(
                 launcher=launcher,
                 pipeline=pipeline,
             )
-        except CuratorError as exc:
-            outcome = exc
+        except Exception as exc:  # any error: the others must not wait for ever
+            outcome = from_exception(exc, "could not begin the attempt")
     world.idle_barrier()  # the others sleep (not spin) while rank 0 prepares
     outcome = world.bcast(outcome)
     if isinstance(outcome, CuratorError):
         raise outcome
     plan: Plan = outcome
     rd = rundir.RunDir(plan.run_dir)
-    os.chdir(plan.cwd)
-    pipeline = pipeline or specmod.build(plan.spec)
+    pipeline = _build_everywhere(world, plan, pipeline)
     # MPI windows only when needed: registering window memory makes UCX hook malloc/munmap,
     # which made every index of a numpy-heavy pipeline page-fault its buffers again (~15%)
     budgeted = settings.budget(plan.total) is not None
@@ -212,15 +212,18 @@ def run_world(
     chunks = world.counter(0) if settings.schedule == "dynamic" else None
     beating = Heartbeat(rd.heartbeat_path(plan.attempt)) if world.is_root else nullcontext()
     with beating:
-        summary = work(
-            plan,
-            world,
-            pipeline=pipeline,
-            failures=failures,
-            chunks=chunks,
-            stop=stop,
-            on_commit=on_commit,
-        )
+        try:
+            summary = work(
+                plan,
+                world,
+                pipeline=pipeline,
+                failures=failures,
+                chunks=chunks,
+                stop=stop,
+                on_commit=on_commit,
+            )
+        except Exception as exc:  # e.g. a full disk at a commit: reported, nobody hangs
+            summary = _failed_summary(plan, world, from_exception(exc, f"rank {world.rank}"))
     world.idle_barrier()  # early finishers sleep instead of spinning on shared cores
     failures.free()
     if chunks is not None:
@@ -234,13 +237,57 @@ def run_world(
                 if isinstance(stage, CuratorError):
                     raise stage
             result = end(plan, summaries or [summary], pipeline, scan=scan, partials=partials)
-        except CuratorError as exc:
-            result = exc
+            errors = [s["error"] for s in summaries or [] if s.get("error")]
+            if errors:  # the manifest above is honest (incomplete); the run still failed
+                result = AttemptError(
+                    errors[0]
+                    + (f" (and {len(errors) - 1} more rank(s))" if len(errors) > 1 else ""),
+                    "fix that, then re-run the same command to resume",
+                )
+        except Exception as exc:
+            result = from_exception(exc, "could not finish the attempt")
     world.idle_barrier()
     result = world.bcast(result)
     if isinstance(result, CuratorError):
         raise result
     return result
+
+
+def _build_everywhere(world: World, plan: Plan, pipeline: Pipeline | None) -> Pipeline:
+    """Every rank builds the pipeline; if any rank cannot, every rank raises the same error."""
+    error: CuratorError | None = None
+    try:
+        os.chdir(plan.cwd)
+        pipeline = pipeline or specmod.build(plan.spec)
+    except Exception as exc:
+        error = from_exception(exc, f"rank {world.rank} could not build the pipeline")
+    errors = world.gather(error)
+    first = next((e for e in errors or [] if e is not None), None) if world.is_root else None
+    first = world.bcast(first)
+    if first is not None:
+        if world.is_root:  # the attempt ends here, recorded as such
+            with contextlib.suppress(Exception):
+                rundir.end_attempt(rundir.RunDir(plan.run_dir), plan.attempt, reason="error")
+        raise first
+    assert pipeline is not None
+    return pipeline
+
+
+def _failed_summary(plan: Plan, world: World, error: CuratorError) -> dict[str, Any]:
+    now = time.time()
+    return {
+        **world.identity(),
+        "attempt": plan.attempt,
+        "ok": 0,
+        "failed": 0,
+        "busy": 0.0,
+        "started": now,
+        "ended": now,
+        "commits": 0,
+        "reason": "error",
+        "peak_rss": 0,
+        "error": error.format(),
+    }
 
 
 def rank_main(

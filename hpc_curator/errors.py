@@ -65,6 +65,46 @@ class WorldError(LaunchError):
     """The MPI world is not what the launch asked for (e.g. singletons under srun)."""
 
 
+class StorageError(CuratorError):
+    """The run directory's filesystem refused a write: full, read-only, not a directory."""
+
+    exit_code = 4
+
+
+class AttemptError(CuratorError):
+    """A rank could not finish its part of an attempt (the run dir stays consistent)."""
+
+    exit_code = 3
+
+
+def from_exception(exc: BaseException, context: str) -> CuratorError:
+    """One-line :class:`CuratorError` for any exception, for relaying between ranks.
+
+    Filesystem errors say what happened to which file and how to fix it; other exceptions
+    keep their type and message.
+    """
+    import errno
+
+    if isinstance(exc, CuratorError):
+        return exc
+    if isinstance(exc, OSError):
+        where = exc.filename or ""
+        reason = exc.strerror or str(exc)
+        hints = {
+            errno.ENOSPC: ("disk full", "free space or use a --run-dir on another filesystem"),
+            errno.EDQUOT: ("disk quota exceeded", "free space or raise the quota"),
+            errno.EROFS: ("read-only filesystem", "use a writable --run-dir"),
+            errno.EACCES: ("permission denied", "use a --run-dir you can write to"),
+            errno.ENOTDIR: ("not a directory", "--run-dir must be a directory, not a file"),
+            errno.EEXIST: ("exists and is not a directory", "choose another --run-dir"),
+        }
+        what, hint = hints.get(exc.errno or 0, (reason, None))
+        target = f" {where}" if where else ""
+        return StorageError(f"{context}: {what}:{target}".rstrip(":"), hint)
+    text = str(exc).strip().splitlines()
+    return AttemptError(f"{context}: {type(exc).__name__}: {text[0] if text else ''}".rstrip(": "))
+
+
 class ShardError(CuratorError):
     """A shard segment that cannot be read or merged."""
 

@@ -28,13 +28,28 @@ def summarize(
     summaries: list[dict[str, Any]] | None = None,
     outputs: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Summary of a run from its journals (works while it is running)."""
+    """Summary of a run from its journals (works while it is running).
+
+    ``outputs`` are the merged outputs of this attempt's end (default: those the last
+    manifest recorded). A run is complete only when every index succeeded *and* every
+    stateful filter's committed segments are all in its merged output; otherwise it is
+    ``incomplete`` and ``unmerged_outputs`` names the filters.
+    """
     info = rundir.load(rd)
+    if outputs is None:
+        outputs = recorded_outputs(rd)
+    frozen = np.isin(scan.idx, info.indices) if len(scan.idx) else np.zeros(0, dtype=bool)
     pos = scan.latest()
+    pos = pos[frozen[pos]]  # a record of an index outside the frozen list counts for nothing
     ok = scan.ok[pos]
     n_ok, n_failed = int(ok.sum()), int((ok == 0).sum())
     pending = info.n - len(pos)
-    status = "incomplete" if pending else ("failed" if n_failed else "complete")
+    unmerged = sorted(
+        name
+        for name, segments in scan.segments.items()
+        if outputs.get(name, {}).get("segments") != len(segments)
+    )
+    status = "incomplete" if pending or unmerged else ("failed" if n_failed else "complete")
     failures = _failures(scan, pos[ok == 0])
     attempts = rundir.list_attempts(rd)
     times = scan.time
@@ -45,7 +60,8 @@ def summarize(
         "counts": {"total": info.n, "ok": n_ok, "failed": n_failed, "pending": pending},
         "failure_types": dict(Tally(f["type"] for f in failures["all"]).most_common()),
         "failures": failures["listed"],
-        "outputs": outputs or {},
+        "outputs": outputs,
+        "unmerged_outputs": unmerged,
         "index_outputs": _count_outputs(scan),
         "timing": {
             "first_commit": float(times.min()) if len(times) else None,
@@ -65,6 +81,16 @@ def summarize(
         "written": rundir.now_iso(),
         "versions": info.meta.get("versions", {}),
     }
+
+
+def recorded_outputs(rd: rundir.RunDir) -> dict[str, dict[str, Any]]:
+    """The merged outputs the last manifest recorded (``{}`` before the first)."""
+    try:
+        doc = json.loads(rd.manifest_json.read_text())
+    except (OSError, ValueError):
+        return {}
+    outputs = doc.get("outputs")
+    return outputs if isinstance(outputs, dict) else {}
 
 
 def write(rd: rundir.RunDir, scan: JournalScan, doc: dict[str, Any], attempt: int) -> None:
@@ -207,4 +233,6 @@ def one_line(doc: dict[str, Any], reasons: list[str] | None = None) -> str:
         line += f" ({kinds})"
     if reasons:
         line += f"; stopped early: {', '.join(reasons)}"
+    if doc.get("unmerged_outputs"):
+        line += f"; not merged yet: {', '.join(doc['unmerged_outputs'])}"
     return line

@@ -60,6 +60,11 @@ def parse_indices(text: str | Sequence[int] | np.ndarray | None, n: int) -> np.n
                         f"index range {token!r} goes past the source's {n} indices",
                         f"valid indices are 0..{n - 1}",
                     )
+                if stop <= (start or 0):
+                    raise UsageError(
+                        f"index range {token!r} is empty (stop must be greater than start)",
+                        "e.g. 5:10 selects 5..9",
+                    )
                 parts.append(np.arange(start or 0, stop, step or 1, dtype=np.int64))
             else:
                 value = int(token)
@@ -76,6 +81,8 @@ def parse_indices(text: str | Sequence[int] | np.ndarray | None, n: int) -> np.n
                 "use integers and start:stop[:step] ranges separated by commas",
             ) from None
     indices = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+    if len(indices) == 0:
+        raise UsageError(f"index selection {text!r} selects no index")
     if has_duplicates(indices):
         raise UsageError(f"index selection {text!r} names some indices twice")
     return indices

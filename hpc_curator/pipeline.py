@@ -246,9 +246,7 @@ class Pipeline:
                     pass
                 paths: list[str] = []
             else:
-                paths = self.sink(items, index)
-                if paths:
-                    paths = [str(p) for p in paths]
+                paths = checked_paths(self.sink(items, index), self.sink)
         except BaseException:
             for f in stateful:
                 f.discard()
@@ -271,6 +269,29 @@ class Pipeline:
             "filters": [f.describe() for f in self.filters],
             "sink": self.sink.describe() if self.sink is not None else None,
         }
+
+
+def checked_paths(value: Any, sink: Any) -> list[str]:
+    """A sink's return value as a list of path strings; ``TypeError`` for anything else.
+
+    Only a list or tuple of ``str``/``os.PathLike`` (or ``None``: nothing written) is accepted:
+    a string would otherwise become one path per character, a dict one per key.
+    """
+    import os
+
+    if value is None:
+        return []
+    if not isinstance(value, list | tuple):
+        raise TypeError(
+            f"{type(sink).__qualname__} returned a {type(value).__name__}, not a list of paths"
+        )
+    bad = [v for v in value if not isinstance(v, str | os.PathLike)]
+    if bad:
+        raise TypeError(
+            f"{type(sink).__qualname__} returned a list holding a {type(bad[0]).__name__}, "
+            "not only paths (str or os.PathLike)"
+        )
+    return [os.fspath(v) for v in value]
 
 
 def check_unique_names(filters: Iterable[StatefulFilter[Any]]) -> None:

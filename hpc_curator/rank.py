@@ -94,7 +94,9 @@ class RankLoop:
                 try:
                     out = run_index(index)
                     ok = 1
-                except Exception as exc:
+                except BaseException as exc:  # SystemExit, KeyboardInterrupt of user code too
+                    if isinstance(exc, GeneratorExit):
+                        raise
                     out, ok = [], 0
                     self._record_failure(exc, len(batch))
                 t1 = perf()
@@ -135,7 +137,7 @@ class RankLoop:
         self.writer.close()
         return summary
 
-    def _record_failure(self, exc: Exception, position: int) -> None:
+    def _record_failure(self, exc: BaseException, position: int) -> None:
         self.b_err[str(position)] = {
             "type": type(exc).__qualname__,
             "msg": str(exc),

@@ -193,6 +193,12 @@ def _call_factory(ref: str, params: dict[str, Any]) -> Pipeline:
         pipeline = factory(**params)
     except (TypeError, ValueError) as exc:
         raise UsageError(f"pipeline factory {ref} rejected its parameters: {exc}") from None
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise SpecError(
+            f"pipeline factory {ref} raised {type(exc).__name__}: {first}".rstrip(": "),
+            "fix the factory; calling it in Python shows the traceback",
+        ) from None
     if not isinstance(pipeline, Pipeline):
         raise SpecError(
             f"{ref} returned {type(pipeline).__name__}, not a Pipeline",

@@ -75,6 +75,9 @@ class RunSettings:
     max_failures
         Failure budget: a count (>= 1) or a fraction of the frozen indices (< 1); ``None``
         means never stop early.
+    max_failure_fraction
+        Failure budget as a fraction of the frozen indices, 0 to 1 (``--max-failures 5%``);
+        takes precedence over ``max_failures``.
     schedule
         ``strided`` (default), ``block`` or ``dynamic``.
     chunk_size
@@ -92,8 +95,19 @@ class RunSettings:
     chunk_size: int | None = None
     retry_failed: bool = False
     fsync: bool = True
+    max_failure_fraction: float | None = None
 
     def __post_init__(self) -> None:
+        import math
+
+        for name in ("max_failures", "max_failure_fraction", "commit_seconds"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise UsageError(f"{name.replace('_', '-')} must be a finite number, got {value}")
+        if self.max_failure_fraction is not None and not 0 <= self.max_failure_fraction <= 1:
+            raise UsageError(
+                f"--max-failures {self.max_failure_fraction * 100:g}% is not between 0% and 100%"
+            )
         if self.commit_every < 1:
             raise UsageError(f"commit_every must be >= 1, got {self.commit_every}")
         if self.commit_seconds <= 0:
@@ -104,7 +118,9 @@ class RunSettings:
             raise UsageError(f"unknown schedule {self.schedule!r}", f"choose one of {SCHEDULES}")
 
     def budget(self, total: int) -> int | None:
-        """The failure budget as a count of indices."""
+        """The failure budget as a count of indices (a fraction is of ``total``)."""
+        if self.max_failure_fraction is not None:
+            return int(self.max_failure_fraction * total)
         if self.max_failures is None:
             return None
         if 0 < self.max_failures < 1:

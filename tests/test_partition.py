@@ -59,7 +59,6 @@ def test_parse_all_of_empty_source() -> None:
         ("0:2,5,8:10", [0, 1, 5, 8, 9]),
         ("9,0:2", [9, 0, 1]),  # order is kept
         ("0:10", list(range(10))),  # stop == n is allowed
-        ("4:4", []),
     ],
 )
 def test_parse_selection(text: str, expected: list[int]) -> None:
@@ -86,6 +85,8 @@ def test_parse_selection(text: str, expected: list[int]) -> None:
         ("1:2:3:4", "cannot parse"),
         ("0-5", "cannot parse"),
         ("x:5", "cannot parse"),
+        ("4:4", "is empty"),  # an empty selection would freeze a run of nothing
+        ("9:5", "is empty"),
     ],
 )
 def test_parse_errors(text: str, needle: str) -> None:

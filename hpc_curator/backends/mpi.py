@@ -122,7 +122,9 @@ def settings_args(settings: RunSettings) -> list[str]:
         "--schedule",
         settings.schedule,
     ]
-    if settings.max_failures is not None:
+    if settings.max_failure_fraction is not None:
+        args += ["--max-failures", f"{settings.max_failure_fraction * 100!r}%"]
+    elif settings.max_failures is not None:
         args += ["--max-failures", str(settings.max_failures)]
     if settings.chunk_size:
         args += ["--chunk-size", str(settings.chunk_size)]
@@ -204,6 +206,13 @@ class MPIBackend(RunBackend):
                         proc.send_signal(signal.SIGINT)
                     forwarded = True
         _feed(follower, on_commit)
+        if proc.returncode in (2, 4, 5):
+            # the ranks stopped on an error they reported themselves (bad input, run dir,
+            # launcher): their one line is above; say nothing more, exit with their code
+            err = LaunchError(f"mpiexec -n {n}: the ranks stopped on an error")
+            err.exit_code = proc.returncode
+            err.relayed = True  # type: ignore[attr-defined]
+            raise err
         if proc.returncode and len(rundir.list_attempts(rd)) == attempts_before:
             # no rank got as far as starting the run (bad spec or indices, MPI failure)
             err = LaunchError(

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from hpc_curator import __version__
-from hpc_curator.errors import CuratorError
+from hpc_curator.errors import CuratorError, from_exception
 
 
 class CuratorGroup(click.Group):
@@ -26,6 +26,10 @@ class CuratorGroup(click.Group):
             if not getattr(exc, "relayed", False):
                 click.echo(f"Error: {exc.format()}", err=True)
             sys.exit(exc.exit_code)
+        except OSError as exc:  # a full disk, a read-only or missing directory: one line
+            error = from_exception(exc, "cannot write")
+            click.echo(f"Error: {error.format()}", err=True)
+            sys.exit(error.exit_code)
 
 
 @click.group(cls=CuratorGroup, context_settings={"help_option_names": ["-h", "--help"]})

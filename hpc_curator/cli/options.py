@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -10,20 +11,34 @@ import click
 F = Callable[..., Any]
 
 
-def failure_budget(value: str | None) -> float | None:
-    """Parse ``--max-failures``: a count (``10``) or a fraction (``0.01`` or ``1%``)."""
+def failure_budget(value: str | None) -> tuple[float | None, float | None]:
+    """Parse ``--max-failures``: a count (``10``) or a fraction (``0.01`` or ``1%``).
+
+    Returns ``(count, fraction)``: ``100%`` is every index, not one failure.
+    """
     if value is None:
-        return None
+        return None, None
     text = value.strip()
+    percent = text.endswith("%")
     try:
-        number = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+        number = float(text[:-1] if percent else text)
     except ValueError:
         raise click.BadParameter(
             f"{value!r} is not a count or a fraction (e.g. 10, 0.01, 1%)"
         ) from None
+    if not math.isfinite(number):
+        raise click.BadParameter(f"{value!r} is not a finite number (e.g. 10, 0.01, 1%)")
     if number < 0:
         raise click.BadParameter(f"{value!r} must not be negative")
-    return number
+    if percent:
+        if number > 100:
+            raise click.BadParameter(f"{value!r} is more than 100%")
+        return None, number / 100
+    if number < 1 and number != 0:
+        return None, number
+    if number != int(number):
+        raise click.BadParameter(f"{value!r}: a count must be a whole number (or use a %)")
+    return number, None
 
 
 def settings_options(f: F) -> F:
@@ -76,10 +91,12 @@ def make_settings(kw: dict[str, Any]) -> Any:
     """Pop the settings options from ``kw`` into a ``RunSettings``."""
     from hpc_curator.values import RunSettings
 
+    budget = failure_budget(kw.pop("max_failures"))
     return RunSettings(
         commit_every=kw.pop("commit_every"),
         commit_seconds=kw.pop("commit_seconds"),
-        max_failures=failure_budget(kw.pop("max_failures")),
+        max_failures=budget[0],
+        max_failure_fraction=budget[1],
         schedule=kw.pop("schedule"),
         chunk_size=kw.pop("chunk_size"),
         retry_failed=kw.pop("retry_failed"),

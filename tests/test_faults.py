@@ -1,0 +1,179 @@
+"""Faults that used to hang a world, give a silent wrong result or a traceback.
+
+Every multi-rank case runs 2 real MPI ranks with a hard timeout (a timeout is a hang and fails
+the test) and checks the error is one line and the run dir is consistent.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FIXTURE_PIPELINES, cli, manifest_rows, read_manifest
+
+SPEC = f"{FIXTURE_PIPELINES}:stats"
+
+USER = textwrap.dedent(
+    """
+    import os, sys
+    from hpc_curator import Pipeline, Sink
+    from hpc_curator.components import FieldStats, SyntheticSource
+
+
+    class OddSink(Sink):
+        '''Index 2 exits, 4 raises KeyboardInterrupt, 5 returns a string, 6 a dict.'''
+
+        def __call__(self, items, index):
+            for _ in items:
+                pass
+            if index == 2:
+                sys.exit(3)
+            if index == 4:
+                raise KeyboardInterrupt
+            if index == 5:
+                return "abc"
+            if index == 6:
+                return {"a": 1}
+            return [f"/tmp/out-{index}"]
+
+
+    class BadMerge(FieldStats):
+        '''Reading a shard raises: the final merge fails.'''
+
+        @classmethod
+        def read_state(cls, path):
+            raise RuntimeError("cannot read " + os.path.basename(path))
+
+
+    def odd(n: str = "10") -> Pipeline:
+        src = SyntheticSource(n=int(n), shape=(2, 2), fields=("u",))
+        return Pipeline(src).filter(FieldStats(name="s")).write(OddSink())
+
+
+    def one_rank_fails(n: str = "10") -> Pipeline:
+        if os.environ.get("PMI_RANK") == "1":
+            raise RuntimeError("rank 1 cannot build")
+        return odd(n)
+
+
+    def bad_merge(n: str = "10") -> Pipeline:
+        src = SyntheticSource(n=int(n), shape=(2, 2), fields=("u",))
+        return Pipeline(src).filter(BadMerge(name="s"))
+    """
+)
+
+
+@pytest.fixture
+def user(tmp_path: Path) -> Path:
+    path = tmp_path / "user.py"
+    path.write_text(USER)
+    return path
+
+
+def one_error_line(stderr: str) -> str:
+    assert "Traceback" not in stderr, stderr
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("Error:")]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(90)
+def test_exits_interrupts_and_bad_sink_values_are_index_failures(
+    tmp_path: Path, user: Path
+) -> None:
+    d = tmp_path / "run"
+    proc = cli("run", f"{user}:odd", "--ranks", "2", "--run-dir", str(d), "-q", timeout=80)
+    assert proc.returncode == 1, proc.stderr
+    rows = {r["index"]: r for r in manifest_rows(d)}
+    assert len(rows) == 10
+    assert rows[2]["error_type"] == "SystemExit" and rows[4]["error_type"] == "KeyboardInterrupt"
+    assert rows[5]["error_type"] == "TypeError" and rows[6]["error_type"] == "TypeError"
+    assert list(rows[5]["outputs"]) == []  # never ['a', 'b', 'c']
+    failed = cli("failed", str(d)).stdout
+    assert "OddSink returned a str, not a list of paths" in failed
+    assert "OddSink returned a dict" in failed
+    assert read_manifest(d)["counts"] == {"total": 10, "ok": 6, "failed": 4, "pending": 0}
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(90)
+def test_a_factory_failing_on_one_rank_stops_every_rank(tmp_path: Path, user: Path) -> None:
+    d = tmp_path / "run"
+    proc = cli(
+        "run", f"{user}:one_rank_fails", "--ranks", "2", "--run-dir", str(d), "-q", timeout=80
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "rank 1 cannot build" in one_error_line(proc.stderr)
+    attempts = read_manifest_free_attempts(d)
+    assert attempts and attempts[-1]["reason"] == "error"  # ended, not "running"
+
+
+def read_manifest_free_attempts(d: Path) -> list[dict]:
+    import json
+
+    return [json.loads(p.read_text()) for p in sorted((d / "attempts").glob("0*.json"))]
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(90)
+def test_a_failing_final_merge_is_one_line_and_never_complete(tmp_path: Path, user: Path) -> None:
+    d = tmp_path / "run"
+    proc = cli("run", f"{user}:bad_merge", "--ranks", "2", "--run-dir", str(d), "-q", timeout=80)
+    assert proc.returncode not in (0, 1), proc.stderr
+    assert "cannot read" in one_error_line(proc.stderr)
+    doc = cli("manifest", str(d), "--json", check=True).stdout
+    assert '"status": "incomplete"' in doc and '"unmerged_outputs": [\n    "s"\n  ]' in doc
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("ranks", ["1", "2"])
+def test_a_run_dir_that_is_a_file_is_one_line(tmp_path: Path, ranks: str) -> None:
+    target = tmp_path / "afile"
+    target.write_text("x")
+    proc = cli("run", SPEC, "--ranks", ranks, "--run-dir", str(target), "-q", timeout=80)
+    assert proc.returncode == 4, proc.stderr
+    assert "is not a directory" in one_error_line(proc.stderr)
+    assert target.read_text() == "x"
+
+
+@pytest.mark.parametrize(
+    ("budget", "stops"),
+    [("100%", False), ("50%", False), ("20%", True), ("1", True), ("0.5", False)],
+)
+def test_percent_budgets_are_fractions_of_the_indices(
+    tmp_path: Path, budget: str, stops: bool
+) -> None:
+    """4 of 10 indices fail: 100% and 50% never stop, 20% (2) and a count of 1 do."""
+    d = tmp_path / "run"
+    args = ("-p", "n=10", "-p", "fail=1,3,5,7", "--commit-every", "1", "--max-failures", budget)
+    proc = cli("run", SPEC, *args, "--run-dir", str(d), "-q")
+    assert proc.returncode == 1, proc.stderr
+    counts = read_manifest(d)["counts"]
+    if stops:
+        assert counts["pending"] > 0 and "max_failures" in proc.stderr
+    else:
+        assert counts == {"total": 10, "ok": 6, "failed": 4, "pending": 0}
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("--max-failures", "nan"), "finite"),
+        (("--max-failures", "inf"), "finite"),
+        (("--max-failures", "150%"), "more than 100%"),
+        (("--max-failures", "2.5"), "whole number"),
+        (("--indices", "10:5"), "is empty"),
+    ],
+)
+def test_bad_values_are_refused_in_one_line_before_anything_exists(
+    tmp_path: Path, args: tuple[str, ...], needle: str
+) -> None:
+    d = tmp_path / "run"
+    proc = cli("run", SPEC, *args, "--run-dir", str(d), "-q")
+    assert proc.returncode == 2, proc.stderr
+    assert needle in proc.stderr and "Traceback" not in proc.stderr
+    assert not d.exists()
