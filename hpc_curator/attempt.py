@@ -14,8 +14,8 @@ Who calls what:
   limit, the final barrier, the closing line and the exit code.
 - :func:`run_here` runs a world of one in this process (the sequential backend,
   ``submit --cluster debug``).
-- :func:`run_slots` runs an in-process pool (process_pool, loky, dask): the parent begins and
-  ends, each worker slot runs :func:`slot_main`, the same rank loop with its slot as rank.
+- :func:`hpc_curator.slots.run_slots` runs an in-process pool (process_pool, loky, dask): the
+  parent begins and ends here, each worker slot runs the same rank loop with its slot as rank.
 
 So ``mpiexec``, ``srun``, a pool and a single process run literally the same code.
 """
@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
@@ -36,16 +35,15 @@ from typing import Any
 
 import numpy as np
 
-from hpc_curator import journal, manifest, partition, portable, rundir
+from hpc_curator import fingerprint, journal, manifest, partition, portable, rundir
 from hpc_curator import spec as specmod
-from hpc_curator.backends.base import JournalFailureCounter
 from hpc_curator.errors import AttemptError, CuratorError, UsageError, from_exception
 from hpc_curator.gather import merge_outputs, merge_tree
 from hpc_curator.pipeline import Pipeline
 from hpc_curator.rank import work
 from hpc_curator.signals import StopFlag, block_stop_signals, start_rank, stop_on_signals
 from hpc_curator.values import OnCommit, Plan, RunResult, RunSettings, exit_code_for
-from hpc_curator.world import NO_MPI_ENV, Counter, LocalCounter, World, tune_malloc
+from hpc_curator.world import Counter, LocalCounter, World
 
 #: Set by launchers that report the result themselves (rank 0 then stays quiet).
 PARENT_ENV = "HPC_CURATOR_PARENT"
@@ -61,25 +59,40 @@ def begin(
     indices: str | Sequence[int] | None = None,
     launcher: str = "sequential",
     pipeline: Pipeline | None = None,
-) -> Plan:
+) -> tuple[Plan, Pipeline]:
     """Create or open the run directory, claim an attempt and compute what is pending.
 
-    ``pipeline`` (built from ``spec``) saves building it again to count the source.
+    Returns the plan and the pipeline (``pipeline`` itself, or built from the spec). The
+    fingerprint of the pipeline's code (:mod:`hpc_curator.fingerprint`) must match the run's
+    unless ``settings.accept_code_change``; the attempt records it.
 
     Raises
     ------
     CuratorError
-        Conflicting spec or indices, a live attempt, bad index selection.
+        Conflicting spec, indices or code; a live attempt; a bad index selection.
     """
     rd = rundir.RunDir(run_dir)
     frozen = None
+    if spec is not None:
+        pipeline = pipeline or specmod.build(spec)
     if spec is not None and (indices is not None or not rd.exists()):
-        source = (pipeline or specmod.build(spec)).source
-        frozen = partition.parse_indices(indices, len(source))
+        assert pipeline is not None
+        frozen = partition.parse_indices(indices, len(pipeline.source))
     elif indices is not None:
         raise UsageError("--indices needs the pipeline spec too", "pass SPEC with --indices")
-    info = rundir.create_or_open(rd, spec, frozen, asdict(settings))
-    attempt = rundir.start_attempt(rd, identity, launcher)
+    code = fingerprint.fingerprint(pipeline, spec) if pipeline is not None and spec else None
+    info = rundir.create_or_open(rd, spec, frozen, asdict(settings), code=code)
+    if pipeline is None:
+        pipeline = specmod.build(info.spec)
+        code = fingerprint.fingerprint(pipeline, info.spec)
+    assert code is not None
+    attempts = rundir.list_attempts(rd)
+    recorded = next((a["code"] for a in reversed(attempts) if "code" in a), info.meta.get("code"))
+    accepted = fingerprint.check(recorded, code, settings.accept_code_change, str(rd.path))
+    extra: dict[str, Any] = {"code": code}
+    if accepted:
+        extra["code_change_accepted"] = accepted
+    attempt = rundir.start_attempt(rd, {**identity, **extra}, launcher)
     scan = journal.scan(rd, with_outputs=False)
     failed = scan.failed_indices()
     if settings.retry_failed:
@@ -96,7 +109,7 @@ def begin(
         recorded=len(scan.recorded()),
         failures_before=0 if settings.retry_failed else len(failed),
         settings=settings,
-    )
+    ), pipeline
 
 
 # -- end -----------------------------------------------------------------------------------
@@ -185,7 +198,7 @@ def run_world(
     outcome: Any = None
     if world.is_root:
         try:
-            outcome = begin(
+            outcome, pipeline = begin(
                 run_dir,
                 settings,
                 world.identity(),
@@ -374,129 +387,6 @@ def run_here(
         )
 
 
-# -- an in-process pool --------------------------------------------------------------------
-#: ``map_fn(slot_main, [args per slot])`` -> one summary per slot, in slot order.
-MapFn = Callable[[Callable[..., dict[str, Any]], list[tuple[Any, ...]]], list[dict[str, Any]]]
-#: How often the parent of a pool looks for new commits.
-POLL_SECONDS = 0.3
-
-
-def run_slots(
-    run_dir: str,
-    settings: RunSettings,
-    n_slots: int,
-    map_fn: MapFn,
-    *,
-    spec: dict[str, Any] | None = None,
-    indices: str | Sequence[int] | None = None,
-    launcher: str,
-    stop: StopFlag | None = None,
-    on_commit: OnCommit | None = None,
-    pipeline: Pipeline | None = None,
-) -> RunResult:
-    """Begin here, run ``n_slots`` slots of the rank loop through ``map_fn``, end here.
-
-    The workers rebuild the pipeline from the frozen spec, or unpickle it when the spec
-    cannot rebuild it (:mod:`hpc_curator.portable`). While they run, this process follows
-    their journals (``on_commit`` sees every commit record) and, once ``stop`` is set (by the
-    caller, Ctrl-C or SIGTERM), signals the workers: they commit and return.
-    """
-    if settings.schedule == "dynamic":
-        raise UsageError(
-            f"the dynamic schedule needs MPI; backend {launcher!r} supports strided and block",
-            "use --ranks N (mpi) or --schedule strided",
-        )
-    blob = portable.payload(pipeline)
-    identity = World().identity()
-    plan = begin(
-        run_dir,
-        settings,
-        identity,
-        spec=spec,
-        indices=indices,
-        launcher=launcher,
-        pipeline=pipeline,
-    )
-    local = pipeline or specmod.build(plan.spec)  # this process's copy, for the merge
-    rd = rundir.RunDir(plan.run_dir)
-    args = [(plan, slot, n_slots, blob) for slot in range(n_slots)]
-    with Heartbeat(rd.heartbeat_path(plan.attempt)), stop_on_signals(stop or StopFlag()) as flag:
-        summaries = _map_and_follow(map_fn, args, rd, plan.attempt, flag, on_commit)
-    return end(plan, summaries, local)
-
-
-def _map_and_follow(
-    map_fn: MapFn,
-    args: list[tuple[Any, ...]],
-    rd: rundir.RunDir,
-    attempt: int,
-    stop: StopFlag,
-    on_commit: OnCommit | None,
-) -> list[dict[str, Any]]:
-    """Run ``map_fn`` in a thread; meanwhile follow the journals and pass ``stop`` on.
-
-    A worker's journal begins with its PID; once ``stop`` is set, every worker of this
-    attempt gets SIGTERM (its handler sets its own stop flag: it commits and returns).
-    """
-    outcome: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            outcome["summaries"] = map_fn(slot_main, args)
-        except BaseException as exc:  # re-raised in the calling thread
-            outcome["error"] = exc
-
-    follower = journal.JournalFollower(rd)
-    follower.poll()  # earlier attempts are not this launch's progress
-    workers: set[int] = set()
-    signalled: set[int] = set()
-    thread = threading.Thread(target=target, name="hpc-curator-pool", daemon=True)
-    thread.start()
-    while thread.is_alive():
-        thread.join(POLL_SECONDS)
-        _feed(follower, attempt, on_commit, workers)
-        for pid in workers - signalled if stop else ():
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGTERM)
-            signalled.add(pid)
-    _feed(follower, attempt, on_commit, workers)
-    if "error" in outcome:
-        raise outcome["error"]
-    return list(outcome["summaries"])
-
-
-def _feed(
-    follower: journal.JournalFollower,
-    attempt: int,
-    on_commit: OnCommit | None,
-    workers: set[int],
-) -> None:
-    for (a, _rank), rec in follower.poll():
-        if a != attempt:
-            continue
-        if rec.get("t") == "start" and isinstance(rec.get("pid"), int):
-            workers.add(rec["pid"])
-        elif rec.get("t") == "commit" and on_commit is not None:
-            on_commit(rec)
-
-
-def slot_main(plan: Plan, slot: int, size: int, blob: bytes | None) -> dict[str, Any]:
-    """One slot of an in-process pool (runs inside a worker process); returns its summary.
-
-    The same start-up as a rank, without MPI: malloc tuning and the stop signals (Ctrl-C, or
-    the parent's SIGTERM, makes the worker commit and return); then the rank loop with the
-    slot as rank. Previous signal handlers are restored, since pool workers are reused.
-    """
-    os.environ.setdefault(NO_MPI_ENV, "1")
-    tune_malloc()
-    os.chdir(plan.cwd)
-    pipeline = portable.rebuild(plan.spec, blob)
-    world = World(rank=slot, size=size)
-    failures = JournalFailureCounter(plan.run_dir, plan.attempt, slot, plan.failures_before)
-    with stop_on_signals(StopFlag()) as stop:
-        return work(plan, world, pipeline=pipeline, failures=failures, stop=stop)
-
-
 __all__ = [
     "PARENT_ENV",
     "Heartbeat",
@@ -504,7 +394,5 @@ __all__ = [
     "end",
     "rank_main",
     "run_here",
-    "run_slots",
     "run_world",
-    "slot_main",
 ]

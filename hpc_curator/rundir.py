@@ -201,7 +201,11 @@ class RunInfo:
 
 
 def create_or_open(
-    rd: RunDir, spec: dict[str, Any] | None, indices: np.ndarray | None, settings: dict[str, Any]
+    rd: RunDir,
+    spec: dict[str, Any] | None,
+    indices: np.ndarray | None,
+    settings: dict[str, Any],
+    code: dict[str, str] | None = None,
 ) -> RunInfo:
     """Create the run directory, or open it and check it belongs to the same run.
 
@@ -239,11 +243,15 @@ def create_or_open(
             f"{rd.path} is not a run directory (no run.json)",
             "give a pipeline spec to create it, or check the path",
         )
-    return _create(rd, spec, indices, settings)
+    return _create(rd, spec, indices, settings, code)
 
 
 def _create(
-    rd: RunDir, spec: dict[str, Any], indices: np.ndarray, settings: dict[str, Any]
+    rd: RunDir,
+    spec: dict[str, Any],
+    indices: np.ndarray,
+    settings: dict[str, Any],
+    code: dict[str, str] | None = None,
 ) -> RunInfo:
     for d in (rd.path, rd.attempts_dir, rd.journal_dir, rd.shards_dir, rd.logs_dir):
         d.mkdir(parents=True, exist_ok=True)
@@ -261,6 +269,7 @@ def _create(
         "indices": {**index_meta, "count": len(indices)},
         "indices_hash": _hash_indices(indices),
         "settings": settings,
+        "code": code,
         "cwd": os.getcwd(),
         "created": now_iso(),
         "host": socket.gethostname(),

@@ -78,6 +78,8 @@ class RunSettings:
     max_failure_fraction
         Failure budget as a fraction of the frozen indices, 0 to 1 (``--max-failures 5%``);
         takes precedence over ``max_failures``.
+    accept_code_change
+        Continue a run although the pipeline's code changed since it began (recorded).
     schedule
         ``strided`` (default), ``block`` or ``dynamic``.
     chunk_size
@@ -96,6 +98,7 @@ class RunSettings:
     retry_failed: bool = False
     fsync: bool = True
     max_failure_fraction: float | None = None
+    accept_code_change: bool = False
 
     def __post_init__(self) -> None:
         import math

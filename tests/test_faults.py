@@ -177,3 +177,60 @@ def test_bad_values_are_refused_in_one_line_before_anything_exists(
     assert proc.returncode == 2, proc.stderr
     assert needle in proc.stderr and "Traceback" not in proc.stderr
     assert not d.exists()
+
+
+CODE = textwrap.dedent(
+    """
+    from hpc_curator import Filter, Pipeline
+    from hpc_curator.components import FieldStats, SyntheticSource
+    from helpers import OFFSET
+
+
+    class Shift(Filter):
+        def __call__(self, items):
+            for item in items:
+                yield {**item, "u": item["u"] + OFFSET}
+
+
+    def build() -> Pipeline:
+        src = SyntheticSource(n=20, shape=(2, 2), fields=("u",))
+        return Pipeline(src).filter(Shift()).filter(FieldStats(name="s"))
+    """
+)
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(120)
+def test_a_changed_pipeline_is_refused_unless_accepted(tmp_path: Path) -> None:
+    """Editing the factory file or a module it imports refuses the resume, with the names."""
+    (tmp_path / "pipe.py").write_text(CODE)
+    (tmp_path / "helpers.py").write_text("OFFSET = 1.0\n")
+    d = tmp_path / "run"
+    env = {"PYTHONPATH": str(tmp_path)}
+
+    def launch(*extra: str) -> tuple[int, str]:
+        proc = cli("run", "pipe.py:build", "--ranks", "2", "--run-dir", str(d), "-q", *extra,
+                   cwd=tmp_path, env=env, timeout=100)  # fmt: skip
+        return proc.returncode, proc.stderr
+
+    assert launch("--indices", "0:10")[0] == 0
+    code = read_json(d / "run.json")["code"]
+    assert {Path(p).name for p in code} == {"pipe.py"}  # the factory file (Shift is in it)
+    (tmp_path / "helpers.py").write_text("OFFSET = 2.0\n")  # not a component module: allowed
+    (tmp_path / "pipe.py").write_text(
+        CODE.replace("yield {", "yield {  # edited\n                ")
+    )
+    rc, err = launch()
+    assert rc == 4 and "pipe.py (edited)" in one_error_line(err)
+    assert "--accept-code-change" in err
+    rc, err = launch("--accept-code-change")
+    assert rc == 0, err
+    last = read_json(sorted((d / "attempts").glob("0*.json"))[-1])
+    assert last["code_change_accepted"] == ["pipe.py (edited)"]
+    assert launch()[0] == 0  # the accepted code is the reference now
+
+
+def read_json(path: Path) -> dict:
+    import json
+
+    return json.loads(path.read_text())

@@ -146,6 +146,7 @@ def test_every_launcher_goes_through_one_rank_entry() -> None:
         ("slurm/submit.py", "rank_main("),
         ("backends/sequential.py", "run_here("),
         ("backends/pool.py", "run_slots("),
+        ("slots.py", "begin("),
         ("cli/submit.py", "run_here("),
     ):
         assert entry in (PACKAGE / launcher).read_text(), launcher

@@ -132,6 +132,8 @@ def settings_args(settings: RunSettings) -> list[str]:
         args.append("--retry-failed")
     if not settings.fsync:
         args.append("--no-fsync")
+    if settings.accept_code_change:
+        args.append("--accept-code-change")
     return args
 
 

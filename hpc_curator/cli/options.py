@@ -79,6 +79,11 @@ def settings_options(f: F) -> F:
         ),
         click.option("--retry-failed", is_flag=True, help="Re-run only the failed indices."),
         click.option(
+            "--accept-code-change",
+            is_flag=True,
+            help="Continue although the pipeline's code changed since the run began.",
+        ),
+        click.option(
             "--no-fsync", is_flag=True, hidden=True, help="Do not fsync journals (benchmarks only)."
         ),
     ]
@@ -101,6 +106,7 @@ def make_settings(kw: dict[str, Any]) -> Any:
         chunk_size=kw.pop("chunk_size"),
         retry_failed=kw.pop("retry_failed"),
         fsync=not kw.pop("no_fsync"),
+        accept_code_change=kw.pop("accept_code_change"),
     )
 
 

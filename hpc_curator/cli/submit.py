@@ -24,7 +24,7 @@ def _create_run(
     """Validate the spec and create (or re-open) the run dir at submission time."""
     from dataclasses import asdict
 
-    from hpc_curator import partition, rundir
+    from hpc_curator import fingerprint, partition, rundir
     from hpc_curator import spec as specmod
 
     pipeline, frozen = specmod.load(spec, specmod.parse_params(params))
@@ -32,7 +32,14 @@ def _create_run(
     index_list = None
     if indices is not None or not rd.exists():
         index_list = partition.parse_indices(indices, len(pipeline.source))
-    rundir.create_or_open(rd, frozen, index_list, asdict(settings))
+    code = fingerprint.fingerprint(pipeline, frozen)
+    info = rundir.create_or_open(rd, frozen, index_list, asdict(settings), code=code)
+    # refuse changed code here, on the login node, rather than in the job
+    recorded = next(
+        (a["code"] for a in reversed(rundir.list_attempts(rd)) if "code" in a),
+        info.meta.get("code"),
+    )
+    fingerprint.check(recorded, code, settings.accept_code_change, str(rd.path))
     return rd, frozen
 
 

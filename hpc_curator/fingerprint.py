@@ -1,0 +1,100 @@
+"""A fingerprint of the code that builds the pipeline, so a resume never mixes old and new code.
+
+The fingerprint is the SHA-256 of every source file that defines the pipeline: the spec file
+(a factory's ``.py`` or a YAML/JSON spec) and the modules of its components that live outside
+the Python installation (site-packages, the standard library) and outside hpc-curator itself
+-- the user's own files. It is recorded when the run is created and in every attempt; a launch
+whose code differs is refused unless the user accepts the change (``--accept-code-change``),
+which the attempt records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import sysconfig
+from pathlib import Path
+from typing import Any
+
+from hpc_curator.errors import RunDirError
+from hpc_curator.pipeline import Pipeline
+
+
+def _installed_roots() -> list[Path]:
+    roots = {Path(sys.prefix), Path(sys.base_prefix), Path(__file__).resolve().parent}
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        path = sysconfig.get_paths().get(key)
+        if path:
+            roots.add(Path(path))
+    return [r.resolve() for r in roots]
+
+
+def _is_users(path: Path, roots: list[Path]) -> bool:
+    parts = path.parts
+    if "site-packages" in parts or "dist-packages" in parts:
+        return False
+    return not any(path == r or r in path.parents for r in roots)
+
+
+def code_files(pipeline: Pipeline, spec: dict[str, Any]) -> list[Path]:
+    """The user's source files that define ``pipeline`` (absolute, sorted)."""
+    files: set[Path] = set()
+    if spec.get("kind") == "factory":
+        target = str(spec.get("ref", "")).rpartition(":")[0]
+        if target.endswith(".py"):
+            files.add(Path(target))
+        elif target in sys.modules and getattr(sys.modules[target], "__file__", None):
+            files.add(Path(str(sys.modules[target].__file__)))
+    elif spec.get("file"):
+        files.add(Path(str(spec["file"])))
+    comps = [pipeline.source, *pipeline.filters]
+    if pipeline.sink is not None:
+        comps.append(pipeline.sink)
+    for comp in comps:
+        module = sys.modules.get(type(comp).__module__)
+        where = getattr(module, "__file__", None)
+        if where:
+            files.add(Path(where))
+    roots = _installed_roots()
+    return sorted(p.resolve() for p in files if p.is_file() and _is_users(p.resolve(), roots))
+
+
+def fingerprint(pipeline: Pipeline, spec: dict[str, Any]) -> dict[str, str]:
+    """``{path: sha256}`` of :func:`code_files`."""
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in code_files(pipeline, spec)}
+
+
+def changes(before: dict[str, str], now: dict[str, str]) -> list[str]:
+    """Human-readable differences, e.g. ``['my_pipeline.py (edited)', 'helpers.py (new)']``."""
+    out = []
+    for path in sorted(set(before) | set(now)):
+        name = Path(path).name
+        if path not in now:
+            out.append(f"{name} (no longer used)")
+        elif path not in before:
+            out.append(f"{name} (new)")
+        elif before[path] != now[path]:
+            out.append(f"{name} (edited)")
+    return out
+
+
+def check(
+    recorded: dict[str, str] | None, now: dict[str, str], accept: bool, run_dir: str
+) -> list[str]:
+    """Refuse a code change unless accepted; return the changes (empty: same code).
+
+    Raises
+    ------
+    RunDirError
+        When the code differs from the run's and ``accept`` is false.
+    """
+    if recorded is None:
+        return []  # a run created before fingerprints were recorded
+    diff = changes(recorded, now)
+    if diff and not accept:
+        raise RunDirError(
+            f"the pipeline's code changed since run dir {run_dir} began: {', '.join(diff)}",
+            "re-run with --accept-code-change to continue with the new code, which the attempt "
+            "records; or use a new --run-dir",
+        )
+    return diff
