@@ -47,6 +47,8 @@ from hpc_curator.world import Counter, LocalCounter, World
 
 #: Set by launchers that report the result themselves (rank 0 then stays quiet).
 PARENT_ENV = "HPC_CURATOR_PARENT"
+#: PID of the local launcher (``hpc-curate run --ranks``): ``cancel`` signals it.
+LAUNCHER_PID_ENV = "HPC_CURATOR_LAUNCHER_PID"
 
 
 # -- begin ---------------------------------------------------------------------------------
@@ -90,6 +92,9 @@ def begin(
     recorded = next((a["code"] for a in reversed(attempts) if "code" in a), info.meta.get("code"))
     accepted = fingerprint.check(recorded, code, settings.accept_code_change, str(rd.path))
     extra: dict[str, Any] = {"code": code}
+    launcher_pid = os.environ.get(LAUNCHER_PID_ENV, "")
+    if launcher_pid.isdigit():  # the process to signal to stop the whole attempt (cancel)
+        extra["launcher_pid"] = int(launcher_pid)
     if accepted:
         extra["code_change_accepted"] = accepted
     attempt = rundir.start_attempt(rd, {**identity, **extra}, launcher)

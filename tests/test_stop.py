@@ -79,3 +79,34 @@ def test_sigterm_to_the_parent_alone_stops_the_workers(
     assert again.returncode == 0, again.stderr
     assert [r["index"] for r in manifest_rows(d)] == list(range(N))
     assert_stats_equal(stats(d), reference)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    "launch",
+    [
+        pytest.param(("--backend", "process_pool", "-j", "2"), id="process_pool"),
+        pytest.param(("--ranks", "2"), id="mpi", marks=pytest.mark.mpi),
+    ],
+)
+def test_cancel_stops_a_local_run(tmp_path: Path, launch: tuple[str, ...]) -> None:
+    d = tmp_path / "run"
+    cmd = [sys.executable, "-m", "hpc_curator", "run", SPEC, *PARAMS, *launch, "--run-dir", str(d)]
+    env = {k: v for k, v in os.environ.items() if k != "HPC_CURATOR_EXPECTED_SIZE"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and commits(d) < 6 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        busy = cli("run", SPEC, *PARAMS, "--run-dir", str(d), "-q")
+        assert busy.returncode == 4 and "hpc-curate cancel" in busy.stderr
+        cancel = cli("cancel", str(d))
+        assert cancel.returncode == 0, cancel.stderr
+        assert "stopped local attempt 1" in cancel.stdout
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 3
+    assert read_manifest(d)["attempts"][0]["reason"] in ("SIGTERM", "SIGINT")

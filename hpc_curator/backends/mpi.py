@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hpc_curator import portable, rundir
+from hpc_curator.attempt import LAUNCHER_PID_ENV, PARENT_ENV
 from hpc_curator.backends.base import (
     Launch,
     RunBackend,
@@ -167,7 +168,10 @@ class MPIBackend(RunBackend):
     ) -> RunResult:
         n = resolve_n_jobs(launch.n_jobs)
         exe = find_mpiexec(self.mpiexec)
-        env = dict(os.environ, **{EXPECTED_SIZE_ENV: str(n), "HPC_CURATOR_PARENT": "mpi"})
+        env = dict(
+            os.environ,
+            **{EXPECTED_SIZE_ENV: str(n), PARENT_ENV: "mpi", LAUNCHER_PID_ENV: str(os.getpid())},
+        )
         for var, value in thread_limits(max(1, available_cpus() // n)).items():
             env.setdefault(var, value)
         blob = portable.payload(launch.pipeline)

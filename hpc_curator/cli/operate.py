@@ -229,15 +229,55 @@ def retry_cmd(run_dir: str, cluster: str | None, wait: bool, **kw: Any) -> None:
 @click.command("cancel")
 @click.argument("run_dir")
 def cancel_cmd(run_dir: str) -> None:
-    """Cancel RUN_DIR's Slurm jobs (scancel). Committed work stays; resume continues it."""
+    """Cancel RUN_DIR's Slurm jobs (scancel) or its local run (SIGTERM to its launcher).
+
+    Committed work stays; resume (or re-running the same command) continues it.
+    """
     from hpc_curator import rundir
     from hpc_curator.slurm.status import cancel
 
     rd = rundir.RunDir(run_dir)
     rundir.load(rd)
-    done = cancel(_job_ids(rd))
-    click.echo(f"cancelled {', '.join(done)}" if done else "no active job to cancel")
-    click.echo(f"resume later with: hpc-curate resume {rd.path}")
+    local = cancel_local(rd)
+    jobs = _job_ids(rd)
+    done = cancel(jobs) if jobs else []
+    for line in local:
+        click.echo(line)
+    if done or not local:
+        click.echo(f"cancelled {', '.join(done)}" if done else "no active job to cancel")
+    click.echo(f"resume later with: hpc-curate resume {rd.path}" if jobs else "")
+
+
+def cancel_local(rd: Any, wait: float = 30.0) -> list[str]:
+    """SIGTERM the live local attempts of ``rd`` (this host, no Slurm job); wait for them.
+
+    The launcher (``hpc-curate run`` parent, or the process running the pool) passes it on:
+    every rank commits and stops; the attempt ends as ``SIGTERM``.
+    """
+    import os
+    import signal
+    import socket
+
+    from hpc_curator import rundir
+
+    lines = []
+    for rec in rundir.list_attempts(rd):
+        if rec.get("job_id") or rec.get("ended") or not rundir.attempt_alive(rd, rec):
+            continue
+        if rec.get("host") != socket.gethostname():
+            lines.append(f"attempt {rec['attempt']} runs on {rec.get('host')}: cancel it there")
+            continue
+        pid = int(rec.get("launcher_pid") or rec["pid"])
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and rundir.attempt_alive(rd, rec):
+            time.sleep(0.2)
+            rec = next((a for a in rundir.list_attempts(rd) if a["attempt"] == rec["attempt"]), rec)
+        lines.append(f"stopped local attempt {rec['attempt']} (pid {pid}); committed work is kept")
+    return lines
 
 
 def verify_run(rd: Any) -> tuple[int, list[str]]:
