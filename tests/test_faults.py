@@ -234,3 +234,49 @@ def read_json(path: Path) -> dict:
     import json
 
     return json.loads(path.read_text())
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(120)
+def test_a_killed_rank_is_named_exit_3_and_its_shared_memory_is_removed(tmp_path: Path) -> None:
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    shm = Path("/dev/shm")
+    before = {p.name for p in shm.iterdir()} if shm.is_dir() else set()
+    d = tmp_path / "run"
+    args = ["run", SPEC, "-p", "n=300", "-p", "sleep=0.02", "--commit-every", "2", "--ranks", "2"]
+    args += ["--run-dir", str(d)]
+    env = {k: v for k, v in os.environ.items() if k != "HPC_CURATOR_EXPECTED_SIZE"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hpc_curator", *args, "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        journal = d / "journal" / "a0001-rank00001.jsonl"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (
+            not journal.exists() or journal.read_bytes().count(b'"t":"commit"') < 3
+        ):
+            time.sleep(0.05)
+        os.kill(json.loads(journal.read_text().splitlines()[0])["pid"], signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 3, err
+    line = next(ln for ln in err.splitlines() if ln.startswith("incomplete:"))
+    assert "rank(s)" in line and "1" in line and "SIGKILL" in line, line
+    left = {p.name for p in shm.iterdir()} - before if shm.is_dir() else set()
+    assert not [n for n in left if n.startswith("mpich_")], left
+    again = cli(*args, "-q")
+    assert again.returncode == 0, again.stderr
+    assert [r["index"] for r in manifest_rows(d)] == list(range(300))

@@ -31,6 +31,7 @@ from hpc_curator.errors import LaunchError
 from hpc_curator.journal import JournalFollower
 from hpc_curator.partition import format_indices
 from hpc_curator.signals import StopFlag, stop_on_signals
+from hpc_curator.slurm import stale_shm
 from hpc_curator.values import OnCommit, RunResult, RunSettings, exit_code_for
 from hpc_curator.world import EXPECTED_SIZE_ENV, thread_limits
 
@@ -196,6 +197,7 @@ class MPIBackend(RunBackend):
         follower = JournalFollower(rd)
         if rd.journal_dir.is_dir():
             follower.poll()  # skip earlier attempts: progress counts this launch only
+        shm_before = stale_shm.listing()
         with stop_on_signals(stop or StopFlag()) as flag:
             proc = subprocess.Popen(cmd, env=env)
             forwarded = False
@@ -212,6 +214,8 @@ class MPIBackend(RunBackend):
                         proc.send_signal(signal.SIGINT)
                     forwarded = True
         _feed(follower, on_commit)
+        if proc.returncode:  # killed ranks never unlinked their shared memory: we do
+            stale_shm.remove_leftovers(shm_before)
         if proc.returncode in (2, 4, 5):
             # the ranks stopped on an error they reported themselves (bad input, run dir,
             # launcher): their one line is above; say nothing more, exit with their code
@@ -229,7 +233,42 @@ class MPIBackend(RunBackend):
             err.relayed = proc.returncode in (2, 4, 5)  # type: ignore[attr-defined]
             raise err
         what = f"mpiexec -n {n} exited with code {proc.returncode}"
-        return result_from_run_dir(rd, proc.returncode, what)
+        code = proc.returncode
+        if code not in (0, 1, 3):  # a rank or mpiexec was killed: the run is incomplete
+            what = _death(rd, code, n)
+            code = 3
+        return result_from_run_dir(rd, code, what)
+
+
+def _death(rd: rundir.RunDir, returncode: int, n: int) -> str:
+    """Which ranks of the last attempt died (no end record), and the signal if known."""
+    import signal as signals
+
+    # mpiexec killed: -N; Hydra reports a rank killed by signal N as exit code N (> 5: not one
+    # of ours), shells and Open MPI as 128 + N
+    if returncode < 0:
+        number = -returncode
+    elif returncode > 128:
+        number = returncode - 128
+    else:
+        number = returncode if 5 < returncode < 65 else 0
+    try:
+        how = f"killed by {signals.Signals(number).name}" if number else ""
+    except ValueError:
+        how = ""
+    how = how or f"exit code {returncode}"
+    attempts = rundir.list_attempts(rd)
+    dead: list[int] = []
+    if attempts:
+        last = attempts[-1]["attempt"]
+        seen = {}
+        for path in rd.journal_files():
+            attempt, rank = rd.parse_journal_name(path)
+            if attempt == last:
+                seen[rank] = b'"t":"end"' in path.read_bytes()[-4096:]
+        dead = sorted(r for r in range(n) if not seen.get(r, False))
+    ranks = f"rank(s) {', '.join(map(str, dead))} did not finish" if dead else "a rank died"
+    return f"{ranks} ({how}, mpiexec -n {n})"
 
 
 def _feed(follower: JournalFollower, on_commit: OnCommit | None) -> None:

@@ -104,3 +104,57 @@ def clear_stale_segments(
             flush=True,
         )
     return removed
+
+
+#: Name prefixes of node-local shared memory MPI libraries create in /dev/shm.
+SEGMENT_PREFIXES = ("mpich_", "psm2_", "vader_segment", "sm_segment", "ompi.", "shm-col-space")
+
+
+def _mapped_anywhere() -> set[str]:
+    """Paths under /dev/shm that some live process has mapped or open."""
+    used: set[str] = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            with open(proc / "maps") as fh:
+                used.update(line.split()[-1] for line in fh if "/dev/shm/" in line)
+            for fd in (proc / "fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("/dev/shm/"):
+                    used.add(target)
+        except OSError:
+            continue
+    return used
+
+
+def remove_leftovers(before: set[str], shm_dir: Path = SHM_DIR) -> list[Path]:
+    """After local ranks were killed: remove MPI segments that appeared since ``before`` (a
+    listing of ``shm_dir`` taken before they started) and that no live process uses."""
+    try:
+        names = {p.name for p in shm_dir.iterdir()}
+    except OSError:
+        return []
+    new = [n for n in sorted(names - before) if n.startswith(SEGMENT_PREFIXES)]
+    if not new:
+        return []
+    used = _mapped_anywhere()
+    removed = []
+    for name in new:
+        path = shm_dir / name
+        if str(path) in used:
+            continue
+        try:
+            path.unlink()
+        except OSError:
+            continue
+        removed.append(path)
+    return removed
+
+
+def listing(shm_dir: Path = SHM_DIR) -> set[str]:
+    """Names in ``shm_dir`` now (empty when it cannot be read)."""
+    try:
+        return {p.name for p in shm_dir.iterdir()}
+    except OSError:
+        return set()
