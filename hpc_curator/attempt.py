@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from hpc_curator import fingerprint, journal, manifest, partition, portable, rundir
+from hpc_curator import fingerprint, journal, manifest, partition, poison, portable, rundir
 from hpc_curator import spec as specmod
 from hpc_curator.errors import AttemptError, CuratorError, UsageError, from_exception
 from hpc_curator.gather import merge_outputs, merge_tree
@@ -104,6 +104,12 @@ def begin(
         todo = info.indices[np.isin(info.indices, failed)]
     else:
         todo = partition.pending(info.indices, scan.recorded())
+    crashed, suspects = poison.crash_records(
+        rd, scan.ends, scan.recorded(), settings.max_index_crashes
+    )
+    suspects = [i for i in suspects if i in set(todo.tolist())]
+    if crashed or suspects:  # failed by rank 0 / run first by rank 0 alone
+        todo = todo[~np.isin(todo, [c["index"] for c in crashed] + suspects)]
     return Plan(
         run_dir=str(rd.path),
         attempt=attempt,
@@ -114,6 +120,8 @@ def begin(
         recorded=len(scan.recorded()),
         failures_before=0 if settings.retry_failed else len(failed),
         settings=settings,
+        crashed=crashed,
+        suspects=suspects,
     ), pipeline
 
 

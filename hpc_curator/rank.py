@@ -28,6 +28,7 @@ from hpc_curator import journal, partition, rundir, shards
 from hpc_curator import spec as specmod
 from hpc_curator.checksum import size_and_digest
 from hpc_curator.pipeline import Pipeline
+from hpc_curator.poison import IDLE, CurrentIndex, Watchdog
 from hpc_curator.signals import StopFlag
 from hpc_curator.values import OnCommit, Plan
 from hpc_curator.world import Counter, LocalCounter, World
@@ -84,21 +85,35 @@ class RankLoop:
         every, seconds = self.settings.commit_every, self.settings.commit_seconds
         perf, getrusage, who = time.perf_counter, resource.getrusage, resource.RUSAGE_SELF
         run_index, stop = self.pipeline.run_index, self.stop
-        batch = self.batch
+        if self.plan.crashed and self.world.is_root:
+            self._record_crashes()
+        batch = self.batch  # after the crash records' commit, which starts a new batch
+        current = CurrentIndex(self.rd.current_path(self.plan.attempt, self.world.rank))
+        mark, timed = current.set, self.settings.index_timeout is not None
+        watchdog = Watchdog(self.settings.index_timeout, current)
         ru = getrusage(who)
         cpu_before = ru.ru_utime + ru.ru_stime
         due = perf() + seconds
         try:
+            watchdog.__enter__()
             for index in indices:
                 t0 = perf()
+                mark(index)  # one store to shared memory: names the index if the process dies
+                if timed:
+                    watchdog.start(index)
                 try:
                     out = run_index(index)
+                    if timed:
+                        watchdog.stop()
                     ok = 1
                 except BaseException as exc:  # SystemExit, KeyboardInterrupt of user code too
+                    if timed:
+                        watchdog.stop()
                     if isinstance(exc, GeneratorExit):
                         raise
                     out, ok = [], 0
                     self._record_failure(exc, len(batch))
+                mark(IDLE)
                 t1 = perf()
                 ru = getrusage(who)
                 cpu_now = ru.ru_utime + ru.ru_stime
@@ -113,7 +128,9 @@ class RankLoop:
                 if stop.reason is not None:
                     break
         finally:
+            watchdog.__exit__()
             self.commit()
+            current.close()
         if self.stop:
             print(
                 f"hpc-curator rank {self.world.rank}: stopping on {self.stop.reason} after "
@@ -136,6 +153,14 @@ class RankLoop:
         self.writer.append({"t": "end", **summary})
         self.writer.close()
         return summary
+
+    def _record_crashes(self) -> None:
+        """Rank 0: commit the indices that killed their rank too often as failed."""
+        for rec in self.plan.crashed:
+            self.b_err[str(len(self.batch))] = {k: rec[k] for k in ("type", "msg", "tb")}
+            self.batch.append((int(rec["index"]), 0, 0.0, 0.0, 0, []))
+            self.failures.add(1)
+        self.commit()
 
     def _record_failure(self, exc: BaseException, position: int) -> None:
         self.b_err[str(position)] = {
@@ -196,6 +221,10 @@ def _peak_rss() -> int:
 
 def my_indices(plan: Plan, world: World, chunks: Counter | None, stop: StopFlag) -> Iterator[int]:
     """This rank's indices: a static slice, or chunks claimed from the shared counter."""
+    if world.is_root and plan.suspects:
+        # indices whose rank died while running them: alone on rank 0 first, one after the
+        # other, so a poison pill cannot take an innocent index of another rank with it twice
+        yield from plan.suspects
     if plan.settings.schedule != "dynamic":
         share = partition.slice_for(plan.pending, world.rank, world.size, plan.settings.schedule)
         yield from share.tolist()  # Python ints: no per-index conversion in the hot loop

@@ -96,6 +96,16 @@ class RunDir:
         """Journal of ``rank`` in ``attempt``."""
         return self.journal_dir / f"a{attempt:04d}-rank{rank:05d}.jsonl"
 
+    def current_path(self, attempt: int, rank: int) -> Path:
+        """The index ``rank`` is running right now (memory-mapped; see :mod:`poison`)."""
+        return self.journal_dir / f"a{attempt:04d}-rank{rank:05d}.current"
+
+    def current_files(self) -> list[Path]:
+        """Every current-index file, in (attempt, rank) order."""
+        if not self.journal_dir.is_dir():
+            return []
+        return sorted(self.journal_dir.glob("a*-rank*.current"))
+
     def journal_files(self) -> list[Path]:
         """Every journal, in (attempt, rank) order."""
         if not self.journal_dir.is_dir():

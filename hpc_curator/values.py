@@ -80,6 +80,11 @@ class RunSettings:
         takes precedence over ``max_failures``.
     accept_code_change
         Continue a run although the pipeline's code changed since it began (recorded).
+    index_timeout
+        Seconds an index may run; longer ones fail (``IndexTimeout``); one stuck in C code
+        past a grace period ends its rank (a crash).
+    max_index_crashes
+        An index that killed its rank this many times is recorded as failed (0: never).
     schedule
         ``strided`` (default), ``block`` or ``dynamic``.
     chunk_size
@@ -99,11 +104,17 @@ class RunSettings:
     fsync: bool = True
     max_failure_fraction: float | None = None
     accept_code_change: bool = False
+    index_timeout: float | None = None
+    max_index_crashes: int = 2
 
     def __post_init__(self) -> None:
         import math
 
-        for name in ("max_failures", "max_failure_fraction", "commit_seconds"):
+        if self.index_timeout is not None and not self.index_timeout > 0:
+            raise UsageError(f"--index-timeout must be > 0 seconds, got {self.index_timeout}")
+        if self.max_index_crashes < 0:
+            raise UsageError(f"--max-index-crashes must be >= 0, got {self.max_index_crashes}")
+        for name in ("max_failures", "max_failure_fraction", "commit_seconds", "index_timeout"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
                 raise UsageError(f"{name.replace('_', '-')} must be a finite number, got {value}")
@@ -144,6 +155,11 @@ class Plan:
     recorded: int
     failures_before: int
     settings: RunSettings
+    #: indices that killed their rank too often, recorded as failed by rank 0 (poison.py)
+    crashed: list[dict[str, Any]] = field(default_factory=list)
+    #: indices whose rank died while running them (fewer times than the limit): rank 0 runs
+    #: them first, alone; they are not in ``pending``
+    suspects: list[int] = field(default_factory=list)
 
 
 @dataclass

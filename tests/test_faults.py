@@ -280,3 +280,91 @@ def test_a_killed_rank_is_named_exit_3_and_its_shared_memory_is_removed(tmp_path
     again = cli(*args, "-q")
     assert again.returncode == 0, again.stderr
     assert [r["index"] for r in manifest_rows(d)] == list(range(300))
+
+
+POISON = textwrap.dedent(
+    """
+    import os, signal, time
+    import numpy as np
+    from hpc_curator import Pipeline, Source
+    from hpc_curator.components import FieldStats
+
+
+    class Src(Source):
+        '''40 indices; index 7 kills its process, or (mode slow) 3 sleeps, 5 is stuck.'''
+
+        def __init__(self, mode: str = "poison") -> None:
+            self.mode = mode
+
+        def __len__(self):
+            return 40
+
+        def __getitem__(self, index):
+            if self.mode == "poison" and index == 7:
+                os._exit(9)
+            if self.mode == "slow" and index == 3:
+                time.sleep(30)  # Python code: SIGALRM interrupts it
+            if self.mode == "stuck" and index == 5:
+                signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGALRM])  # as C code would
+                time.sleep(60)
+            time.sleep(0.01)
+            yield {"u": np.full((2, 2), float(index))}
+
+
+    def build(mode: str = "poison") -> Pipeline:
+        return Pipeline(Src(mode)).filter(FieldStats(name="s"))
+    """
+)
+
+
+def launches_until_done(args: list[str], cwd: Path, most: int) -> list[int]:
+    codes: list[int] = []
+    for _ in range(most):
+        codes.append(cli(*args, cwd=cwd, timeout=100).returncode)
+        if codes[-1] in (0, 1):
+            break
+    return codes
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(240)
+def test_a_poison_pill_is_failed_after_two_crashes_and_nothing_else_is(tmp_path: Path) -> None:
+    """Index 7 kills its rank; mpiexec kills the other rank mid-index each time, yet only 7
+    ends up failed (suspects run alone on rank 0 first), every other index exactly once."""
+    (tmp_path / "poison.py").write_text(POISON)
+    d = tmp_path / "run"
+    args = ["run", "poison.py:build", "--ranks", "2", "--run-dir", str(d), "-q"]
+    codes = launches_until_done([*args, "--commit-every", "2"], tmp_path, 5)
+    assert codes[-1] == 1 and codes[:-1] == [3, 3], codes
+    rows = {r["index"]: r for r in manifest_rows(d)}
+    assert sorted(rows) == list(range(40))
+    assert [i for i, r in rows.items() if r["status"] != "ok"] == [7]
+    assert rows[7]["error_type"] == "RankCrash"
+    assert "killed its rank 2 times" in cli("failed", str(d)).stdout
+    doc = read_manifest(d)
+    assert doc["counts"] == {"total": 40, "ok": 39, "failed": 1, "pending": 0}
+    # the merged statistics hold each of the 39 good indices exactly once
+    from tests.conftest import stats
+
+    assert stats(d, "s")["u"]["count"] == 39 * 4
+
+
+@pytest.mark.timeout(240)
+def test_index_timeout_fails_a_slow_index_and_ends_a_stuck_one(tmp_path: Path) -> None:
+    (tmp_path / "poison.py").write_text(POISON)
+    slow = tmp_path / "slow"
+    proc = cli(
+        "run", "poison.py:build", "-p", "mode=slow", "--index-timeout", "0.5",
+        "--run-dir", str(slow), "-q", cwd=tmp_path, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    rows = {r["index"]: r for r in manifest_rows(slow)}
+    assert [i for i, r in rows.items() if r["status"] != "ok"] == [3]
+    assert rows[3]["error_type"] == "IndexTimeout"
+    stuck = tmp_path / "stuck"
+    args = ["run", "poison.py:build", "-p", "mode=stuck", "--index-timeout", "0.5"]
+    codes = launches_until_done([*args, "--run-dir", str(stuck), "-q"], tmp_path, 4)
+    assert codes[-1] == 1 and len(codes) == 3, codes  # killed twice, then recorded
+    rows = {r["index"]: r for r in manifest_rows(stuck)}
+    assert [i for i, r in rows.items() if r["status"] != "ok"] == [5]
+    assert rows[5]["error_type"] == "RankCrash"

@@ -136,6 +136,10 @@ def settings_args(settings: RunSettings) -> list[str]:
         args.append("--no-fsync")
     if settings.accept_code_change:
         args.append("--accept-code-change")
+    if settings.index_timeout is not None:
+        args += ["--index-timeout", repr(settings.index_timeout)]
+    if settings.max_index_crashes != 2:
+        args += ["--max-index-crashes", str(settings.max_index_crashes)]
     return args
 
 

@@ -79,6 +79,20 @@ def settings_options(f: F) -> F:
         ),
         click.option("--retry-failed", is_flag=True, help="Re-run only the failed indices."),
         click.option(
+            "--index-timeout",
+            type=click.FloatRange(min=0, min_open=True),
+            default=None,
+            metavar="SECONDS",
+            help="Fail an index that runs longer (one stuck in C code ends its rank).",
+        ),
+        click.option(
+            "--max-index-crashes",
+            type=click.IntRange(min=0),
+            default=2,
+            show_default=True,
+            help="Record an index as failed once it killed its rank this often (0: never).",
+        ),
+        click.option(
             "--accept-code-change",
             is_flag=True,
             help="Continue although the pipeline's code changed since the run began.",
@@ -107,6 +121,8 @@ def make_settings(kw: dict[str, Any]) -> Any:
         retry_failed=kw.pop("retry_failed"),
         fsync=not kw.pop("no_fsync"),
         accept_code_change=kw.pop("accept_code_change"),
+        index_timeout=kw.pop("index_timeout"),
+        max_index_crashes=kw.pop("max_index_crashes"),
     )
 
 
