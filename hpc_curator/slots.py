@@ -18,7 +18,7 @@ from typing import Any
 from hpc_curator import journal, portable, rundir
 from hpc_curator.attempt import Heartbeat, begin, end
 from hpc_curator.backends.base import JournalFailureCounter
-from hpc_curator.errors import UsageError
+from hpc_curator.errors import AttemptError, CuratorError, UsageError
 from hpc_curator.pipeline import Pipeline
 from hpc_curator.rank import work
 from hpc_curator.signals import StopFlag, stop_on_signals
@@ -111,7 +111,18 @@ def _map_and_follow(
             signalled.add(pid)
     _feed(follower, attempt, on_commit, workers)
     if "error" in outcome:
-        raise outcome["error"]
+        error = outcome["error"]
+        if isinstance(error, CuratorError):
+            raise error
+        # a worker died (segfault, os._exit, OOM killer: BrokenProcessPool, TerminatedWorker)
+        # or the pool itself failed; what was committed stays, the next launch resumes and
+        # knows which index the dead worker was running (poison.py)
+        raise AttemptError(
+            f"a pool worker died or the pool failed: {type(error).__name__}: "
+            + ((str(error).strip().splitlines() or [""])[0]),
+            "re-run the same command to resume; an index that kills its worker twice is "
+            "recorded as failed",
+        ) from None
     return list(outcome["summaries"])
 
 

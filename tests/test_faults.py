@@ -326,14 +326,22 @@ def launches_until_done(args: list[str], cwd: Path, most: int) -> list[int]:
     return codes
 
 
-@pytest.mark.mpi
 @pytest.mark.timeout(240)
-def test_a_poison_pill_is_failed_after_two_crashes_and_nothing_else_is(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "launch",
+    [
+        pytest.param(("--ranks", "2"), id="mpi", marks=pytest.mark.mpi),
+        pytest.param(("--backend", "process_pool", "-j", "2"), id="process_pool"),
+    ],
+)
+def test_a_poison_pill_is_failed_after_two_crashes_and_nothing_else_is(
+    tmp_path: Path, launch: tuple[str, ...]
+) -> None:
     """Index 7 kills its rank; mpiexec kills the other rank mid-index each time, yet only 7
     ends up failed (suspects run alone on rank 0 first), every other index exactly once."""
     (tmp_path / "poison.py").write_text(POISON)
     d = tmp_path / "run"
-    args = ["run", "poison.py:build", "--ranks", "2", "--run-dir", str(d), "-q"]
+    args = ["run", "poison.py:build", *launch, "--run-dir", str(d), "-q"]
     codes = launches_until_done([*args, "--commit-every", "2"], tmp_path, 5)
     assert codes[-1] == 1 and codes[:-1] == [3, 3], codes
     rows = {r["index"]: r for r in manifest_rows(d)}
