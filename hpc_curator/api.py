@@ -63,11 +63,21 @@ def new_run_dir(root: str | os.PathLike[str] = RUNS_ROOT) -> str:
     return str(Path(root).absolute() / f"{stamp}-{os.getpid()}")
 
 
+def default_backend(backend: str | None, n_jobs: int) -> str:
+    """``backend``, or what ``n_jobs`` asks for: several workers mean ``process_pool``.
+
+    (physicsnemo-curator ran ``n_jobs=4`` without a backend sequentially, silently.)
+    """
+    if backend is not None:
+        return backend
+    return "process_pool" if n_jobs != 1 else "sequential"
+
+
 def run_pipeline(
     pipeline: Pipeline,
     *,
     n_jobs: int = 1,
-    backend: str = "sequential",
+    backend: str | None = None,
     indices: Sequence[int] | str | None = None,
     run_dir: str | os.PathLike[str] | None = None,
     config: RunConfig | None = None,
@@ -87,7 +97,8 @@ def run_pipeline(
         can; objects a fresh process cannot import (classes defined in ``__main__`` or a
         notebook, non-JSON arguments) are sent to them with cloudpickle.
     n_jobs, backend, run_dir
-        See :class:`RunConfig` (``config`` overrides them when given).
+        See :class:`RunConfig` (``config`` overrides them when given). Without ``backend``,
+        ``n_jobs`` other than 1 uses ``process_pool``, never a silent sequential run.
     indices
         Indices to run (default all); a sequence or selection text like ``"0:100,150"``.
     progress
@@ -97,7 +108,10 @@ def run_pipeline(
         Fields of :class:`~hpc_curator.values.RunSettings` (``commit_every``, ``max_failures``...).
     """
     cfg = config or RunConfig(
-        backend, n_jobs, str(run_dir) if run_dir else None, RunSettings(**settings)
+        default_backend(backend, n_jobs),
+        n_jobs,
+        str(run_dir) if run_dir else None,
+        RunSettings(**settings),
     )
     target = cfg.run_dir or new_run_dir()
     if cfg.run_dir is None:

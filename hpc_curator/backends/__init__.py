@@ -36,9 +36,23 @@ class BackendInfo:
     description: str
 
 
-def register_backend(cls: type[RunBackend], name: str | None = None) -> type[RunBackend]:
-    """Register a backend class under ``name`` (default ``cls.name``); usable as a decorator."""
-    _REGISTERED[name or cls.name] = cls
+def register_backend(
+    cls: type[RunBackend], name: str | None = None, *, replace: bool = False
+) -> type[RunBackend]:
+    """Register a backend class under ``name`` (default ``cls.name``); usable as a decorator.
+
+    Raises
+    ------
+    BackendError
+        When ``name`` is taken (a built-in or an earlier registration) and not ``replace``.
+    """
+    key = name or cls.name
+    if not replace and (key in _BUILTIN or key in _REGISTERED) and _REGISTERED.get(key) is not cls:
+        raise BackendError(
+            f"a backend named {key!r} exists already",
+            "choose another name, or pass replace=True to replace it",
+        )
+    _REGISTERED[key] = cls
     return cls
 
 

@@ -36,7 +36,8 @@ def print_result(result: Any, quiet: bool = False) -> None:
 @click.option(
     "--backend",
     default=None,
-    help="sequential, process_pool, loky, dask or mpi (default: sequential, or mpi with --ranks).",
+    help="sequential, process_pool, loky, dask or mpi (default: sequential; process_pool with "
+    "-j N; mpi with --ranks).",
 )
 @click.option(
     "-j",
@@ -83,7 +84,9 @@ def run_cmd(
         raise UsageError(
             f"--ranks starts MPI ranks; it cannot be combined with --backend {backend}"
         )
-    name = "mpi" if ranks is not None else (backend or "sequential")
+    from hpc_curator.api import default_backend
+
+    name = "mpi" if ranks is not None else default_backend(backend, n_jobs)
     if name == "mpi" and quiet:
         # nothing to show, so nothing to count: rank 0 builds and validates the pipeline
         # (bad input still gives one line and no state); the parent stays light
