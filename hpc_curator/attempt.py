@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from hpc_curator import fingerprint, journal, manifest, partition, poison, portable, rundir
+from hpc_curator import fingerprint, gpus, journal, manifest, partition, poison, portable, rundir
 from hpc_curator import spec as specmod
 from hpc_curator.errors import AttemptError, CuratorError, UsageError, from_exception
 from hpc_curator.gather import merge_outputs, merge_tree
@@ -342,7 +342,9 @@ def rank_main(
         The world, the attempt's result (the same on every rank) and whether rank 0 asked the
         job script for a requeue. Exit with ``result.exit_code``.
     """
+    bound = gpus.bind()  # before MPI and CUDA start
     world, stop = start_rank()
+    world.gpus = bound
     label = launcher or ("srun" if world.step_id else "mpi")
     try:
         pipeline = None
@@ -386,9 +388,10 @@ def run_here(
     pipeline: Pipeline | None = None,
 ) -> RunResult:
     """Run the attempt in this process as a world of one; Ctrl-C/SIGTERM stop it cleanly."""
+    world = World(gpus=gpus.bind())
     with stop_on_signals(stop or StopFlag()) as flag:
         return run_world(
-            World(),
+            world,
             run_dir,
             settings,
             spec=spec,

@@ -204,6 +204,9 @@ def _attempt_view(rec: dict[str, Any]) -> dict[str, Any]:
         "world_size",
     )
     out = {k: rec.get(k) for k in keys}
+    for key in ("mpi", "code_change_accepted"):  # which MPI ran; an accepted code change
+        if key in rec:
+            out[key] = rec[key]
     if not rec.get("ended"):
         out["reason"] = "running or crashed (no end record)"
     return out

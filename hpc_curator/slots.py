@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from hpc_curator import journal, portable, rundir
+from hpc_curator import gpus, journal, portable, rundir
 from hpc_curator.attempt import Heartbeat, begin, end
 from hpc_curator.backends.base import JournalFailureCounter
 from hpc_curator.errors import AttemptError, CuratorError, UsageError
@@ -149,10 +149,11 @@ def slot_main(plan: Plan, slot: int, size: int, blob: bytes | None) -> dict[str,
     slot as rank. Previous signal handlers are restored, since pool workers are reused.
     """
     os.environ.setdefault(NO_MPI_ENV, "1")
+    bound = gpus.bind(rank=slot)
     tune_malloc()
     os.chdir(plan.cwd)
     pipeline = portable.rebuild(plan.spec, blob)
-    world = World(rank=slot, size=size)
+    world = World(rank=slot, size=size, gpus=bound)
     failures = JournalFailureCounter(plan.run_dir, plan.attempt, slot, plan.failures_before)
     with stop_on_signals(StopFlag()) as stop:
         return work(plan, world, pipeline=pipeline, failures=failures, stop=stop)

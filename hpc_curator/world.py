@@ -110,6 +110,8 @@ class World:
     job_id: str | None = None
     step_id: str | None = None
     pid: int = field(default_factory=os.getpid)
+    gpus: list[str] | None = None
+    mpi: dict[str, Any] | None = None
     comm: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -136,6 +138,8 @@ class World:
             "job_id": self.job_id,
             "step_id": self.step_id,
             "pid": self.pid,
+            **({"gpus": self.gpus} if self.gpus is not None else {}),
+            **({"mpi": self.mpi} if self.mpi is not None else {}),
         }
 
     # -- collectives (no-ops for size 1) ---------------------------------------------------
@@ -211,6 +215,29 @@ def expected_size() -> int | None:
     return slurm_env().step_tasks
 
 
+def mpi_description(mpi: Any) -> dict[str, Any]:
+    """Which MPI library this rank runs (vendor, version, ABI) and the srun plugin, if any."""
+    name, version = mpi.get_vendor()
+    library = str(mpi.Get_library_version()).strip().splitlines()
+    text = library[0] if library else ""
+    vendor = (
+        "Open MPI"
+        if "Open MPI" in text
+        else "Intel MPI"
+        if "Intel" in text
+        else "MPICH"
+        if "MPICH" in text
+        else name
+    )
+    return {
+        "vendor": vendor,
+        "version": ".".join(map(str, version)),
+        "standard": ".".join(map(str, mpi.Get_version())),
+        "library": text[:200],
+        "srun_plugin": os.environ.get("SLURM_MPI_TYPE"),
+    }
+
+
 def detect_world(use_mpi: bool = True) -> World:
     """Read the environment once and return the :class:`World`.
 
@@ -239,6 +266,7 @@ def detect_world(use_mpi: bool = True) -> World:
             comm = MPI.COMM_WORLD
             size = comm.Get_size()
             world = World(rank=comm.Get_rank(), size=size, comm=comm if size > 1 else None)
+            world.mpi = mpi_description(MPI)
         except (ImportError, RuntimeError, OSError) as exc:
             if expected and expected > 1:
                 raise WorldError(

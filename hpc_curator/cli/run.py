@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -54,6 +55,19 @@ def print_result(result: Any, quiet: bool = False) -> None:
     help="Run N MPI ranks with mpiexec (local-mpi).",
 )
 @click.option("--mpiexec", default=None, help="mpiexec to use (default: the one matching mpi4py).")
+@click.option(
+    "--mpiexec-arg",
+    "mpiexec_args",
+    multiple=True,
+    metavar="ARG",
+    help="Extra argument for mpiexec (repeatable), e.g. --mpiexec-arg=--bind-to=core.",
+)
+@click.option(
+    "--gpus-per-rank",
+    type=click.IntRange(min=1),
+    default=None,
+    help="GPUs each rank (or pool worker) sees, bound by local rank (CUDA_VISIBLE_DEVICES).",
+)
 @settings_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def run_cmd(
@@ -65,6 +79,8 @@ def run_cmd(
     n_jobs: int,
     ranks: int | None,
     mpiexec: str | None,
+    mpiexec_args: tuple[str, ...],
+    gpus_per_rank: int | None,
     quiet: bool,
     **kw: Any,
 ) -> None:
@@ -94,8 +110,13 @@ def run_cmd(
     else:
         pipeline, frozen = specmod.load(spec, specmod.parse_params(params))
     instance = get_backend(name)
+    if gpus_per_rank is not None:
+        from hpc_curator.gpus import GPUS_PER_RANK_ENV
+
+        os.environ[GPUS_PER_RANK_ENV] = str(gpus_per_rank)  # ranks and workers inherit it
     if name == "mpi":
         instance.mpiexec = mpiexec  # type: ignore[attr-defined]
+        instance.extra_args = mpiexec_args  # type: ignore[attr-defined]
         from hpc_curator.backends.mpi import find_mpiexec
 
         find_mpiexec(mpiexec)  # fail before anything is created

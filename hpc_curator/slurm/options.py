@@ -70,6 +70,8 @@ class SlurmOptions:
         Passed as the sbatch options of the same name.
     gpus_per_node
         GPUs per node (``--gpus-per-node``).
+    gpus_per_rank
+        GPUs each rank sees (:mod:`hpc_curator.gpus` binds them by node-local rank).
     exclusive
         Request whole nodes.
     mpi
@@ -100,6 +102,7 @@ class SlurmOptions:
     qos: str | None = None
     mem: str | None = None
     gpus_per_node: int | None = None
+    gpus_per_rank: int | None = None
     constraint: str | None = None
     exclusive: bool = False
     job_name: str = "hpc-curate"
@@ -119,7 +122,7 @@ class SlurmOptions:
             if getattr(self, name) < 1:
                 flag = "--" + name.replace("_", "-")
                 raise UsageError(f"{flag} must be >= 1, got {getattr(self, name)}")
-        for name in ("cpus_per_task", "gpus_per_node"):
+        for name in ("cpus_per_task", "gpus_per_node", "gpus_per_rank"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")

@@ -40,6 +40,16 @@ from hpc_curator.values import RunSettings
 SUBMITIT_ENV = {"SUBMITIT_EXECUTOR": "slurm"}
 
 
+def job_env(opts: SlurmOptions, base: dict[str, str] | None = None) -> dict[str, str]:
+    """Variables the job script exports for every task (GPU binding, submitit's marker)."""
+    from hpc_curator.gpus import GPUS_PER_RANK_ENV
+
+    env = dict(base or {})
+    if opts.gpus_per_rank:
+        env[GPUS_PER_RANK_ENV] = str(opts.gpus_per_rank)
+    return env
+
+
 def log_pattern(rd: rundir.RunDir) -> str:
     """Per-task log path pattern (submitit's naming: ``<job>_<task>_log``)."""
     return rd.submitit_log_pattern()
@@ -112,7 +122,7 @@ class CuratorSlurmExecutor:
                     opts,
                     shlex.split(command),
                     log_pattern=log_pattern(rd),
-                    env=SUBMITIT_ENV,
+                    env=job_env(opts, SUBMITIT_ENV),
                     requeue_dir=rd.slurm_dir,
                 )
 
@@ -142,7 +152,7 @@ def dry_run(opts: SlurmOptions, rd: rundir.RunDir) -> str:
         opts,
         submitit_payload(rd, opts.python),
         log_pattern=log_pattern(rd),
-        env=SUBMITIT_ENV,
+        env=job_env(opts, SUBMITIT_ENV),
         requeue_dir=rd.slurm_dir,
     )
 
@@ -163,6 +173,7 @@ def sbatch_script(
         opts,
         rank_command(launch, opts.python),
         log_pattern=rd.sbatch_log_pattern(),
+        env=job_env(opts) or None,
         requeue_dir=rd.slurm_dir,
     )
 
