@@ -19,7 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="hpc-curator benchmarks (issue 6): P1 overhead, P2 throughput, P3 merge/"
-        "manifest/scan scale, P4 CLI latency, P5 imbalance, P6 64-rank scale.",
+        "manifest/scan scale, P4 CLI latency, P5 imbalance, P6 64-rank scale, P7 component "
+        "timing.",
     )
     parser.add_argument("--quick", action="store_true", help="~1 minute smoke run (CI).")
     parser.add_argument(

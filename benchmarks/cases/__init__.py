@@ -1,0 +1,31 @@
+"""The benchmark cases P1..P7 of issue 6 (sizes, contenders, derived numbers, targets).
+
+One module per family: :mod:`~benchmarks.cases.overhead` (P1, P6: W0 no-op runs),
+:mod:`~benchmarks.cases.throughput` (P2), :mod:`~benchmarks.cases.merge_scan` (P3),
+:mod:`~benchmarks.cases.latency` (P4 CLI, P7 component timing),
+:mod:`~benchmarks.cases.imbalance` (P5); what they share is in :mod:`~benchmarks.cases.common`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from benchmarks.cases.common import Config
+from benchmarks.cases.imbalance import p5
+from benchmarks.cases.latency import p4, p7
+from benchmarks.cases.merge_scan import p3
+from benchmarks.cases.overhead import p1, p6
+from benchmarks.cases.throughput import p2
+
+__all__ = ["CASES", "Config"]
+
+CASES: dict[str, tuple[str, Callable[[Config], dict[str, Any]]]] = {
+    "P1": ("overhead", p1),
+    "P2": ("throughput", p2),
+    "P3": ("merge and manifest", p3),
+    "P4": ("CLI latency", p4),
+    "P5": ("imbalance", p5),
+    "P6": ("scale", p6),
+    "P7": ("component timing", p7),
+}
