@@ -44,7 +44,7 @@ def build_journal_run(
 ) -> dict[str, Any]:
     """A finished single-attempt run of ``n_indices`` over ``n_ranks`` journals (strided)."""
     from hpc_curator import rundir
-    from hpc_curator.rank import RunSettings
+    from hpc_curator.values import RunSettings
 
     rd = rundir.RunDir(path)
     spec = {

@@ -276,9 +276,11 @@ def detect_world(use_mpi: bool = True) -> World:
             warnings.warn(f"MPI unavailable ({exc}); running as a single rank", stacklevel=2)
             world = World()
     if expected is not None and world.size != expected:
+        plugin = {"Open MPI": "pmix"}.get((world.mpi or {}).get("vendor", ""), "pmi2")
+        vendor = (world.mpi or {}).get("vendor", "your MPI")
         hint = (
-            "under srun pass the MPI plugin your MPI speaks, e.g. --mpi pmi2 (hpc-curate submit "
-            "--mpi pmi2, or srun --mpi=pmi2)"
+            f"under srun pass the plugin {vendor} speaks: hpc-curate submit --mpi {plugin} "
+            f"(or --mpi auto), or srun --mpi={plugin}"
             if world.size == 1
             else "launch with as many ranks as the job asks for"
         )

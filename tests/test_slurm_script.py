@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from hpc_curator.errors import UsageError
-from hpc_curator.rank import RunSettings
 from hpc_curator.rundir import RunDir
 from hpc_curator.slurm.options import SlurmOptions, parse_time
 from hpc_curator.slurm.script import render
 from hpc_curator.slurm.submit import dry_run, sbatch_script
+from hpc_curator.values import RunSettings
 from tests.conftest import FIXTURE_PIPELINES, cli
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -197,9 +197,9 @@ def slurm_options(f: F) -> F:
         click.option("--job-name", default=None, help="Job name (default hpc-curate)."),
         click.option(
             "--mpi",
-            type=click.Choice(["pmi2", "pmix", "none"]),
+            type=click.Choice(["auto", "pmi2", "pmix", "none"]),
             default=None,
-            help="srun --mpi plugin (default pmi2).",
+            help="srun --mpi plugin (default auto: pmi2 for MPICH/Intel MPI, pmix for Open MPI).",
         ),
         click.option(
             "--setup",

@@ -14,7 +14,7 @@ from typing import Any
 
 from hpc_curator.errors import UsageError
 
-MPI_PLUGINS = ("pmi2", "pmix", "none")
+MPI_PLUGINS = ("auto", "pmi2", "pmix", "none")
 _TIME = re.compile(
     r"^(?:(?P<d>\d+)-(?P<dh>\d{1,2})(?::(?P<dm>\d{1,2})(?::(?P<ds>\d{1,2}))?)?"
     r"|(?P<h>\d+):(?P<m>\d{1,2}):(?P<s>\d{1,2})"
@@ -75,8 +75,9 @@ class SlurmOptions:
     exclusive
         Request whole nodes.
     mpi
-        ``srun --mpi`` plugin: ``pmi2`` (default; the PyPI mpich wheel speaks PMI-2), ``pmix``
-        or ``none`` (ranks then come up as singletons and refuse to run).
+        ``srun --mpi`` plugin: ``auto`` (default: the one the MPI library mpi4py loads needs,
+        see :mod:`hpc_curator.slurm.mpi_plugin`), ``pmi2``, ``pmix`` or ``none`` (ranks then
+        come up as singletons and refuse to run).
     setup
         Shell lines run before ``srun`` (``module load ...``, ``source venv/bin/activate``).
     sbatch_opts
@@ -106,7 +107,7 @@ class SlurmOptions:
     constraint: str | None = None
     exclusive: bool = False
     job_name: str = "hpc-curate"
-    mpi: str = "pmi2"
+    mpi: str = "auto"
     setup: tuple[str, ...] = ()
     sbatch_opts: tuple[tuple[str, str], ...] = ()
     srun_args: tuple[str, ...] = ()

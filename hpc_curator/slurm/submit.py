@@ -40,6 +40,24 @@ from hpc_curator.values import RunSettings
 SUBMITIT_ENV = {"SUBMITIT_EXECUTOR": "slurm"}
 
 
+def resolve_mpi(opts: SlurmOptions, *, check_cluster: bool) -> SlurmOptions:
+    """``opts`` with ``--mpi auto`` replaced by the plugin the local MPI library needs.
+
+    An explicit plugin known not to work with that library is refused; with
+    ``check_cluster``, the plugin must be one ``srun --mpi=list`` offers.
+    """
+    from dataclasses import replace
+
+    from hpc_curator.slurm import mpi_plugin
+
+    vendor = mpi_plugin.local_vendor()
+    # the job runs this very environment unless its python or setup lines change it: only
+    # then is the local library the ranks' library, and an explicit mismatch surely wrong
+    same_env = opts.python is None and not opts.setup
+    plugins = mpi_plugin.offered() if check_cluster else None
+    return replace(opts, mpi=mpi_plugin.choose(opts.mpi, vendor, plugins, strict=same_env))
+
+
 def job_env(opts: SlurmOptions, base: dict[str, str] | None = None) -> dict[str, str]:
     """Variables the job script exports for every task (GPU binding, submitit's marker)."""
     from hpc_curator.gpus import GPUS_PER_RANK_ENV
@@ -148,6 +166,7 @@ def submitit_payload(rd: rundir.RunDir, python: str | None = None) -> list[str]:
 
 def dry_run(opts: SlurmOptions, rd: rundir.RunDir) -> str:
     """The exact script ``submit`` would hand to sbatch (nothing is created or submitted)."""
+    opts = resolve_mpi(opts, check_cluster=False)
     return render(
         opts,
         submitit_payload(rd, opts.python),
@@ -165,6 +184,7 @@ def sbatch_script(
     indices: str | None = None,
 ) -> str:
     """A standalone sbatch script (no submitit) running the rank program."""
+    opts = resolve_mpi(opts, check_cluster=False)
     from hpc_curator.backends.base import Launch
     from hpc_curator.backends.mpi import rank_command
 
@@ -180,6 +200,7 @@ def sbatch_script(
 
 def submit(opts: SlurmOptions, rd: rundir.RunDir, settings: RunSettings) -> dict[str, Any]:
     """Submit one job for the run in ``rd`` and record it; return the submission record."""
+    opts = resolve_mpi(opts, check_cluster=True)
 
     folder = rd.slurm_logs_dir
     folder.mkdir(parents=True, exist_ok=True)
