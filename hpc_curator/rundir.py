@@ -158,18 +158,21 @@ class RunDir:
         return self.slurm_logs_dir / f"{job_id}_submission.sh"
 
     def submitit_log_pattern(self) -> str:
-        """Per-task log path pattern of submitted jobs (submitit's ``<job>_<task>_log``)."""
-        return str(self.slurm_logs_dir / "%j_%t_log")
+        """Per-task log path pattern of submitted jobs (submitit's ``<job>_<task>_log``).
+
+        A ``%`` of the run dir's path is doubled: Slurm reads ``%`` as a filename pattern.
+        """
+        return _pattern_dir(self.slurm_logs_dir) + "/%j_%t_log"
 
     def sbatch_log_pattern(self) -> str:
-        """Per-task log path pattern of ``sbatch-script`` jobs."""
-        return str(self.logs_dir / "slurm-%j_%t")
+        """Per-task log path pattern of ``sbatch-script`` jobs (``%`` doubled, as above)."""
+        return _pattern_dir(self.logs_dir) + "/slurm-%j_%t"
 
     def task_logs(self, job_id: str, task: int) -> list[Path]:
         """Every possible stdout/stderr file of one task of a job (existing or not)."""
         stems = [
-            pattern.replace("%j", str(job_id)).replace("%t", str(task))
-            for pattern in (self.submitit_log_pattern(), self.sbatch_log_pattern())
+            self.slurm_logs_dir / f"{job_id}_{task}_log",
+            self.logs_dir / f"slurm-{job_id}_{task}",
         ]
         return [Path(f"{stem}{suffix}") for stem in stems for suffix in (".err", ".out")]
 
@@ -189,6 +192,10 @@ class RunDir:
     def requeue_flag(self, job_id: str) -> Path:
         """The request file rank 0 leaves for the job script to requeue ``job_id``."""
         return requeue_flag(self.slurm_dir, job_id)
+
+
+def _pattern_dir(path: Path) -> str:
+    return str(path).replace("%", "%%")
 
 
 def requeue_flag(directory: str | os.PathLike[str], job_id: str) -> Path:

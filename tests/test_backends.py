@@ -89,6 +89,7 @@ def test_run_pipeline_default_run_dir(tmp_path: Path, monkeypatch: pytest.Monkey
     assert out.result.exit_code == 0
 
 
+@pytest.mark.mpi
 def test_mpi_backend_through_the_python_api(tmp_path: Path) -> None:
     pytest.importorskip("mpi4py")
     out = run_pipeline(make(tmp_path, n=12), n_jobs=2, backend="mpi", run_dir=tmp_path / "r")

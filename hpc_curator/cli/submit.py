@@ -189,8 +189,9 @@ def submit_cmd(
     from hpc_curator import spec as specmod
     from hpc_curator.errors import CuratorError
     from hpc_curator.slurm import submit as sub
-    from hpc_curator.slurm.options import SlurmOptions
+    from hpc_curator.slurm.options import SlurmOptions, check_value
 
+    check_value("--run-dir", run_dir)  # it reaches #SBATCH --output lines
     opts = SlurmOptions(**slurm_changes(kw))
     settings = make_settings(kw)
     if dry_run:
@@ -227,15 +228,16 @@ def sbatch_script_cmd(
     from hpc_curator import rundir
     from hpc_curator import spec as specmod
     from hpc_curator.slurm import submit as sub
-    from hpc_curator.slurm.options import SlurmOptions
+    from hpc_curator.slurm.options import SlurmOptions, check_value
 
+    check_value("--run-dir", run_dir)  # it reaches #SBATCH --output lines
     opts = SlurmOptions(**slurm_changes(kw))
     settings = make_settings(kw)
     _, frozen = specmod.load(spec, specmod.parse_params(params))
     rd = rundir.RunDir(run_dir)
+    script = sub.sbatch_script(opts, rd, settings, frozen, indices)  # validated: bash -n
     # sbatch opens the --output files before the job starts: their directory must exist
     rd.logs_dir.mkdir(parents=True, exist_ok=True)
-    script = sub.sbatch_script(opts, rd, settings, frozen, indices)
     click.echo(script, nl=False)
 
 

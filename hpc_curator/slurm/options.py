@@ -140,6 +140,13 @@ class SlurmOptions:
                 for part in v if isinstance(v, tuple) else (v,):
                     if isinstance(part, str):
                         check_value(f"--{f.name.replace('_', '-')}", part)
+        for line in self.setup:
+            if line.lstrip().upper().startswith("#SBATCH"):
+                raise UsageError(
+                    f"--setup line {line!r} is an #SBATCH directive; sbatch ignores those after "
+                    "the first command",
+                    "pass it as --sbatch-opt KEY=VALUE, or use the option of the same name",
+                )
         for key, _ in self.sbatch_opts:
             if not _KEY.match(key):
                 raise UsageError(

@@ -1,10 +1,15 @@
 """Render sbatch scripts: one renderer for submit, ``--dry-run`` and ``sbatch-script``.
 
-The template lives in ``slurm_templates/`` (shared with users who write their own scripts). The
-renderer fills four blocks: ``#SBATCH`` lines from :class:`SlurmOptions`, the setup lines, the
-environment exports and the ``srun`` line. Every value placed on a shell line is quoted with
-:func:`shlex.quote`; values with newlines or control characters were already refused by
-:class:`SlurmOptions`, so nothing can add an ``#SBATCH`` line or a command.
+The template is package data (``hpc_curator/slurm/templates/mpi.sbatch``, read through
+:mod:`importlib.resources`, so a normal wheel install renders scripts too); the top-level
+``slurm_templates/`` holds an identical copy for users who write their own scripts (a test
+keeps the two equal). The renderer fills four blocks: ``#SBATCH`` lines from
+:class:`SlurmOptions`, the setup lines, the environment exports and the ``srun`` line.
+
+Nothing can add an ``#SBATCH`` line or a command: values with newlines or control characters
+are refused (:class:`SlurmOptions`, and here for paths), every value on a shell line is quoted
+with :func:`shlex.quote`, ``%`` in paths is doubled for Slurm's filename patterns, setup lines
+may not hold ``#SBATCH``, and the rendered script must pass ``bash -n``.
 """
 
 from __future__ import annotations
@@ -12,14 +17,19 @@ from __future__ import annotations
 import shlex
 import string
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 
-from hpc_curator.slurm.options import SlurmOptions
+from hpc_curator.slurm.options import SlurmOptions, check_value
 from hpc_curator.slurm.requeue import requeue_exports, srun_block
 from hpc_curator.world import EXPECTED_SIZE_ENV, THREAD_VARS
 
-TEMPLATES = Path(__file__).resolve().parent / "templates"
 DEFAULT_TEMPLATE = "mpi.sbatch"
+
+
+def template_text(name: str = DEFAULT_TEMPLATE) -> str:
+    """A template shipped with the package."""
+    return resources.files("hpc_curator.slurm").joinpath("templates", name).read_text()
 
 
 def _flag(key: str, value: str | int | None) -> str:
@@ -110,13 +120,16 @@ def render(
     env
         Extra exported variables.
     template
-        Template path (default ``slurm_templates/mpi.sbatch``).
+        Template path (default: the package's ``templates/mpi.sbatch``).
     requeue_dir
         Where rank 0 leaves its requeue request (the run's ``slurm/`` directory). With it,
         and unless ``opts`` forbid requeues, the script requeues the job after ``srun``
         returns when rank 0 asked for it (:mod:`hpc_curator.slurm.requeue`).
     """
-    path = Path(template) if template else TEMPLATES / DEFAULT_TEMPLATE
+    text = Path(template).read_text() if template else template_text()
+    check_value("--run-dir", log_pattern)
+    for part in [*payload, str(requeue_dir or ""), *(env or {}).values()]:
+        check_value("a value of the job's command", part)
     exports = {EXPECTED_SIZE_ENV: str(opts.world_size), **(env or {})}
     run_line = srun_command(opts, payload, log_pattern)
     if requeue_dir is not None and opts.requeue and opts.max_requeues > 0:
@@ -128,7 +141,7 @@ def render(
     threads = opts.cpus_per_task or 1
     # one BLAS/OpenMP thread per CPU of the rank, unless the user's setup chose otherwise
     thread_caps = [f"export {v}=${{{v}:-{threads}}}" for v in THREAD_VARS]
-    text = string.Template(path.read_text()).substitute(
+    text = string.Template(text).substitute(
         sbatch_lines="\n".join(sbatch_lines(opts, log_pattern)),
         setup_lines="\n".join(opts.setup) or ":",
         env_lines="\n".join(
@@ -136,4 +149,31 @@ def render(
         ),
         srun_command=run_line,
     )
+    check_syntax(text)
     return text
+
+
+def check_syntax(script: str) -> None:
+    """Refuse a script ``bash -n`` rejects (e.g. an unbalanced quote in ``--setup``).
+
+    Raises
+    ------
+    UsageError
+        With bash's first complaint.
+    """
+    import shutil
+    import subprocess
+
+    from hpc_curator.errors import UsageError
+
+    if shutil.which("bash") is None:
+        return
+    proc = subprocess.run(
+        ["bash", "-n"], input=script, capture_output=True, text=True, timeout=30, check=False
+    )
+    if proc.returncode != 0:
+        first = (proc.stderr.strip().splitlines() or ["syntax error"])[0]
+        raise UsageError(
+            f"the job script would not run: bash -n says: {first.removeprefix('bash: ')}",
+            "check the quoting of your --setup lines",
+        )
