@@ -147,6 +147,8 @@ class RunDir:
 
     # -- Slurm -----------------------------------------------------------------------------
     slurm_logs_dir = property(lambda self: self.slurm_dir / "logs")
+    #: submitit's LocalExecutor folder of ``submit --cluster local``
+    local_job_dir = property(lambda self: self.slurm_dir / "local")
     submissions_dir = property(lambda self: self.slurm_dir / "submissions")
 
     def submission_path(self, job_id: str) -> Path:

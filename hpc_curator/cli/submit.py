@@ -81,7 +81,7 @@ def _local(rd: Any, opts: Any, settings: Any, wait: bool) -> None:
 
     from hpc_curator.slurm.local import LocalMPIJob
 
-    folder = rd.slurm_dir / "local"
+    folder = rd.local_job_dir
     ex = submitit.LocalExecutor(folder=folder)
     ex.update_parameters(timeout_min=opts.timeout_min or 60 * 24)
     job = ex.submit(LocalMPIJob(str(rd.path), settings, opts.world_size))
