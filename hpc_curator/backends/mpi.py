@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -220,7 +221,8 @@ class MPIBackend(RunBackend):
         follower = JournalFollower(rd)
         if rd.journal_dir.is_dir():
             follower.poll()  # skip earlier attempts: progress counts this launch only
-        shm_before = stale_shm.listing()
+        owned: set[str] = set()  # MPI shared memory our ranks mapped (seen in /proc)
+        looked = 0.0
         with stop_on_signals(stop or StopFlag()) as flag:
             proc = subprocess.Popen(cmd, env=env)
             forwarded = False
@@ -230,6 +232,9 @@ class MPIBackend(RunBackend):
                     break
                 except subprocess.TimeoutExpired:
                     _feed(follower, on_commit)
+                if time.monotonic() - looked > 1.0:
+                    owned |= stale_shm.segments_of(stale_shm.descendants(proc.pid))
+                    looked = time.monotonic()
                 if flag and not forwarded:
                     # a terminal's Ctrl-C reached the ranks already; SIGTERM to this process
                     # alone, or the caller's stop, is passed on as the SIGINT mpiexec forwards
@@ -238,7 +243,7 @@ class MPIBackend(RunBackend):
                     forwarded = True
         _feed(follower, on_commit)
         if proc.returncode:  # killed ranks never unlinked their shared memory: we do
-            stale_shm.remove_leftovers(shm_before)
+            stale_shm.remove_leftovers(owned)
         if proc.returncode in (2, 4, 5):
             # the ranks stopped on an error they reported themselves (bad input, run dir,
             # launcher): their one line is above; say nothing more, exit with their code

@@ -128,21 +128,53 @@ def _mapped_anywhere() -> set[str]:
     return used
 
 
-def remove_leftovers(before: set[str], shm_dir: Path = SHM_DIR) -> list[Path]:
-    """After local ranks were killed: remove MPI segments that appeared since ``before`` (a
-    listing of ``shm_dir`` taken before they started) and that no live process uses."""
-    try:
-        names = {p.name for p in shm_dir.iterdir()}
-    except OSError:
-        return []
-    new = [n for n in sorted(names - before) if n.startswith(SEGMENT_PREFIXES)]
-    if not new:
+def descendants(root: int) -> list[int]:
+    """PIDs of every live descendant of ``root`` (from /proc; the launcher's ranks)."""
+    children: dict[int, list[int]] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(proc.name))
+    out, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def segments_of(pids: list[int]) -> set[str]:
+    """MPI shared-memory files under /dev/shm that these processes have mapped."""
+    found: set[str] = set()
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/maps") as fh:
+                for line in fh:
+                    path = line.split()[-1]
+                    if path.startswith("/dev/shm/") and Path(path).name.startswith(
+                        SEGMENT_PREFIXES
+                    ):
+                        found.add(path)
+        except OSError:
+            continue
+    return found
+
+
+def remove_leftovers(owned: set[str]) -> list[Path]:
+    """After local ranks were killed: remove the segments they had mapped (``owned``, seen in
+    their /proc maps while they ran) that still exist and that no live process uses. Files
+    of anyone else -- another run, another user's MPI job on this node -- are never touched."""
+    if not owned:
         return []
     used = _mapped_anywhere()
     removed = []
-    for name in new:
-        path = shm_dir / name
-        if str(path) in used:
+    for name in sorted(owned):
+        path = Path(name)
+        if name in used or not path.exists():
             continue
         try:
             path.unlink()
@@ -150,11 +182,3 @@ def remove_leftovers(before: set[str], shm_dir: Path = SHM_DIR) -> list[Path]:
             continue
         removed.append(path)
     return removed
-
-
-def listing(shm_dir: Path = SHM_DIR) -> set[str]:
-    """Names in ``shm_dir`` now (empty when it cannot be read)."""
-    try:
-        return {p.name for p in shm_dir.iterdir()}
-    except OSError:
-        return set()
