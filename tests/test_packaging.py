@@ -53,6 +53,10 @@ def test_the_user_facing_template_is_the_packaged_one() -> None:
 def run(cmd: list[str], cwd: Path, timeout: float = 600, **env: str) -> str:
     full = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
     full.pop("HPC_CURATOR_EXPECTED_SIZE", None)
+    # the installed venv first on PATH, the development venv not at all
+    dev_bin = str(Path(sys.executable).parent)
+    path = [p for p in full.get("PATH", "").split(os.pathsep) if p and p != dev_bin]
+    full["PATH"] = os.pathsep.join([str(Path(cmd[0]).parent), *path])
     proc = subprocess.run(
         cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env={**full, **env}
     )

@@ -34,6 +34,17 @@ def commits(run_dir: Path) -> int:
     return sum(p.read_bytes().count(b'"t":"commit"') for p in run_dir.glob("journal/*.jsonl"))
 
 
+def start_and_wait_for_commits(d: Path, launch: tuple[str, ...]) -> subprocess.Popen[str]:
+    """Start ``hpc-curate run`` in the background; return once it committed a few times."""
+    cmd = [sys.executable, "-m", "hpc_curator", "run", SPEC, *PARAMS, *launch, "--run-dir", str(d)]
+    env = {k: v for k, v in os.environ.items() if k != "HPC_CURATOR_EXPECTED_SIZE"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and commits(d) < 6 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return proc
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, float]]:
     d = tmp_path_factory.mktemp("ref") / "run"
@@ -56,13 +67,8 @@ def test_sigterm_to_the_parent_alone_stops_the_workers(
     if "loky" in launch:
         pytest.importorskip("joblib")
     d = tmp_path / "run"
-    cmd = [sys.executable, "-m", "hpc_curator", "run", SPEC, *PARAMS, *launch, "--run-dir", str(d)]
-    env = {k: v for k, v in os.environ.items() if k != "HPC_CURATOR_EXPECTED_SIZE"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = start_and_wait_for_commits(d, launch)
     try:
-        deadline = time.monotonic() + 60
-        while proc.poll() is None and commits(d) < 6 and time.monotonic() < deadline:
-            time.sleep(0.02)
         assert proc.poll() is None, "the run ended before it could be stopped"
         os.kill(proc.pid, signal.SIGTERM)  # the parent only, not its process group
         _, err = proc.communicate(timeout=60)
@@ -91,13 +97,8 @@ def test_sigterm_to_the_parent_alone_stops_the_workers(
 )
 def test_cancel_stops_a_local_run(tmp_path: Path, launch: tuple[str, ...]) -> None:
     d = tmp_path / "run"
-    cmd = [sys.executable, "-m", "hpc_curator", "run", SPEC, *PARAMS, *launch, "--run-dir", str(d)]
-    env = {k: v for k, v in os.environ.items() if k != "HPC_CURATOR_EXPECTED_SIZE"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = start_and_wait_for_commits(d, launch)
     try:
-        deadline = time.monotonic() + 60
-        while proc.poll() is None and commits(d) < 6 and time.monotonic() < deadline:
-            time.sleep(0.02)
         busy = cli("run", SPEC, *PARAMS, "--run-dir", str(d), "-q")
         assert busy.returncode == 4 and "hpc-curate cancel" in busy.stderr
         cancel = cli("cancel", str(d))

@@ -66,17 +66,7 @@ def _squeue(job_id: str) -> tuple[dict[str, str] | None, bool]:
 
 def squeue_state(job_id: str) -> dict[str, str] | None:
     """``{state, nodes, elapsed, reason}`` from squeue, or ``None`` when not queued."""
-    out = _run(["squeue", "-h", "-j", job_id, "-o", "%T|%N|%M|%r|%D"])
-    if not out or not out.strip():
-        return None
-    state, nodes, elapsed, reason, count = out.strip().splitlines()[0].split("|")
-    return {
-        "state": state,
-        "nodes": nodes,
-        "elapsed": elapsed,
-        "reason": reason,
-        "node_count": count,
-    }
+    return _squeue(job_id)[0]
 
 
 def sacct_state(job_id: str) -> dict[str, str] | None:
