@@ -88,9 +88,7 @@ def begin(
         pipeline = specmod.build(info.spec)
         code = fingerprint.fingerprint(pipeline, info.spec)
     assert code is not None
-    attempts = rundir.list_attempts(rd)
-    recorded = next((a["code"] for a in reversed(attempts) if "code" in a), info.meta.get("code"))
-    accepted = fingerprint.check(recorded, code, settings.accept_code_change, str(rd.path))
+    accepted = fingerprint.check_run(rd, info, code, settings.accept_code_change)
     extra: dict[str, Any] = {"code": code}
     launcher_pid = os.environ.get(LAUNCHER_PID_ENV, "")
     if launcher_pid.isdigit():  # the process to signal to stop the whole attempt (cancel)

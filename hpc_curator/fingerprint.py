@@ -18,6 +18,7 @@ from typing import Any
 
 from hpc_curator.errors import RunDirError
 from hpc_curator.pipeline import Pipeline
+from hpc_curator.rundir import RunDir, RunInfo, list_attempts
 
 
 def _installed_roots() -> list[Path]:
@@ -76,6 +77,17 @@ def changes(before: dict[str, str], now: dict[str, str]) -> list[str]:
         elif before[path] != now[path]:
             out.append(f"{name} (edited)")
     return out
+
+
+def recorded_code(rd: RunDir, info: RunInfo) -> dict[str, str] | None:
+    """The fingerprint the run holds now: the latest attempt's, else the one of ``run.json``."""
+    attempts = list_attempts(rd)
+    return next((a["code"] for a in reversed(attempts) if "code" in a), info.meta.get("code"))
+
+
+def check_run(rd: RunDir, info: RunInfo, now: dict[str, str], accept: bool) -> list[str]:
+    """:func:`check` of ``now`` against the run's :func:`recorded_code`."""
+    return check(recorded_code(rd, info), now, accept, str(rd.path))
 
 
 def check(

@@ -215,22 +215,24 @@ def expected_size() -> int | None:
     return slurm_env().step_tasks
 
 
+def vendor_of(library: str) -> str | None:
+    """``MPICH``, ``Intel MPI`` or ``Open MPI`` from ``MPI_Get_library_version`` text."""
+    if "Open MPI" in library:
+        return "Open MPI"
+    if "Intel" in library:
+        return "Intel MPI"
+    if "MPICH" in library or "MVAPICH" in library:
+        return "MPICH"
+    return None
+
+
 def mpi_description(mpi: Any) -> dict[str, Any]:
     """Which MPI library this rank runs (vendor, version, ABI) and the srun plugin, if any."""
     name, version = mpi.get_vendor()
     library = str(mpi.Get_library_version()).strip().splitlines()
     text = library[0] if library else ""
-    vendor = (
-        "Open MPI"
-        if "Open MPI" in text
-        else "Intel MPI"
-        if "Intel" in text
-        else "MPICH"
-        if "MPICH" in text
-        else name
-    )
     return {
-        "vendor": vendor,
+        "vendor": vendor_of(text) or name,
         "version": ".".join(map(str, version)),
         "standard": ".".join(map(str, mpi.Get_version())),
         "library": text[:200],

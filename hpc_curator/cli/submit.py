@@ -35,11 +35,7 @@ def _create_run(
     code = fingerprint.fingerprint(pipeline, frozen)
     info = rundir.create_or_open(rd, frozen, index_list, asdict(settings), code=code)
     # refuse changed code here, on the login node, rather than in the job
-    recorded = next(
-        (a["code"] for a in reversed(rundir.list_attempts(rd)) if "code" in a),
-        info.meta.get("code"),
-    )
-    fingerprint.check(recorded, code, settings.accept_code_change, str(rd.path))
+    fingerprint.check_run(rd, info, code, settings.accept_code_change)
     return rd, frozen
 
 

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 
 from hpc_curator.errors import LaunchError, UsageError
+from hpc_curator.world import vendor_of as vendor_of
 
 #: srun plugin per MPI vendor.
 PLUGIN_FOR = {"MPICH": "pmi2", "Intel MPI": "pmi2", "Open MPI": "pmix"}
@@ -24,17 +25,6 @@ BAD = {
     ("Open MPI", "pmi2"): "every rank comes up as an MPI singleton",
     ("Intel MPI", "pmix"): "Intel MPI's PMIx support needs I_MPI_PMI_LIBRARY",
 }
-
-
-def vendor_of(library: str) -> str | None:
-    """``MPICH``, ``Intel MPI`` or ``Open MPI`` from ``MPI_Get_library_version`` text."""
-    if "Open MPI" in library:
-        return "Open MPI"
-    if "Intel" in library:
-        return "Intel MPI"
-    if "MPICH" in library or "MVAPICH" in library:
-        return "MPICH"
-    return None
 
 
 def local_vendor() -> str | None:
