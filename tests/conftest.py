@@ -39,6 +39,11 @@ def cli(
     return proc
 
 
+def commit_count(run_dir: Path) -> int:
+    """Commit records in every journal of ``run_dir`` so far (0 before the first)."""
+    return sum(p.read_bytes().count(b'"t":"commit"') for p in run_dir.glob("journal/*.jsonl"))
+
+
 def read_manifest(run_dir: Path) -> dict[str, Any]:
     """The manifest.json of a run."""
     return json.loads((run_dir / "manifest.json").read_text())

@@ -18,6 +18,7 @@ from tests.conftest import (
     FIXTURE_PIPELINES,
     assert_stats_equal,
     cli,
+    commit_count,
     manifest_rows,
     read_manifest,
     stats,
@@ -39,12 +40,6 @@ def assert_complete_once(run_dir: Path, n: int) -> None:
     assert [r["index"] for r in manifest_rows(run_dir)] == list(range(n))
 
 
-def commit_lines(run_dir: Path) -> int:
-    """Commit records in every journal of ``run_dir`` so far."""
-    journals = (run_dir / "journal").glob("*.jsonl")
-    return sum(p.read_bytes().count(b'"t":"commit"') for p in journals)
-
-
 def test_random_sigkills_then_resume_match_a_clean_run(tmp_path: Path) -> None:
     """Kill the run at random moments several times; the resumed result equals a clean run."""
     params = ("-p", "n=150", "-p", "sleep=0.01", "--commit-every", "3")
@@ -60,9 +55,9 @@ def test_random_sigkills_then_resume_match_a_clean_run(tmp_path: Path) -> None:
         )
         # kill after a random number of this launch's commits (not a wall-clock delay: on a
         # fast or a loaded machine alike, most launches die mid-run)
-        target = commit_lines(d) + rng.randint(1, 6)
+        target = commit_count(d) + rng.randint(1, 6)
         deadline = time.monotonic() + 60
-        while proc.poll() is None and commit_lines(d) < target and time.monotonic() < deadline:
+        while proc.poll() is None and commit_count(d) < target and time.monotonic() < deadline:
             time.sleep(rng.uniform(0.005, 0.05))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)

@@ -19,7 +19,7 @@ import pytest
 from hpc_curator import journal, manifest, rundir
 from hpc_curator.components import read_fieldstats
 from hpc_curator.report import build_report, collect
-from tests.conftest import FIXTURE_PIPELINES, cli, read_manifest
+from tests.conftest import FIXTURE_PIPELINES, cli, commit_count, read_manifest
 
 STATS = f"{FIXTURE_PIPELINES}:stats"
 NASTY = "<script>alert('x')</script> & <b>bold</b>"
@@ -44,14 +44,6 @@ def start(*args: str) -> subprocess.Popen[str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-    )
-
-
-def commits(run_dir: Path) -> int:
-    return sum(
-        line.startswith(b'{"t":"commit"')
-        for p in (run_dir / "journal").glob("*.jsonl")
-        for line in p.read_bytes().splitlines()
     )
 
 
@@ -93,7 +85,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     }
     live = procs["running"]
     deadline = time.monotonic() + 60
-    while commits(d["running"]) < 3:
+    while commit_count(d["running"]) < 3:
         assert time.monotonic() < deadline and live.poll() is None, live.stderr
         time.sleep(0.05)
     os.kill(live.pid, signal.SIGSTOP)  # alive but frozen: the numbers hold still

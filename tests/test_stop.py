@@ -20,6 +20,7 @@ from tests.conftest import (
     FIXTURE_PIPELINES,
     assert_stats_equal,
     cli,
+    commit_count,
     manifest_rows,
     read_manifest,
     stats,
@@ -30,17 +31,13 @@ SPEC = f"{FIXTURE_PIPELINES}:stats"
 PARAMS = ("-p", f"n={N}", "-p", "sleep=0.02", "--commit-every", "2")
 
 
-def commits(run_dir: Path) -> int:
-    return sum(p.read_bytes().count(b'"t":"commit"') for p in run_dir.glob("journal/*.jsonl"))
-
-
 def start_and_wait_for_commits(d: Path, launch: tuple[str, ...]) -> subprocess.Popen[str]:
     """Start ``hpc-curate run`` in the background; return once it committed a few times."""
     cmd = [sys.executable, "-m", "hpc_curator", "run", SPEC, *PARAMS, *launch, "--run-dir", str(d)]
     env = {k: v for k, v in os.environ.items() if k != "HPC_CURATOR_EXPECTED_SIZE"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 60
-    while proc.poll() is None and commits(d) < 6 and time.monotonic() < deadline:
+    while proc.poll() is None and commit_count(d) < 6 and time.monotonic() < deadline:
         time.sleep(0.02)
     return proc
 

@@ -16,6 +16,7 @@ from tests.conftest import (
     FIXTURE_PIPELINES,
     assert_stats_equal,
     cli,
+    commit_count,
     manifest_rows,
     read_manifest,
     stats,
@@ -124,10 +125,6 @@ def _start(d: Path, ranks: int, *extra: str) -> subprocess.Popen[bytes]:
     )
 
 
-def _commits(d: Path) -> int:
-    return sum(p.read_bytes().count(b'"t":"commit"') for p in (d / "journal").glob("*.jsonl"))
-
-
 def _rank_pids(d: Path) -> dict[int, int]:
     pids = {}
     for path in (d / "journal").glob("a*-rank*.jsonl"):
@@ -150,7 +147,7 @@ def test_sigkill_one_rank_then_resume_with_other_world_size(
             time.sleep(0.1)
         # kill once the run is under way (a few commits), not after a fixed delay: on a
         # loaded machine the ranks may not even have started working after one
-        while time.time() < deadline and _commits(d) < 4:
+        while time.time() < deadline and commit_count(d) < 4:
             time.sleep(0.02)
         victim = _rank_pids(d)[2]
         os.kill(victim, signal.SIGKILL)
@@ -296,7 +293,7 @@ def test_stop_signal_commits_and_resume_finishes(
         deadline = time.time() + 60
         while time.time() < deadline and len(_rank_pids(d)) < 2:
             time.sleep(0.1)
-        while time.time() < deadline and _commits(d) < 4:
+        while time.time() < deadline and commit_count(d) < 4:
             time.sleep(0.02)
         for pid in _rank_pids(d).values():
             os.kill(pid, sig)
