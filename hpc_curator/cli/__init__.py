@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from hpc_curator import __version__
+from hpc_curator.config import ENV_PREFIX
 from hpc_curator.errors import CuratorError, from_exception
 
 
@@ -48,7 +49,7 @@ def _register_commands() -> None:
     """Import each command module (cheap: they import heavy things inside commands)."""
     import importlib
 
-    for name in ("run", "submit", "operate", "report"):
+    for name in ("run", "submit", "operate", "report", "config"):
         try:
             module = importlib.import_module(f"hpc_curator.cli.{name}")
         except ModuleNotFoundError as exc:
@@ -56,6 +57,13 @@ def _register_commands() -> None:
                 raise
             continue
         module.register(main)
+    for name, cmd in main.commands.items():
+        if name not in INTERNAL:  # HPC_CURATE_<OPTION> for every user-facing option
+            cmd.context_settings.setdefault("auto_envvar_prefix", ENV_PREFIX)
 
+
+#: Commands whose options are not read from HPC_CURATE_* variables: the rank program
+#: inherits the user's environment and must take its settings from its launcher only.
+INTERNAL = ("rank", "config")
 
 _register_commands()

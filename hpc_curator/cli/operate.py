@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from hpc_curator.cli.options import slurm_options
+from hpc_curator.config import profile_option
 
 
 def _job_ids(rd: Any) -> list[str]:
@@ -206,6 +207,7 @@ def failed_cmd(run_dir: str, as_json: bool, lines: int) -> None:
 
 @click.command("retry")
 @click.argument("run_dir")
+@profile_option(with_defaults=False)
 @slurm_options
 @click.option(
     "--cluster",

@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from hpc_curator.config import Lines
+
 F = Callable[..., Any]
 
 
@@ -169,6 +171,11 @@ SLURM_FIELDS = (
     "max_requeues",
     "no_requeue",
     "python",
+    "module",
+    "container",
+    "container_runtime",
+    "container_bind",
+    "launch_prefix",
 )
 
 
@@ -202,10 +209,17 @@ def slurm_options(f: F) -> F:
             help="srun --mpi plugin (default auto: pmi2 for MPICH/Intel MPI, pmix for Open MPI).",
         ),
         click.option(
+            "--module",
+            multiple=True,
+            metavar="NAME",
+            help="Environment module to load before srun (repeatable).",
+        ),
+        click.option(
             "--setup",
             multiple=True,
             metavar="LINE",
-            help="Shell line run before srun, e.g. 'module load x' (repeatable).",
+            type=Lines(),
+            help="Shell line run before srun, e.g. 'source venv/bin/activate' (repeatable).",
         ),
         click.option(
             "--sbatch-opt",
@@ -236,12 +250,61 @@ def slurm_options(f: F) -> F:
         click.option(
             "--python",
             default=None,
-            help="Python on the compute nodes (default: this interpreter).",
+            help="Python on the compute nodes (default: this interpreter; python3 in a "
+            "container). May be a command: 'conda run -n env python'.",
+        ),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return container_options(f)
+
+
+def container_options(f: F) -> F:
+    """``--container``, ``--container-runtime``, ``--container-bind``, ``--launch-prefix``."""
+    from hpc_curator.container import RUNTIMES
+
+    opts = [
+        click.option(
+            "--container",
+            default=None,
+            metavar="IMAGE",
+            help="Run every rank inside this image (run dir and work dir bound in).",
+        ),
+        click.option(
+            "--container-runtime",
+            type=click.Choice(RUNTIMES),
+            default=None,
+            help="Container runtime (default apptainer).",
+        ),
+        click.option(
+            "--container-bind",
+            multiple=True,
+            metavar="SRC[:DST]",
+            help="Extra bind mount into the container (repeatable).",
+        ),
+        click.option(
+            "--launch-prefix",
+            default=None,
+            metavar="'CMD ...'",
+            help="Command placed before python on every rank, e.g. 'numactl -l'.",
         ),
     ]
     for opt in reversed(opts):
         f = opt(f)
     return f
+
+
+def make_container(kw: dict[str, Any], gpus: bool = False) -> Any:
+    """Pop the container options from ``kw`` into a ``Container``."""
+    from hpc_curator.container import Container
+
+    return Container(
+        image=kw.pop("container"),
+        runtime=kw.pop("container_runtime") or "apptainer",
+        binds=tuple(kw.pop("container_bind")),
+        launch_prefix=kw.pop("launch_prefix"),
+        gpus=gpus,
+    )
 
 
 def slurm_changes(kw: dict[str, Any]) -> dict[str, Any]:
@@ -252,8 +315,13 @@ def slurm_changes(kw: dict[str, Any]) -> dict[str, Any]:
     changes = {
         k: v
         for k, v in raw.items()
-        if v is not None and k not in ("setup", "sbatch_opt", "srun_arg", "no_requeue")
+        if v is not None
+        and k not in ("setup", "sbatch_opt", "srun_arg", "no_requeue", "module", "container_bind")
     }
+    if raw["module"]:
+        changes["modules"] = tuple(raw["module"])
+    if raw["container_bind"]:
+        changes["container_bind"] = tuple(raw["container_bind"])
     if raw["setup"]:
         changes["setup"] = tuple(raw["setup"])
     if raw["sbatch_opt"]:

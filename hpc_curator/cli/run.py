@@ -9,7 +9,14 @@ from typing import Any
 
 import click
 
-from hpc_curator.cli.options import make_settings, settings_options, spec_options
+from hpc_curator.cli.options import (
+    container_options,
+    make_container,
+    make_settings,
+    settings_options,
+    spec_options,
+)
+from hpc_curator.config import profile_option
 
 
 def print_result(result: Any, quiet: bool = False) -> None:
@@ -32,6 +39,7 @@ def print_result(result: Any, quiet: bool = False) -> None:
 
 @click.command("run")
 @click.argument("spec")
+@profile_option()
 @click.option("--run-dir", default=None, help="Run directory (default: ./hpc-curator-runs/<new>).")
 @spec_options
 @click.option(
@@ -68,6 +76,12 @@ def print_result(result: Any, quiet: bool = False) -> None:
     default=None,
     help="GPUs each rank (or pool worker) sees, bound by local rank (CUDA_VISIBLE_DEVICES).",
 )
+@container_options
+@click.option(
+    "--python",
+    default=None,
+    help="Python for each rank (default: this one; python3 in a --container).",
+)
 @settings_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def run_cmd(
@@ -81,6 +95,7 @@ def run_cmd(
     mpiexec: str | None,
     mpiexec_args: tuple[str, ...],
     gpus_per_rank: int | None,
+    python: str | None,
     quiet: bool,
     **kw: Any,
 ) -> None:
@@ -96,6 +111,12 @@ def run_cmd(
     from hpc_curator.errors import UsageError
 
     settings = make_settings(kw)
+    box = make_container(kw, gpus=gpus_per_rank is not None)
+    if (box.active or python) and ranks is None:
+        raise UsageError(
+            "--container, --launch-prefix and --python apply to MPI ranks",
+            "add --ranks N (or use submit for Slurm)",
+        )
     if ranks is not None and backend not in (None, "mpi"):
         raise UsageError(
             f"--ranks starts MPI ranks; it cannot be combined with --backend {backend}"
@@ -117,6 +138,9 @@ def run_cmd(
     if name == "mpi":
         instance.mpiexec = mpiexec  # type: ignore[attr-defined]
         instance.extra_args = mpiexec_args  # type: ignore[attr-defined]
+        instance.container = box  # type: ignore[attr-defined]
+        instance.python = _python_argv(python)  # type: ignore[attr-defined]
+        box.check_image(run_dir or os.getcwd(), os.getcwd())
         from hpc_curator.backends.mpi import find_mpiexec
 
         find_mpiexec(mpiexec)  # fail before anything is created
@@ -140,6 +164,22 @@ def run_cmd(
             result = instance.launch(launch, on_commit=view.on_commit)
     print_result(result, quiet)
     sys.exit(result.exit_code)
+
+
+def _python_argv(python: str | None) -> list[str] | None:
+    import shlex
+
+    from hpc_curator.errors import UsageError
+
+    if python is None:
+        return None
+    try:
+        argv = shlex.split(python)
+    except ValueError as exc:
+        raise UsageError(f"--python {python!r} is not a command ({exc})") from None
+    if not argv:
+        raise UsageError("--python is empty")
+    return argv
 
 
 def _todo(run_dir: str, n: int, indices: str | None) -> int:

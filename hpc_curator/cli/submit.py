@@ -16,6 +16,7 @@ from hpc_curator.cli.options import (
     slurm_options,
     spec_options,
 )
+from hpc_curator.config import profile_option
 
 
 def _create_run(
@@ -153,6 +154,7 @@ def job_outcome(rd: Any, rows: list[dict[str, Any]]) -> tuple[str, str]:
 
 @click.command("submit")
 @click.argument("spec")
+@profile_option()
 @click.option("--run-dir", required=True, help="Run directory on a shared filesystem.")
 @spec_options
 @slurm_options
@@ -208,6 +210,7 @@ def submit_cmd(
 
 @click.command("sbatch-script")
 @click.argument("spec")
+@profile_option()
 @click.option("--run-dir", required=True, help="Run directory on a shared filesystem.")
 @spec_options
 @slurm_options
@@ -239,6 +242,7 @@ def sbatch_script_cmd(
 
 @click.command("resume")
 @click.argument("run_dir")
+@profile_option(with_defaults=False)
 @slurm_options
 @click.option(
     "--cluster", type=click.Choice(["slurm", "local", "debug"]), default="slurm", show_default=True

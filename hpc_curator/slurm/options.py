@@ -9,9 +9,12 @@ counts, sbatch option names that look like options. Values are shell-quoted by t
 from __future__ import annotations
 
 import re
+import shlex
+import sys
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from hpc_curator.container import Container
 from hpc_curator.errors import UsageError
 
 MPI_PLUGINS = ("auto", "pmi2", "pmix", "none")
@@ -91,7 +94,13 @@ class SlurmOptions:
     max_requeues
         Stop requeuing after this many restarts.
     python
-        Interpreter on the compute nodes (default: the one running ``hpc-curate``).
+        Interpreter on the compute nodes (default: the one running ``hpc-curate``; inside a
+        container ``python3``). Split like a shell line, so a wrapper command works too.
+    modules
+        Environment modules loaded before ``srun`` (``module load NAME`` each).
+    container, container_runtime, container_bind, launch_prefix
+        Run every rank inside this image with this runtime and these extra binds, behind
+        this launch prefix (see :class:`hpc_curator.container.Container`).
     """
 
     nodes: int = 1
@@ -117,8 +126,20 @@ class SlurmOptions:
     requeue: bool = True
     max_requeues: int = 3
     python: str | None = None
+    modules: tuple[str, ...] = ()
+    container: str | None = None
+    container_runtime: str = "apptainer"
+    container_bind: tuple[str, ...] = ()
+    launch_prefix: str | None = None
 
     def __post_init__(self) -> None:
+        _ = self.container_spec  # validates the container settings
+        if self.python is not None:
+            try:
+                if not shlex.split(self.python):
+                    raise ValueError("empty")
+            except ValueError as exc:
+                raise UsageError(f"--python {self.python!r} is not a command ({exc})") from None
         for name in ("nodes", "ntasks_per_node"):
             if getattr(self, name) < 1:
                 flag = "--" + name.replace("_", "-")
@@ -155,6 +176,24 @@ class SlurmOptions:
                 )
 
     @property
+    def container_spec(self) -> Container:
+        """How each rank's command is wrapped."""
+        return Container(
+            image=self.container,
+            runtime=self.container_runtime,
+            binds=self.container_bind,
+            launch_prefix=self.launch_prefix,
+            gpus=bool(self.gpus_per_node or self.gpus_per_rank),
+        )
+
+    @property
+    def python_argv(self) -> list[str]:
+        """The interpreter command on the compute nodes."""
+        if self.python:
+            return shlex.split(self.python)
+        return ["python3"] if self.container else [sys.executable]
+
+    @property
     def world_size(self) -> int:
         """Ranks in the job."""
         return self.nodes * self.ntasks_per_node
@@ -173,7 +212,8 @@ class SlurmOptions:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["setup"] = list(self.setup)
         out["sbatch_opts"] = [list(kv) for kv in self.sbatch_opts]
-        out["srun_args"] = list(self.srun_args)
+        for name in ("srun_args", "modules", "container_bind"):
+            out[name] = list(getattr(self, name))
         return out
 
     @classmethod
@@ -182,7 +222,8 @@ class SlurmOptions:
         doc = dict(doc)
         doc["setup"] = tuple(doc.get("setup", ()))
         doc["sbatch_opts"] = tuple(tuple(kv) for kv in doc.get("sbatch_opts", ()))
-        doc["srun_args"] = tuple(doc.get("srun_args", ()))
+        for name in ("srun_args", "modules", "container_bind"):
+            doc[name] = tuple(doc.get(name, ()))
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in doc.items() if k in known})
 

@@ -81,8 +81,23 @@ def sbatch_lines(opts: SlurmOptions, log_pattern: str) -> list[str]:
     return [_flag(k, v) for k, v in pairs]
 
 
-def srun_command(opts: SlurmOptions, payload: Sequence[str], log_pattern: str) -> str:
-    """The ``srun`` line: MPI plugin, per-task logs, user srun args, then the payload."""
+def srun_command(
+    opts: SlurmOptions,
+    payload: Sequence[str],
+    log_pattern: str,
+    run_dir: str | Path | None = None,
+    workdir: str | Path | None = None,
+) -> str:
+    """The ``srun`` line: MPI plugin, per-task logs, user srun args, then the payload.
+
+    With a container or launch prefix the payload is wrapped (:mod:`hpc_curator.container`);
+    ``run_dir`` and ``workdir`` (the job's working directory) are then bound in.
+    """
+    box = opts.container_spec
+    if box.active:
+        if run_dir is None:
+            raise ValueError("a container needs the run directory to bind")
+        payload = box.wrap(list(payload), run_dir, workdir)
     args = [
         "srun",
         "--unbuffered",
@@ -93,9 +108,16 @@ def srun_command(opts: SlurmOptions, payload: Sequence[str], log_pattern: str) -
         "--error",
         f"{log_pattern}.err",
         *opts.srun_args,
+        *(box.srun_args(run_dir, workdir) if run_dir is not None else []),
         *payload,
     ]
     return " ".join(shlex.quote(a) for a in args)
+
+
+def setup_lines(opts: SlurmOptions) -> list[str]:
+    """``module load`` lines, then the user's setup lines, then what the container needs."""
+    lines = [f"module load {shlex.quote(m)}" for m in opts.modules]
+    return [*lines, *opts.setup, *opts.container_spec.shell_lines()]
 
 
 def render(
@@ -106,6 +128,7 @@ def render(
     env: dict[str, str] | None = None,
     template: str | Path | None = None,
     requeue_dir: str | Path | None = None,
+    run_dir: str | Path | None = None,
 ) -> str:
     """Render the sbatch script.
 
@@ -125,13 +148,16 @@ def render(
         Where rank 0 leaves its requeue request (the run's ``slurm/`` directory). With it,
         and unless ``opts`` forbid requeues, the script requeues the job after ``srun``
         returns when rank 0 asked for it (:mod:`hpc_curator.slurm.requeue`).
+    run_dir
+        The run directory (bound into a container; needed with ``opts.container``).
     """
     text = Path(template).read_text() if template else template_text()
     check_value("--run-dir", log_pattern)
     for part in [*payload, str(requeue_dir or ""), *(env or {}).values()]:
         check_value("a value of the job's command", part)
     exports = {EXPECTED_SIZE_ENV: str(opts.world_size), **(env or {})}
-    run_line = srun_command(opts, payload, log_pattern)
+    workdir = Path.cwd()  # sbatch starts the job where it was submitted from
+    run_line = srun_command(opts, payload, log_pattern, run_dir, workdir)
     if requeue_dir is not None and opts.requeue and opts.max_requeues > 0:
         exports.update(requeue_exports(requeue_dir, opts.max_requeues))
         run_line = srun_block(run_line)
@@ -143,7 +169,7 @@ def render(
     thread_caps = [f"export {v}=${{{v}:-{threads}}}" for v in THREAD_VARS]
     text = string.Template(text).substitute(
         sbatch_lines="\n".join(sbatch_lines(opts, log_pattern)),
-        setup_lines="\n".join(opts.setup) or ":",
+        setup_lines="\n".join(setup_lines(opts)) or ":",
         env_lines="\n".join(
             [*(f"export {k}={shlex.quote(v)}" for k, v in exports.items()), *thread_caps]
         ),

@@ -25,7 +25,7 @@ import shlex
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,7 @@ def resolve_mpi(opts: SlurmOptions, *, check_cluster: bool) -> SlurmOptions:
     vendor = mpi_plugin.local_vendor()
     # the job runs this very environment unless its python or setup lines change it: only
     # then is the local library the ranks' library, and an explicit mismatch surely wrong
-    same_env = opts.python is None and not opts.setup
+    same_env = opts.python is None and not opts.setup and not opts.modules and not opts.container
     plugins = mpi_plugin.offered() if check_cluster else None
     return replace(opts, mpi=mpi_plugin.choose(opts.mpi, vendor, plugins, strict=same_env))
 
@@ -142,21 +142,21 @@ class CuratorSlurmExecutor:
                     log_pattern=log_pattern(rd),
                     env=job_env(opts, SUBMITIT_ENV),
                     requeue_dir=rd.slurm_dir,
+                    run_dir=rd.path,
                 )
 
         ex = _Executor(folder=folder, max_num_timeout=opts.max_requeues)
         ex.update_parameters(
             nodes=opts.nodes, ntasks_per_node=opts.ntasks_per_node, time=opts.timeout_min or 60
         )
-        if opts.python:
-            ex.python = shlex.quote(opts.python)
+        ex.python = shlex.join(opts.python_argv)  # split again by the renderer
         return ex
 
 
-def submitit_payload(rd: rundir.RunDir, python: str | None = None) -> list[str]:
+def submitit_payload(rd: rundir.RunDir, python: Sequence[str] | None = None) -> list[str]:
     """The command submitit's script runs on every task."""
     return [
-        python or sys.executable,
+        *(python or [sys.executable]),
         "-u",
         "-m",
         "submitit.core._submit",
@@ -169,10 +169,11 @@ def dry_run(opts: SlurmOptions, rd: rundir.RunDir) -> str:
     opts = resolve_mpi(opts, check_cluster=False)
     return render(
         opts,
-        submitit_payload(rd, opts.python),
+        submitit_payload(rd, opts.python_argv),
         log_pattern=log_pattern(rd),
         env=job_env(opts, SUBMITIT_ENV),
         requeue_dir=rd.slurm_dir,
+        run_dir=rd.path,
     )
 
 
@@ -191,10 +192,11 @@ def sbatch_script(
     launch = Launch(run_dir=str(rd.path), settings=settings, spec=spec, indices=indices)
     return render(
         opts,
-        rank_command(launch, opts.python),
+        rank_command(launch, opts.python_argv),
         log_pattern=rd.sbatch_log_pattern(),
         env=job_env(opts) or None,
         requeue_dir=rd.slurm_dir,
+        run_dir=rd.path,
     )
 
 
