@@ -8,9 +8,9 @@ One value, :class:`Container`, says how a rank's command is wrapped; the Slurm r
 - ``apptainer`` / ``singularity``: ``apptainer exec --bind D,... [--nv] IMAGE python ...``;
 - ``charliecloud``: ``ch-run -b D ... IMAGE -- python ...`` (each bind's destination must
   exist in the image: Charliecloud images are read-only; checked before launching when the
-  image is a directory here). ``USER`` is set if missing, and MPICH's cross-memory attach is
-  turned off (``MPIR_CVAR_CH4_CMA_ENABLE=0``): every rank has its own user namespace, in
-  which ``process_vm_readv`` between ranks fails;
+  image is a directory here). ``USER`` is set if missing, and what fails between ranks in
+  separate user namespaces is turned off: MPICH's cross-memory attach
+  (``MPIR_CVAR_CH4_CMA_ENABLE=0``) and UCX's fd passing (``UCX_POSIX_USE_PROC_LINK=n``);
 - ``pyxis`` (Slurm's enroot plugin): ``srun --container-image=IMAGE --container-mounts=...``,
   under Slurm only;
 - ``--launch-prefix 'CMD ...'``: any wrapper (split with :func:`shlex.split`), placed first.
@@ -30,6 +30,9 @@ from hpc_curator.errors import UsageError
 
 RUNTIMES = ("apptainer", "singularity", "charliecloud", "pyxis")
 CMA_VAR = "MPIR_CVAR_CH4_CMA_ENABLE"
+#: What ranks in separate user namespaces need: no cross-memory attach (MPICH), and no
+#: passing of shared-memory file descriptors through /proc/<pid>/fd (UCX: "Permission denied")
+NAMESPACE_ENV = {CMA_VAR: "0", "UCX_POSIX_USE_PROC_LINK": "n"}
 
 
 @dataclass(frozen=True)
@@ -133,13 +136,14 @@ class Container:
         """Variables every rank needs inside this runtime (the user's own values win)."""
         if self.image is None or self.runtime != "charliecloud":
             return {}
-        return {CMA_VAR: "0"}
+        return dict(NAMESPACE_ENV)
 
     def shell_lines(self) -> list[str]:
         """Lines for the job script (before ``srun``)."""
         if self.image is None or self.runtime != "charliecloud":
             return []
-        return ['export USER="${USER:-$(id -un)}"', f"export {CMA_VAR}=${{{CMA_VAR}:-0}}"]
+        lines = ['export USER="${USER:-$(id -un)}"']
+        return lines + [f"export {k}=${{{k}:-{v}}}" for k, v in NAMESPACE_ENV.items()]
 
     def local_env(self, env: dict[str, str]) -> dict[str, str]:
         """``env`` completed for ranks started here (``run --ranks``)."""

@@ -74,3 +74,27 @@ class ProbeSink(Sink):
         with open(path, "w") as fh:
             json.dump([item["probe"] for item in items], fh)
         return [path]
+
+
+class EnvProbe(Filter):
+    """Adds what the rank sees: the named environment variables and its user namespace."""
+
+    def __init__(self, names: str) -> None:
+        self.names = names
+
+    def __call__(self, items: Iterator[Any]) -> Iterator[Any]:
+        for item in items:
+            env = {v: os.environ.get(v) for v in self.names.split(",") if v}
+            with open("/proc/self/ns/user", "rb"):
+                userns = os.readlink("/proc/self/ns/user")
+            yield {**item, "probe": {"env": env, "userns": userns, "pid": os.getpid()}}
+
+
+def envprobe(n: str = "8", out: str = "probe", names: str = "CH_RUNNING") -> Pipeline:
+    """Synthetic -> EnvProbe -> FieldStats(stats) -> ProbeSink(out)."""
+    return (
+        Pipeline(SyntheticSource(n=int(n), shape="4x4", fields=("u",)))
+        .filter(EnvProbe(names))
+        .filter(FieldStats(name="stats"))
+        .write(ProbeSink(out))
+    )

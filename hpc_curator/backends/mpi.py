@@ -229,6 +229,28 @@ class MPIBackend(RunBackend):
         box.check_image(launch.run_dir, workdir)
         env = box.local_env(env)
         python = self.python or (["python3"] if box.image else None)
+        made = None
+        if box.image is not None and not Path(launch.run_dir).exists():
+            made = Path(launch.run_dir)  # a bind source must exist; rank 0 fills it
+            made.mkdir(parents=True)
+        try:
+            return self._launch(launch, exe, env, n, box, python, workdir, stop, on_commit)
+        finally:
+            if made is not None and made.is_dir() and not any(made.iterdir()):
+                made.rmdir()  # the ranks never started: leave nothing behind
+
+    def _launch(
+        self,
+        launch: Launch,
+        exe: str,
+        env: dict[str, str],
+        n: int,
+        box: Container,
+        python: Sequence[str] | None,
+        workdir: str,
+        stop: StopFlag | None,
+        on_commit: OnCommit | None,
+    ) -> RunResult:
         blob = portable.payload(launch.pipeline)
         with tempfile.TemporaryDirectory(prefix="hpc-curator-") as tmp:
             blob_path = None

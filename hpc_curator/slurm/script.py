@@ -129,6 +129,7 @@ def render(
     template: str | Path | None = None,
     requeue_dir: str | Path | None = None,
     run_dir: str | Path | None = None,
+    workdir: str | Path | None = None,
 ) -> str:
     """Render the sbatch script.
 
@@ -150,13 +151,16 @@ def render(
         returns when rank 0 asked for it (:mod:`hpc_curator.slurm.requeue`).
     run_dir
         The run directory (bound into a container; needed with ``opts.container``).
+    workdir
+        The job's working directory, bound into a container too (default: this one, where
+        sbatch starts the job).
     """
     text = Path(template).read_text() if template else template_text()
     check_value("--run-dir", log_pattern)
     for part in [*payload, str(requeue_dir or ""), *(env or {}).values()]:
         check_value("a value of the job's command", part)
     exports = {EXPECTED_SIZE_ENV: str(opts.world_size), **(env or {})}
-    workdir = Path.cwd()  # sbatch starts the job where it was submitted from
+    workdir = workdir or Path.cwd()  # sbatch starts the job where it was submitted from
     run_line = srun_command(opts, payload, log_pattern, run_dir, workdir)
     if requeue_dir is not None and opts.requeue and opts.max_requeues > 0:
         exports.update(requeue_exports(requeue_dir, opts.max_requeues))
