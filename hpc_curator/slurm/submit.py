@@ -114,6 +114,7 @@ def preflight(opts: SlurmOptions, rd: rundir.RunDir) -> list[str]:
             "sbatch is not on PATH (no Slurm here)",
             "use --cluster local to try it on this machine, or hpc-curate run --ranks N",
         )
+    opts.container_spec.check_image(rd.path, os.getcwd())
     warnings = []
     if _node_local(rd.path):
         warnings.append(
@@ -186,6 +187,7 @@ def sbatch_script(
 ) -> str:
     """A standalone sbatch script (no submitit) running the rank program."""
     opts = resolve_mpi(opts, check_cluster=False)
+    opts.container_spec.check_image(rd.path, os.getcwd())
     from hpc_curator.backends.base import Launch
     from hpc_curator.backends.mpi import rank_command
 
