@@ -18,6 +18,7 @@ _LAZY = {
     "Sink": "hpc_curator.pipeline",
     "StatefulFilter": "hpc_curator.pipeline",
     "Param": "hpc_curator.pipeline",
+    "LegacyStatefulFilter": "hpc_curator.legacy",
     "run_pipeline": "hpc_curator.api",
     "gather_pipeline": "hpc_curator.api",
     "RunConfig": "hpc_curator.api",

@@ -20,6 +20,7 @@ from hpc_curator import journal, manifest, rundir
 from hpc_curator import spec as specmod
 from hpc_curator.backends import get_backend
 from hpc_curator.backends.base import Launch
+from hpc_curator.errors import UsageError
 from hpc_curator.gather import merge_outputs
 from hpc_curator.pipeline import Pipeline
 from hpc_curator.values import RunResult, RunSettings
@@ -73,6 +74,34 @@ def default_backend(backend: str | None, n_jobs: int) -> str:
     return "process_pool" if n_jobs != 1 else "sequential"
 
 
+#: physicsnemo-curator's ``run_pipeline`` keywords, and what replaces each here.
+LEGACY_KEYWORDS = {
+    "use_tui": "progress=True/False (a live display on a terminal, plain lines otherwise)",
+    "db_dir": "run_dir=... (the run directory holds the journals, shards and manifest)",
+    "resume": "nothing: a call with the same run_dir always resumes, running only what is "
+    "not committed",
+}
+
+
+def check_legacy_keywords(settings: dict[str, Any]) -> None:
+    """Refuse the original's keywords with what replaces them (not a bare ``TypeError``)."""
+    from dataclasses import fields
+
+    for key in settings:
+        if key in LEGACY_KEYWORDS:
+            raise UsageError(
+                f"run_pipeline(..., {key}=...) is physicsnemo-curator's keyword",
+                f"use {LEGACY_KEYWORDS[key]}",
+            )
+    known = {f.name for f in fields(RunSettings)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise UsageError(
+            f"run_pipeline() got an unknown keyword {unknown[0]!r}",
+            f"settings are: {', '.join(sorted(known))}",
+        )
+
+
 def run_pipeline(
     pipeline: Pipeline,
     *,
@@ -107,6 +136,7 @@ def run_pipeline(
     **settings
         Fields of :class:`~hpc_curator.values.RunSettings` (``commit_every``, ``max_failures``...).
     """
+    check_legacy_keywords(settings)
     cfg = config or RunConfig(
         default_backend(backend, n_jobs),
         n_jobs,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,16 +29,66 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
 
 
 def temp_name(path: Path) -> Path:
-    """Return a unique temporary sibling of ``path`` (same directory, so rename is atomic)."""
-    return path.with_name(f"{TMP_PREFIX}{path.name}.{uuid.uuid4().hex[:12]}")
+    """Return a unique temporary sibling of ``path`` (same directory, so rename is atomic).
+
+    The name keeps ``path``'s suffix (``.tmp-<hex>.stats.parquet``): libraries that choose a
+    format from the suffix, or add their own when it is missing, write what they would write
+    to ``path``.
+    """
+    return path.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}.{path.name}")
+
+
+def _fsync_tree(root: Path) -> None:
+    """Fsync every file and directory below ``root`` (a directory output: a Zarr store)."""
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(dirpath)
+
+
+def remove(path: Path) -> None:
+    """Remove a file or a directory tree; nothing if it is gone."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def remove_stale_temps(directory: Path, name: str | None = None) -> int:
+    """Remove temporary files and directories a crashed writer left in ``directory``.
+
+    With ``name``, only the temporaries of that one final name (:func:`temp_name`): for a
+    directory other programs may write to as well. Call it only when no writer of ours can be
+    active there (at the start of an attempt). Returns how many entries were removed.
+    """
+    if not directory.is_dir():
+        return 0
+    stale = [
+        p
+        for p in directory.iterdir()
+        if p.name.startswith(TMP_PREFIX)
+        and (name is None or p.name[len(TMP_PREFIX) + 13 :] == name)
+    ]
+    for p in stale:
+        remove(p)
+    return len(stale)
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], *, durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path to write; on success rename it to ``path`` atomically.
 
-    Use this for libraries that open files themselves (h5py, pyarrow). On an exception the
-    temporary file is removed and ``path`` is untouched.
+    Use this for libraries that open files themselves (h5py, pyarrow, zarr). The writer may
+    create a file or a directory (a Zarr store) at the temporary path; a directory is fsynced
+    file by file and renamed into place as a whole. Replacing an existing directory takes two
+    renames (the old one is moved aside first, then deleted): a crash between them leaves
+    ``path`` missing and the old tree under a ``.tmp-`` name, never a mix of the two. On an
+    exception the temporary file or directory is removed and ``path`` is untouched.
 
     Parameters
     ----------
@@ -51,16 +102,32 @@ def atomic_path(path: str | os.PathLike[str], *, durable: bool = True) -> Iterat
     tmp = temp_name(final)
     try:
         yield tmp
-        if durable:
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        os.replace(tmp, final)
+        if tmp.is_dir():
+            if durable:
+                _fsync_tree(tmp)
+            if final.exists():
+                aside = temp_name(final)
+                os.replace(final, aside)
+                os.replace(tmp, final)
+                remove(aside)
+            else:
+                os.replace(tmp, final)
+        else:
+            if durable:
+                fd = os.open(tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            if final.is_dir():
+                aside = temp_name(final)
+                os.replace(final, aside)
+                os.replace(tmp, final)
+                remove(aside)
+            else:
+                os.replace(tmp, final)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        remove(tmp)
         raise
     if durable:
         fsync_dir(final.parent)

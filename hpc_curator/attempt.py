@@ -37,6 +37,7 @@ import numpy as np
 
 from hpc_curator import fingerprint, gpus, journal, manifest, partition, poison, portable, rundir
 from hpc_curator import spec as specmod
+from hpc_curator.atomic import remove_stale_temps
 from hpc_curator.errors import AttemptError, CuratorError, UsageError, from_exception
 from hpc_curator.gather import merge_outputs, merge_tree
 from hpc_curator.pipeline import Pipeline
@@ -96,6 +97,12 @@ def begin(
     if accepted:
         extra["code_change_accepted"] = accepted
     attempt = rundir.start_attempt(rd, {**identity, **extra}, launcher)
+    # no writer is active now (this attempt is the only one): what a crash left half written
+    # under a temporary name (a file, or a Zarr store's directory) goes
+    for f in pipeline.stateful_filters:
+        remove_stale_temps(rd.shard_dir(f.name))
+        out = Path(f.output) if f.output else rd.output_path(f.name, f.suffix)
+        remove_stale_temps(out.parent, out.name)  # only this output's: the dir may be shared
     scan = journal.scan(rd, with_outputs=False)
     failed = scan.failed_indices()
     if settings.retry_failed:

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from hpc_curator import journal, rundir
-from hpc_curator.atomic import atomic_path
+from hpc_curator.atomic import atomic_path, remove
 from hpc_curator.checksum import file_digest as file_digest
-from hpc_curator.checksum import verify_segment
+from hpc_curator.checksum import size_of, verify_segment
 from hpc_curator.errors import CuratorError, ShardError
 from hpc_curator.pipeline import Pipeline
 from hpc_curator.values import Plan
@@ -40,6 +40,10 @@ def _committed_paths(
     return paths
 
 
+class _NothingToMerge(Exception):
+    pass
+
+
 def merge_outputs(
     rd: rundir.RunDir,
     pipeline: Pipeline,
@@ -63,16 +67,21 @@ def merge_outputs(
             else _committed_paths(rd, f.name, names, sums)
         )
         out = Path(f.output) if f.output else rd.output_path(f.name, f.suffix)
-        with atomic_path(out) as tmp:
-            type(f).merge([str(p) for p in paths], str(tmp))
+        try:
+            with atomic_path(out) as tmp:
+                f.merge([str(p) for p in paths], str(tmp))
+                if not paths and not tmp.exists():
+                    raise _NothingToMerge  # a filter that writes no output for no segments
+        except _NothingToMerge:
+            continue
         for p in paths if parts else []:
-            p.unlink(missing_ok=True)
+            remove(p)
         outputs[f.name] = {
             "path": str(out.absolute()),
             "class": f"{type(f).__module__}:{type(f).__qualname__}",
             "segments": len(names),
             "partial_merges": len(parts or []),  # > 0: merged in a tree across the ranks
-            "bytes": out.stat().st_size,
+            "bytes": size_of(out),
             "sha256": file_digest(out),
         }
     return outputs
@@ -107,7 +116,7 @@ def merge_share(
         paths = _committed_paths(rd, f.name, share, sums)
         part = rd.partial_merge(f.name, attempt, rank, f.suffix)
         with atomic_path(part, durable=False) as tmp:
-            type(f).merge([str(p) for p in paths], str(tmp))
+            f.merge([str(p) for p in paths], str(tmp))
         out[f.name] = part.name
     return out
 
@@ -154,7 +163,7 @@ def merge_tree(world: World, plan: Plan, pipeline: Pipeline) -> tuple[Any, Any]:
     if errors:
         for share in shares or []:  # the partial merges that did succeed are of no use now
             for name, part in share.items() if isinstance(share, dict) else ():
-                (rd.shard_dir(name) / part).unlink(missing_ok=True)
+                remove(rd.shard_dir(name) / part)
         return scan, errors[0]
     partials: dict[str, list[str]] = {}
     for share in shares or []:

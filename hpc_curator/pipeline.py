@@ -24,13 +24,19 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
+from hpc_curator.errors import UsageError
+
 Item = Any
 S = TypeVar("S")
+_UNSET: Any = object()
 
 
-@dataclass(frozen=True)
 class Param:
     """Metadata for one constructor parameter of a component (for help, specs and the CLI).
+
+    Both argument orders work: hpc-curator's ``Param(name, type, default, help)`` and
+    physicsnemo-curator's ``Param(name, description, type=str, default=REQUIRED,
+    choices=None)`` (told apart by whether the second argument is a string).
 
     Parameters
     ----------
@@ -40,24 +46,82 @@ class Param:
         Callable converting a CLI string to the value (``int``, ``float``, ``str``, ...).
     default
         Default value; ``Param.REQUIRED`` when the argument must be given.
-    help
-        One-line description.
+    help, description
+        One-line description (the same thing; ``description`` is the original's name).
+    choices
+        The allowed values (after conversion); ``--param`` refuses anything else.
     """
 
-    name: str
-    type: Callable[[str], Any] = str
-    default: Any = None
-    help: str = ""
-
     REQUIRED: ClassVar[object] = object()
+    __slots__ = ("choices", "default", "help", "name", "type")
+
+    def __init__(
+        self,
+        name: str,
+        *args: Any,
+        type: Callable[[str], Any] | None = None,
+        default: Any = _UNSET,
+        help: str | None = None,
+        description: str | None = None,
+        choices: Sequence[Any] | None = None,
+    ) -> None:
+        legacy = bool(args) and isinstance(args[0], str)
+        names = (
+            ("description", "type", "default", "choices") if legacy else ("type", "default", "help")
+        )
+        if len(args) > len(names):
+            raise TypeError(f"Param takes at most {len(names) + 1} positional arguments")
+        given: dict[str, Any] = dict(zip(names, args, strict=False))
+        for key, value in (
+            ("type", type),
+            ("help", help),
+            ("description", description),
+            ("choices", choices),
+        ):
+            if value is not None:
+                if key in given:
+                    raise TypeError(f"Param got {key!r} twice")
+                given[key] = value
+        if default is not _UNSET:
+            if "default" in given:
+                raise TypeError("Param got 'default' twice")
+            given["default"] = default
+        self.name = name
+        self.type = given.get("type", str)
+        self.default = given.get("default", Param.REQUIRED if legacy else None)
+        self.help = given.get("help") or given.get("description") or ""
+        self.choices = tuple(given["choices"]) if given.get("choices") is not None else None
+
+    @property
+    def description(self) -> str:
+        """The original's name for :attr:`help`."""
+        return self.help
+
+    def __repr__(self) -> str:
+        return (
+            f"Param({self.name!r}, {getattr(self.type, '__name__', self.type)}, {self.default!r})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Param):
+            return NotImplemented
+        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.default if self.default.__hash__ else None))
 
     def convert(self, raw: Any) -> Any:
-        """Convert a raw (usually string) value with :attr:`type`."""
+        """Convert a raw (usually string) value with :attr:`type`; check :attr:`choices`."""
         if not isinstance(raw, str) or self.type is str:
-            return raw
-        if self.type is bool:
-            return raw.strip().lower() in {"1", "true", "yes", "on"}
-        return self.type(raw)
+            value = raw
+        elif self.type is bool:
+            value = raw.strip().lower() in {"1", "true", "yes", "on"}
+        else:
+            value = self.type(raw)
+        if self.choices is not None and value not in self.choices:
+            allowed = ", ".join(repr(c) for c in self.choices)
+            raise ValueError(f"{value!r} is not one of {allowed}")
+        return value
 
 
 class Component:
@@ -207,6 +271,22 @@ class Pipeline:
     filters: tuple[Filter, ...] = ()
     sink: Sink | None = None
     spec: dict[str, Any] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        for f in self.filters:
+            if (
+                not isinstance(f, StatefulFilter)
+                and callable(getattr(f, "flush", None))
+                and hasattr(f, "_output_path")
+            ):
+                # physicsnemo-curator's duck-typed stateful filter: nothing here would flush
+                # it, and its statistics would vanish without a word
+                name = type(f).__qualname__
+                raise UsageError(
+                    f"filter {name} is a physicsnemo-curator stateful filter (flush() and "
+                    "_output_path); as it is, its output would be lost",
+                    f"wrap it: .filter(hpc_curator.LegacyStatefulFilter({name}(...)))",
+                )
 
     def filter(self, f: Filter) -> Pipeline:
         """Return a new pipeline with ``f`` appended."""

@@ -19,7 +19,8 @@ def test_temp_name_is_a_unique_hidden_sibling(tmp_path: Path) -> None:
     a, b = temp_name(final), temp_name(final)
     assert a != b
     assert a.parent == b.parent == final.parent
-    assert a.name.startswith(f"{TMP_PREFIX}out.h5.")
+    assert a.name.startswith(TMP_PREFIX) and a.name.endswith(".out.h5")
+    assert a.suffix == final.suffix  # libraries that pick a format by suffix still do
 
 
 @pytest.mark.parametrize("durable", [True, False])
@@ -89,3 +90,64 @@ def test_create_exclusive_does_not_replace_a_file_written_otherwise(tmp_path: Pa
     assert create_exclusive(path, "other") is False
     assert path.read_bytes() == b"\x00\x01"
     assert leftovers(tmp_path) == []
+
+
+def _tree(path: Path) -> dict[str, bytes]:
+    return {p.relative_to(path).as_posix(): p.read_bytes() for p in path.rglob("*") if p.is_file()}
+
+
+def _write_store(root: Path, value: bytes) -> None:
+    (root / "c" / "0").mkdir(parents=True)
+    (root / "zarr.json").write_bytes(b"{}")
+    (root / "c" / "0" / "0").write_bytes(value)
+
+
+def test_directory_outputs_are_published_whole_and_replaced_whole(tmp_path: Path) -> None:
+    final = tmp_path / "out.zarr"
+    with atomic_path(final) as tmp:
+        assert tmp.name.endswith(".out.zarr")
+        _write_store(tmp, b"first")
+    assert _tree(final) == {"zarr.json": b"{}", "c/0/0": b"first"}
+    with atomic_path(final) as tmp:  # over a non-empty directory: os.replace alone fails
+        _write_store(tmp, b"second")
+        (tmp / "extra").write_bytes(b"x")
+    assert _tree(final) == {"zarr.json": b"{}", "c/0/0": b"second", "extra": b"x"}
+    assert leftovers(tmp_path) == []
+
+
+def test_failed_directory_write_leaves_the_old_tree_and_no_temp(tmp_path: Path) -> None:
+    final = tmp_path / "out.zarr"
+    with atomic_path(final) as tmp:
+        _write_store(tmp, b"good")
+    with pytest.raises(RuntimeError), atomic_path(final) as tmp:
+        _write_store(tmp, b"half")
+        raise RuntimeError("writer died")
+    assert _tree(final)["c/0/0"] == b"good"
+    assert leftovers(tmp_path) == []
+
+
+def test_stale_temporaries_are_removed_only_for_the_named_output(tmp_path: Path) -> None:
+    from hpc_curator.atomic import remove_stale_temps
+
+    mine, other = temp_name(tmp_path / "stats.zarr"), temp_name(tmp_path / "theirs.h5")
+    _write_store(mine, b"crashed")
+    other.write_bytes(b"another program's")
+    (tmp_path / "stats.zarr").mkdir()
+    assert remove_stale_temps(tmp_path, "stats.zarr") == 1
+    assert not mine.exists() and other.exists() and (tmp_path / "stats.zarr").is_dir()
+    assert remove_stale_temps(tmp_path) == 1 and not other.exists()
+
+
+def test_tree_digest_sees_renames_edits_and_additions(tmp_path: Path) -> None:
+    from hpc_curator.checksum import file_digest, size_and_digest
+
+    store = tmp_path / "s.zarr"
+    _write_store(store, b"abc")
+    first = size_and_digest(store)
+    assert first[0] == len(b"{}") + 3
+    (store / "c" / "0" / "0").write_bytes(b"abd")
+    assert file_digest(store) != first[1]
+    (store / "c" / "0" / "0").write_bytes(b"abc")
+    assert file_digest(store) == first[1]
+    (store / "c" / "0" / "0").rename(store / "c" / "0" / "1")
+    assert file_digest(store) != first[1]
