@@ -35,7 +35,17 @@ from typing import Any
 
 import numpy as np
 
-from hpc_curator import fingerprint, gpus, journal, manifest, partition, poison, portable, rundir
+from hpc_curator import (
+    fingerprint,
+    gpus,
+    groups,
+    journal,
+    manifest,
+    partition,
+    poison,
+    portable,
+    rundir,
+)
 from hpc_curator import spec as specmod
 from hpc_curator.atomic import remove_stale_temps
 from hpc_curator.errors import AttemptError, CuratorError, UsageError, from_exception
@@ -113,8 +123,14 @@ def begin(
         rd, scan.ends, scan.recorded(), settings.max_index_crashes
     )
     suspects = [i for i in suspects if i in set(todo.tolist())]
+    labels = groups.components(info.indices, groups.declared(pipeline, info.indices))
+    rd.save_groups(labels)
+    if labels is not None and suspects:  # a suspect's group mates run with it, on rank 0
+        suspects += [i for i in groups.mates(suspects, todo, info.indices, labels).tolist()
+                     if i not in suspects]  # fmt: skip
     if crashed or suspects:  # failed by rank 0 / run first by rank 0 alone
         todo = todo[~np.isin(todo, [c["index"] for c in crashed] + suspects)]
+    todo, bounds = groups.plan_units(todo, info.indices, labels, settings.schedule)
     return Plan(
         run_dir=str(rd.path),
         attempt=attempt,
@@ -127,6 +143,7 @@ def begin(
         settings=settings,
         crashed=crashed,
         suspects=suspects,
+        unit_bounds=bounds,
     ), pipeline
 
 

@@ -127,6 +127,9 @@ def _write_table(rd: rundir.RunDir, scan: JournalScan) -> None:
         "committed_at": pa.array(scan.time[pos]),
         "outputs": _outputs_column(scan).take(take),
     }
+    group = _group_column(rd, scan.idx[pos])
+    if group is not None:
+        columns["group"] = group
     for key, name in (("type", "error_type"), ("msg", "error_message"), ("tb", "traceback")):
         values = np.full(len(pos), None, dtype=object)
         for row in np.flatnonzero(~ok):
@@ -135,6 +138,21 @@ def _write_table(rd: rundir.RunDir, scan: JournalScan) -> None:
         columns[name] = pa.array(values, pa.string())
     with atomic_path(rd.manifest_parquet) as tmp:
         pq.write_table(pa.table(columns), tmp)
+
+
+def _group_column(rd: rundir.RunDir, indices: np.ndarray) -> Any:
+    """Each row's index group (the smallest index of its group; null: not in a group)."""
+    import pyarrow as pa
+
+    labels = rd.load_groups()
+    if labels is None:
+        return None
+    frozen = rundir.load(rd).indices
+    sorter = np.argsort(frozen, kind="stable")
+    label = labels[sorter[np.searchsorted(frozen, indices, sorter=sorter)]]
+    sizes = np.unique(labels, return_counts=True)
+    grouped = np.isin(label, sizes[0][sizes[1] > 1])
+    return pa.array(label, mask=~grouped)
 
 
 def _outputs_column(scan: JournalScan) -> Any:

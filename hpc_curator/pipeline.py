@@ -158,6 +158,13 @@ class Source(Component, abc.ABC):
     @abc.abstractmethod
     def __getitem__(self, index: int) -> Iterator[Item]: ...
 
+    def partition_indices(self, indices: Sequence[int]) -> list[list[int]] | None:
+        """Groups of ``indices`` that one worker must process together (default: none).
+
+        Groups of source and sink combine as a union (:mod:`hpc_curator.groups`).
+        """
+        return None
+
 
 class Filter(Component, abc.ABC):
     """Map the items of one index to new items (may drop, transform or expand)."""
@@ -171,6 +178,13 @@ class Sink(Component, abc.ABC):
 
     @abc.abstractmethod
     def __call__(self, items: Iterator[Item], index: int) -> list[str]: ...
+
+    def partition_indices(self, indices: Sequence[int]) -> list[list[int]] | None:
+        """Groups of ``indices`` that one worker must write together (default: none)."""
+        return None
+
+    def set_source(self, source: Source) -> None:
+        """Called with the pipeline's source when the pipeline is built (default: ignored)."""
 
 
 class StatefulFilter(Filter, Generic[S]):
@@ -273,6 +287,8 @@ class Pipeline:
     spec: dict[str, Any] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
+        if self.sink is not None and callable(getattr(self.sink, "set_source", None)):
+            self.sink.set_source(self.source)
         for f in self.filters:
             if (
                 not isinstance(f, StatefulFilter)

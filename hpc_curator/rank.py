@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from hpc_curator import journal, partition, rundir, shards
+from hpc_curator import groups, journal, partition, rundir, shards
 from hpc_curator import spec as specmod
 from hpc_curator.checksum import size_and_digest
 from hpc_curator.pipeline import Pipeline
@@ -225,15 +225,29 @@ def my_indices(plan: Plan, world: World, chunks: Counter | None, stop: StopFlag)
         # indices whose rank died while running them: alone on rank 0 first, one after the
         # other, so a poison pill cannot take an innocent index of another rank with it twice
         yield from plan.suspects
+    bounds = plan.unit_bounds  # index groups: every schedule hands out whole units
     if plan.settings.schedule != "dynamic":
-        share = partition.slice_for(plan.pending, world.rank, world.size, plan.settings.schedule)
+        if bounds is not None:
+            share = groups.share(
+                plan.pending, bounds, world.rank, world.size, plan.settings.schedule
+            )
+        else:
+            share = partition.slice_for(
+                plan.pending, world.rank, world.size, plan.settings.schedule
+            )
         yield from share.tolist()  # Python ints: no per-index conversion in the hot loop
         return
     assert chunks is not None
     size = plan.settings.chunk_size or partition.default_chunk_size(len(plan.pending), world.size)
+    starts = groups.chunk_bounds(bounds, size) if bounds is not None else None
     while not stop:
         number = chunks.add(1) - 1
-        part = partition.chunk(plan.pending, number, size)
+        if starts is not None:
+            if number + 1 >= len(starts):
+                return
+            part = plan.pending[starts[number] : starts[number + 1]]
+        else:
+            part = partition.chunk(plan.pending, number, size)
         if len(part) == 0:
             return
         for index in part.tolist():

@@ -120,6 +120,23 @@ class RunDir:
         """Default merged output of a stateful filter."""
         return self.outputs_dir / f"{filter_name}{suffix}"
 
+    groups_path = property(lambda self: self.path / "groups.npy")
+
+    def save_groups(self, labels: np.ndarray | None) -> None:
+        """Record each frozen index's group (its component's smallest index), or none."""
+        if labels is None:
+            self.groups_path.unlink(missing_ok=True)
+            return
+        with atomic_path(self.groups_path) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, labels.astype(np.int64))
+
+    def load_groups(self) -> np.ndarray | None:
+        """Labels saved by :meth:`save_groups`, aligned with the frozen index list."""
+        try:
+            return np.asarray(np.load(self.groups_path))
+        except FileNotFoundError:
+            return None
+
     def attempt_path(self, attempt: int) -> Path:
         """Attempt record."""
         return self.attempts_dir / f"{attempt:04d}.json"

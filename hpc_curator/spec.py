@@ -41,6 +41,7 @@ BUILTINS = {
     "Smooth": "hpc_curator.components.transforms:Smooth",
     "FailOn": "hpc_curator.components.transforms:FailOn",
     "Sleep": "hpc_curator.components.transforms:Sleep",
+    "ZarrSink": "hpc_curator.components.zarr_sink:ZarrSink",
 }
 
 

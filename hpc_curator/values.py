@@ -160,6 +160,9 @@ class Plan:
     #: indices whose rank died while running them (fewer times than the limit): rank 0 runs
     #: them first, alone; they are not in ``pending``
     suspects: list[int] = field(default_factory=list)
+    #: with index groups (:mod:`hpc_curator.groups`): ``pending`` is ordered in units, unit
+    #: ``u`` being ``pending[unit_bounds[u]:unit_bounds[u + 1]]``; ``None``: no groups
+    unit_bounds: np.ndarray | None = None
 
 
 @dataclass

@@ -98,3 +98,35 @@ def envprobe(n: str = "8", out: str = "probe", names: str = "CH_RUNNING") -> Pip
         .filter(FieldStats(name="stats"))
         .write(ProbeSink(out))
     )
+
+
+class PairedSource(SyntheticSource):
+    """A source that declares pairs ``(k, k + gap)`` must run together (e.g. one LMDB env)."""
+
+    def __init__(self, n: int, gap: int = 0, **kwargs: Any) -> None:
+        super().__init__(n=n, **kwargs)
+        self.gap = int(gap)
+
+    def partition_indices(self, indices: Any) -> list[list[int]] | None:
+        if self.gap <= 0:
+            return None
+        have = set(indices)
+        return [[i, i + self.gap] for i in indices if i + self.gap in have and i % 10 == 0]
+
+
+def zarr_store(
+    n: str = "45",
+    chunk: str = "7",
+    store: str = "store.zarr",
+    at: str = "-1",
+    sleep: str = "0",
+    gap: str = "0",
+) -> Pipeline:
+    """[Paired]Synthetic -> [Sleep] -> KillAt -> FieldStats -> ZarrSink(store, chunk)."""
+    from hpc_curator.components import ZarrSink
+
+    p = Pipeline(PairedSource(int(n), gap=int(gap), shape="3x4", fields=("u", "v"), seed=5))
+    if float(sleep) > 0:
+        p = p.filter(Sleep(float(sleep)))
+    p = p.filter(KillAt(int(at))).filter(FieldStats(name="stats"))
+    return p.write(ZarrSink(store, chunk=int(chunk)))

@@ -10,6 +10,7 @@ from hpc_curator.components.synthetic import SyntheticSource as SyntheticSource
 from hpc_curator.components.transforms import FailOn as FailOn
 from hpc_curator.components.transforms import Sleep as Sleep
 from hpc_curator.components.transforms import Smooth as Smooth
+from hpc_curator.components.zarr_sink import ZarrSink as ZarrSink
 
 __all__ = [
     "FailOn",
@@ -21,5 +22,6 @@ __all__ = [
     "Sleep",
     "Smooth",
     "SyntheticSource",
+    "ZarrSink",
     "read_fieldstats",
 ]
