@@ -19,6 +19,7 @@ _LAZY = {
     "StatefulFilter": "hpc_curator.pipeline",
     "Param": "hpc_curator.pipeline",
     "LegacyStatefulFilter": "hpc_curator.legacy",
+    "Run": "hpc_curator.query",
     "run_pipeline": "hpc_curator.api",
     "gather_pipeline": "hpc_curator.api",
     "RunConfig": "hpc_curator.api",

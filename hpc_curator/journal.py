@@ -227,8 +227,23 @@ class JournalScan:
         return self.idx[pos][self.ok[pos] == 0]
 
 
+def dropped_records(rd: RunDir) -> set[tuple[int, int, int]]:
+    """``(attempt, rank, seq)`` of every commit record an invalidation took back.
+
+    :mod:`hpc_curator.revise` writes one file per ``invalidate``; the records they name count
+    for nothing (their indices are pending again, their segments are not merged).
+    """
+    out: set[tuple[int, int, int]] = set()
+    folder = rd.invalidations_dir
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        doc = orjson.loads(path.read_bytes())
+        out.update((int(a), int(r), int(q)) for a, r, q in doc["records"])
+    return out
+
+
 def scan(rd: RunDir, *, with_outputs: bool = True) -> JournalScan:
-    """Read every journal of ``rd`` into a :class:`JournalScan`."""
+    """Read every journal of ``rd`` into a :class:`JournalScan` (less invalidated records)."""
+    drops = dropped_records(rd)
     cols: dict[str, list[Any]] = defaultdict(list)
     raw_outputs: list[tuple[int, bytes | None]] | None = [] if with_outputs else None
     errors: dict[int, dict[str, Any]] = {}
@@ -268,6 +283,8 @@ def scan(rd: RunDir, *, with_outputs: bool = True) -> JournalScan:
                     bad.append({"file": str(path), "line": line, "reason": problem})
                     continue
                 seen[rec["seq"]] = rec
+                if drops and (attempt, rank, rec["seq"]) in drops:
+                    continue
                 for name, digest in (rec.get("segsum") or {}).items():
                     if name in rec["seg"]:
                         segment_sums[(name, rec["seg"][name])] = digest

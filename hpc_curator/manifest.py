@@ -106,9 +106,20 @@ def write(rd: rundir.RunDir, scan: JournalScan, doc: dict[str, Any], attempt: in
 
 
 def _write_table(rd: rundir.RunDir, scan: JournalScan) -> None:
-    """One row per index (its latest record), built column-wise: O(n) in C, not Python."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
+
+    table = build_table(rd, scan)
+    with atomic_path(rd.manifest_parquet) as tmp:
+        pq.write_table(table, tmp)
+
+
+def build_table(rd: rundir.RunDir, scan: JournalScan) -> Any:
+    """One row per index (its latest record), built column-wise: O(n) in C, not Python.
+
+    The rows of ``manifest.parquet``, as an Arrow table (from the journals: also for a run
+    that is still going).
+    """
+    import pyarrow as pa
 
     pos = scan.latest()
     take = pa.array(pos)
@@ -136,8 +147,7 @@ def _write_table(rd: rundir.RunDir, scan: JournalScan) -> None:
             err = scan.errors.get(int(pos[row]))
             values[row] = err[key] if err else None
         columns[name] = pa.array(values, pa.string())
-    with atomic_path(rd.manifest_parquet) as tmp:
-        pq.write_table(pa.table(columns), tmp)
+    return pa.table(columns)
 
 
 def _group_column(rd: rundir.RunDir, indices: np.ndarray) -> Any:

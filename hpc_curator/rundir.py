@@ -81,6 +81,7 @@ class RunDir:
     indices_npy = property(lambda self: self.path / "indices.npy")
     attempts_dir = property(lambda self: self.path / "attempts")
     journal_dir = property(lambda self: self.path / "journal")
+    invalidations_dir = property(lambda self: self.path / "invalidations")
     shards_dir = property(lambda self: self.path / "shards")
     outputs_dir = property(lambda self: self.path / "outputs")
     logs_dir = property(lambda self: self.path / "logs")
@@ -291,13 +292,7 @@ def _create(
 ) -> RunInfo:
     for d in (rd.path, rd.attempts_dir, rd.journal_dir, rd.shards_dir, rd.logs_dir):
         d.mkdir(parents=True, exist_ok=True)
-    ranges = to_ranges(indices)
-    if len(ranges) <= MAX_INLINE_RANGES:
-        index_meta: dict[str, Any] = {"kind": "ranges", "ranges": ranges}
-    else:
-        with atomic_path(rd.indices_npy) as tmp, open(tmp, "wb") as fh:
-            np.save(fh, np.asarray(indices, dtype=np.int64))
-        index_meta = {"kind": "npy", "file": rd.indices_npy.name}
+    index_meta = write_index_list(rd, indices, rd.indices_npy)
     meta = {
         "format": FORMAT,
         "spec": spec,
@@ -314,6 +309,21 @@ def _create(
     }
     atomic_write(rd.run_json, json.dumps(meta, indent=2, default=repr))
     return RunInfo(spec, np.asarray(indices, dtype=np.int64), meta)
+
+
+def write_index_list(rd: RunDir, indices: np.ndarray, npy: Path) -> dict[str, Any]:
+    """The ``run.json`` entry of an index list: inline ranges, or ``npy`` written first."""
+    ranges = to_ranges(indices)
+    if len(ranges) <= MAX_INLINE_RANGES:
+        return {"kind": "ranges", "ranges": ranges}
+    with atomic_path(npy) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, np.asarray(indices, dtype=np.int64))
+    return {"kind": "npy", "file": npy.name}
+
+
+def hash_indices(indices: np.ndarray) -> str:
+    """The identity of an index list (order matters)."""
+    return _hash_indices(indices)
 
 
 def load(rd: RunDir) -> RunInfo:

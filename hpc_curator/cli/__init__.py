@@ -49,7 +49,7 @@ def _register_commands() -> None:
     """Import each command module (cheap: they import heavy things inside commands)."""
     import importlib
 
-    for name in ("run", "submit", "operate", "report", "config"):
+    for name in ("run", "submit", "operate", "revise", "report", "config"):
         try:
             module = importlib.import_module(f"hpc_curator.cli.{name}")
         except ModuleNotFoundError as exc:

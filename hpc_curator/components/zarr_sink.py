@@ -113,7 +113,7 @@ class ZarrSink(Sink):
             zarr.open_group(str(self.store), mode="a")
         except ContainsArrayError:
             raise ValueError(f"{self.store} is a Zarr array, not a store of arrays") from None
-        config = {"write_empty_chunks": True}  # a chunk of zeros is still a written sample
+        config: Any = {"write_empty_chunks": True}  # a chunk of zeros is still a sample
         try:
             array = zarr.open_array(str(self.store), path=name, mode="r+", config=config)
         except (FileNotFoundError, KeyError, ValueError):
