@@ -5,7 +5,10 @@ Set before MPI and CUDA start: a rank's node-local index comes from its launcher
 ``OMPI_COMM_WORLD_LOCAL_RANK`` under Open MPI), and with ``--gpus-per-rank N`` local rank ``r``
 gets devices ``r*N .. r*N+N-1`` of those the node offers (the inherited
 ``CUDA_VISIBLE_DEVICES``, as Slurm's GRES sets it for the whole job, else 0, 1, ...). Where
-Slurm already bound one GPU set per task (``--gpus-per-task``), that binding is kept.
+Slurm already bound one GPU set per task (``--gpus-per-task``, ``--gpu-bind``), that binding is
+kept. Measured with Slurm 22.05: a task of ``srun --gpus-per-task=1`` gets its own id in
+``CUDA_VISIBLE_DEVICES`` and ``SLURM_STEP_GPUS`` plus ``SLURMD_TRES_BIND=gpu:per_task:1``, but
+``SLURM_GPUS_PER_TASK`` only when ``sbatch`` (not srun) was given ``--gpus-per-task``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,13 @@ def local_rank(env: MutableMapping[str, str]) -> int | None:
         if value.isdigit():
             return int(value)
     return None
+
+
+def slurm_bound(env: MutableMapping[str, str]) -> bool:
+    """Whether Slurm already gave this task its own GPUs (``--gpus-per-task``, ``--gpu-bind``)."""
+    if env.get("SLURM_STEP_GPUS") is None:
+        return False
+    return bool(env.get("SLURM_GPUS_PER_TASK")) or "gpu:" in env.get("SLURMD_TRES_BIND", "")
 
 
 def bind(env: MutableMapping[str, str] | None = None, rank: int | None = None) -> list[str] | None:
@@ -45,7 +55,7 @@ def bind(env: MutableMapping[str, str] | None = None, rank: int | None = None) -
         return None
     n = int(per_rank)
     inherited = env.get("CUDA_VISIBLE_DEVICES")
-    if env.get("SLURM_STEP_GPUS") is not None and env.get("SLURM_GPUS_PER_TASK"):
+    if slurm_bound(env):
         return inherited.split(",") if inherited else []  # srun bound them per task already
     rank = rank if rank is not None else (local_rank(env) or 0)
     devices = [d for d in inherited.split(",") if d] if inherited else None

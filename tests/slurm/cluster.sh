@@ -21,6 +21,8 @@
 #   SLC_START_TIMEOUT=60   seconds to wait for all nodes to be idle
 #   SLC_STOP_TIMEOUT=15    seconds to wait for a daemon after SIGTERM before SIGKILL
 #   SLC_CRED_EXPIRE=10     AuthInfo cred_expire: also the wait before a requeued job restarts
+#   SLC_GPUS=0             fake GPUs per node: GRES gpu on char devices DIR/fakedev/nvidiaK
+#                          (c 1 3, as /dev/null); jobs asking for GPUs get CUDA_VISIBLE_DEVICES
 #
 # Partitions: `debug` (default, all nodes) and `urgent` (same nodes, higher PriorityTier).
 # A job in `urgent` preempts `debug` jobs with PreemptMode=REQUEUE, and JobRequeue=1 makes
@@ -58,13 +60,11 @@ PORT_BASE=${SLC_PORT_BASE:-16817}
 START_TIMEOUT=${SLC_START_TIMEOUT:-60}
 STOP_TIMEOUT=${SLC_STOP_TIMEOUT:-15}
 CRED_EXPIRE=${SLC_CRED_EXPIRE:-10}
+GPUS=${SLC_GPUS:-0}
 
 say() { printf '[cluster.sh] %s\n' "$*" >&2; }
 
-usage() {
-  sed -n '2,8p' "$0" >&2
-  exit 2
-}
+usage() { sed -n '2,8p' "$0" >&2; exit 2; }
 
 # ---------------------------------------------------------------- packages
 
@@ -76,9 +76,7 @@ missing_packages() {
   local wanted=("${BASE_PKGS[@]}")
   [[ "$ACCOUNTING" == 1 ]] && wanted+=("${ACCT_PKGS[@]}")
   for p in "${wanted[@]}"; do
-    if ! dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii'; then
-      printf '%s\n' "$p"
-    fi
+    dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' || printf '%s\n' "$p"
   done
 }
 
@@ -171,9 +169,7 @@ client() { SLURM_CONF=$CONF timeout 10 "$@"; }
 log_tails() {
   local f
   for f in "$S"/log/*.log; do
-    [[ -s "$f" ]] || continue
-    echo "----- tail of $f" >&2
-    tail -n 25 "$f" >&2
+    if [[ -s "$f" ]]; then { echo "----- tail of $f"; tail -n 25 "$f"; } >&2; fi
   done
 }
 
@@ -193,7 +189,7 @@ fail() {
 # ---------------------------------------------------------------- configs
 
 write_slurm_conf() {
-  local host mem acct first_id
+  local host mem acct first_id gres_types="" gres=""
   host=$(hostname -s)
   mem=$(awk '/^MemTotal:/ {printf "%d", $2 / 1024 * 0.8}' /proc/meminfo)
   # Job ids restart at FirstJobId in a fresh StateSaveLocation. Files named after a job id
@@ -214,6 +210,7 @@ JobAcctGatherFrequency=30"
     acct="AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none"
   fi
+  [[ "$GPUS" =~ ^[1-9][0-9]*$ ]] && gres_types="GresTypes=gpu" gres="Gres=gpu:$GPUS"
   cat >"$CONF" <<EOF
 # written by hpc-curator tests/slurm/cluster.sh - regenerated on every start
 ClusterName=hpcc
@@ -256,10 +253,24 @@ PreemptMode=REQUEUE
 SchedulerParameters=batch_sched_delay=0,sched_interval=5,bf_interval=5
 $acct
 JobCompType=jobcomp/none
-NodeName=n[1-$NODES] NodeHostname=$host NodeAddr=127.0.0.1 Port=$((PORT_BASE + 11))-$((PORT_BASE + 10 + NODES)) CPUs=$CPUS RealMemory=$mem State=UNKNOWN
+$gres_types
+NodeName=n[1-$NODES] NodeHostname=$host NodeAddr=127.0.0.1 Port=$((PORT_BASE + 11))-$((PORT_BASE + 10 + NODES)) CPUs=$CPUS RealMemory=$mem $gres State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP PriorityTier=1
 PartitionName=urgent Nodes=ALL Default=NO MaxTime=INFINITE State=UP PriorityTier=10
 EOF
+}
+
+# Plain files as File= leave CUDA_VISIBLE_DEVICES empty, no File= makes the nodes `inval`.
+write_gres_conf() {
+  [[ "$GPUS" =~ ^[0-9]+$ ]] || fail "SLC_GPUS must be a number, got '$GPUS'"
+  ((GPUS > 0)) || return 0
+  local k
+  mkdir -p "$S/fakedev"
+  for ((k = 0; k < GPUS; k++)); do
+    rm -f "$S/fakedev/nvidia$k"
+    mknod "$S/fakedev/nvidia$k" c 1 3 || fail "mknod $S/fakedev/nvidia$k failed"
+  done
+  echo "NodeName=n[1-$NODES] Name=gpu File=$S/fakedev/nvidia[0-$((GPUS - 1))]" >"$S/etc/gres.conf"
 }
 
 write_slurmdbd_conf() {
@@ -374,7 +385,7 @@ cmd_start() {
     exit 1
   fi
   # a fresh cluster every time: wipe only the sub-directories this script owns
-  rm -rf "$S"/{etc,log,run,ctld,spool,tmp,munge,mysql}
+  rm -rf "$S"/{etc,log,run,ctld,spool,tmp,munge,mysql,fakedev}
   mkdir -p "$S"/{etc,log,run,ctld,munge,mysql}
   local k
   for ((k = 1; k <= NODES; k++)); do mkdir -p "$S/spool/n$k" "$S/tmp/n$k"; done
@@ -382,6 +393,7 @@ cmd_start() {
   echo "$ACCOUNTING" >"$S/accounting"
   STARTING=1
   write_slurm_conf
+  write_gres_conf
   write_slurmdbd_conf
   start_munge
   if [[ "$ACCOUNTING" == 1 ]]; then
@@ -391,7 +403,7 @@ cmd_start() {
   start_slurm
   wait_idle
   STARTING=0
-  say "up in $((SECONDS - t0))s: $NODES nodes x $CPUS CPUs, ports from $PORT_BASE"
+  say "up in $((SECONDS - t0))s: $NODES nodes x $CPUS CPUs x $GPUS GPUs, ports from $PORT_BASE"
   echo "export SLURM_CONF=$CONF"
 }
 
@@ -482,9 +494,6 @@ case "${1:-}" in
   start) cmd_start "${2:-}" ;;
   stop) cmd_stop "${2:-}" ;;
   status) cmd_status "${2:-}" ;;
-  env)
-    set_state "${2:-}"
-    echo "export SLURM_CONF=$CONF"
-    ;;
+  env) set_state "${2:-}" && echo "export SLURM_CONF=$CONF" ;;
   *) usage ;;
 esac
