@@ -70,7 +70,8 @@ def render_snapshot(snap: Snapshot, label: str | None = None, max_rows: int = MA
         ProgressBar(total=max(total, 1), completed=t.done, width=40),
         f"{t.done:,}/{total:,} ({pct:.1f}%)",
         Text(f"{t.failed:,} failed", style="red" if t.failed else "dim"),
-        f"{t.pending or 0:,} pending",
+        f"{t.pending or 0:,} pending"
+        + (f" ({t.uncommitted:,} finished, not committed yet)" if t.uncommitted else ""),
         f"{t.rate:,.1f}/s",
         f"ETA {format_seconds(t.eta)}",
     )
@@ -96,18 +97,20 @@ def _rank_table(snap: Snapshot, max_rows: int) -> Any:
     urgent = [r for r in latest if r.state in ("stale", "lost")]
     shown = urgent + [r for r in latest if r.state not in ("stale", "lost")]
     table = Table(
-        "rank", "node", "done", "failed", "rate/s", "last commit", "state", box=None, expand=False
-    )
+        "rank", "node", "done", "failed", "rate/s", "last commit", "running", "state",
+        box=None, expand=False,
+    )  # fmt: skip
     for r in shown[:max_rows]:
         since = "-" if r.since_commit is None else f"{r.since_commit:,.0f}s ago"
         state = "STALE" if r.stale else r.state
         table.add_row(
             str(r.rank),
             str(r.node or r.host or "?"),
-            f"{r.done:,}",
+            f"{r.done:,}" + (f" [dim]+{r.uncommitted:,}" if r.uncommitted else ""),
             f"[red]{r.failed:,}" if r.failed else "0",
             f"{r.rate:,.1f}",
             since,
+            "-" if r.current is None else f"i={r.current}",
             f"[{STATE_STYLE.get(r.state, 'yellow')}]{state}",
         )
     notes = []

@@ -44,29 +44,64 @@ class IndexTimeout(Exception):
     """An index ran longer than ``--index-timeout``."""
 
 
+#: Bytes of a current-index file: int64 [index, finished, failed, last finish (ms since epoch)]
+CURRENT_BYTES = 32
+
+
 class CurrentIndex:
-    """The index a rank is running, in a memory-mapped file that outlives the process."""
+    """The index a rank is running, in a memory-mapped file that outlives the process.
+
+    The same page carries the rank's live counters (indices finished and failed in this
+    attempt, committed or not, and when the last one finished): ``status`` and the live view
+    read them between commits. Stores into a shared mapping cost no system call and nothing
+    is fsynced; the kernel writes the page back on its own schedule, so the metadata load on a
+    parallel filesystem does not grow with the index rate.
+    """
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            os.ftruncate(fd, 16)
-            self._map = mmap.mmap(fd, 16)
+            os.ftruncate(fd, CURRENT_BYTES)
+            self._map = mmap.mmap(fd, CURRENT_BYTES)
         finally:
             os.close(fd)
-        self.slots = np.frombuffer(self._map, dtype=np.int64)  # [index, started (ns)]
-        self.slots[0] = IDLE
+        self.slots = np.frombuffer(self._map, dtype=np.int64)
+        self.slots[:] = (IDLE, 0, 0, 0)
+        self._finished = self._failed = 0
 
     def set(self, index: int) -> None:
         """Mark ``index`` as running (``IDLE`` when between indices)."""
         self.slots[0] = index
+
+    def finished(self, ok: int) -> None:
+        """Count one finished index (``ok`` 0: it failed) and mark the rank idle."""
+        slots = self.slots
+        self._finished += 1
+        slots[1] = self._finished
+        if not ok:
+            self._failed += 1
+            slots[2] = self._failed
+        slots[3] = int(time.time() * 1000)
+        slots[0] = IDLE
 
     def close(self) -> None:
         """Mark idle and unmap."""
         self.slots[0] = IDLE
         del self.slots
         self._map.close()
+
+
+def read_live(path: Path) -> tuple[int, int, int, float] | None:
+    """``(index running or IDLE, finished, failed, last finish time)`` of a rank, or ``None``."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    if len(data) < CURRENT_BYTES:
+        return None
+    index, finished, failed, ms = np.frombuffer(data[:CURRENT_BYTES], dtype=np.int64).tolist()
+    return index, finished, failed, ms / 1000.0
 
 
 def read_current(path: Path) -> int:

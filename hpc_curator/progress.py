@@ -33,6 +33,8 @@ STALE_FLOOR = 60.0
 INTERVAL_WINDOW = 32
 #: Recent failures kept for display.
 RECENT_FAILURES = 10
+#: Least seconds between two reads of the ranks' live counters.
+LIVE_INTERVAL = 1.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,11 @@ class _Worker:
     commits: int = 0
     last_commit: float | None = None
     intervals: deque[float] = field(default_factory=lambda: deque(maxlen=INTERVAL_WINDOW))
+    #: live counters between commits (poison.CurrentIndex): index running, finished in
+    #: this attempt (committed or not), and when the last one finished
+    current: int | None = None
+    live_done: int = 0
+    live_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,10 @@ class RankRow:
     stale_after: float
     state: str
     pid: int | None = None
+    #: the index it is running now (``None``: idle or unknown)
+    current: int | None = None
+    #: indices finished since its last commit (not durable yet)
+    uncommitted: int = 0
 
     @property
     def stale(self) -> bool:
@@ -104,6 +115,8 @@ class Totals:
     rate: float
     eta: float | None
     elapsed: float
+    #: indices finished by running ranks but not committed yet (shown, never counted as done)
+    uncommitted: int = 0
 
     @property
     def done(self) -> int:
@@ -165,6 +178,7 @@ class ProgressModel:
         self.recent: deque[FailureInfo] = deque(maxlen=RECENT_FAILURES)
         self.attempts: dict[int, dict[str, Any]] = {}
         self.polls = 0
+        self._live_read = 0.0
 
     # -- reading -----------------------------------------------------------------------
     def poll(self) -> int:
@@ -179,7 +193,29 @@ class ProgressModel:
         if self.baseline is None:
             self.baseline = self.recorded
         self.polls += 1
+        self._read_live()
         return len(new)
+
+    def _read_live(self) -> None:
+        """Read the running ranks' live counters, at most every ``LIVE_INTERVAL`` seconds.
+
+        One small read per running rank: the interval grows with the world size (1 s per 500
+        ranks) so a ``status --watch`` of a huge job adds a bounded load to the filesystem.
+        """
+        from hpc_curator.poison import IDLE, read_live
+
+        running = [w for w in self.workers.values() if w.ended is None]
+        now = time.monotonic()
+        if now - self._live_read < max(LIVE_INTERVAL, len(running) / 500):
+            return
+        self._live_read = now
+        for w in running:
+            live = read_live(self.rd.current_path(w.attempt, w.rank))
+            if live is None:
+                continue
+            index, w.live_done, _, at = live
+            w.current = None if index == IDLE else index
+            w.live_at = at or None
 
     def _read_run_json(self) -> None:
         try:
@@ -286,8 +322,12 @@ class ProgressModel:
         else:
             state = "running"
         end = w.ended if w.ended is not None else (w.last_commit if w.commits else now)
+        done = w.done
+        uncommitted = max(0, w.live_done - w.done) if w.ended is None else 0
+        if uncommitted and w.live_at is not None:  # rate from the live counters
+            end, done = w.live_at, w.live_done
         span = (end - w.started) if (w.started is not None and end is not None) else 0.0
-        rate = w.done / span if span > 0 else 0.0
+        rate = done / span if span > 0 else 0.0
         return RankRow(
             w.attempt,
             w.rank,
@@ -300,6 +340,8 @@ class ProgressModel:
             stale_after,
             state,
             w.pid,
+            w.current if w.ended is None else None,
+            uncommitted,
         )
 
     def snapshot(self) -> Snapshot:
@@ -317,7 +359,12 @@ class ProgressModel:
             rate = (self.recorded - baseline) / elapsed if elapsed > 0 else 0.0
         pending = None if self.total is None else max(0, self.total - self.recorded)
         eta = pending / rate if (pending is not None and running and rate > 0) else None
-        totals = Totals(self.total, self.recorded - failed, failed, baseline, rate, eta, elapsed)
+        uncommitted = sum(r.uncommitted for r in running)
+        if pending is not None and eta is not None and rate > 0:
+            eta = max(0.0, pending - uncommitted) / rate
+        totals = Totals(
+            self.total, self.recorded - failed, failed, baseline, rate, eta, elapsed, uncommitted
+        )
         latest = self.latest_attempt
         return Snapshot(
             run_dir=str(self.rd.path),
@@ -354,7 +401,8 @@ def plain_line(snap: Snapshot, label: str | None = None) -> str:
     running = sum(r.state in ("running", "stale") for r in snap.rows)
     parts = [
         f"{label or Path(snap.run_dir).name}:",
-        f"{t.done}/{total} done ({t.ok} ok, {t.failed} failed, {t.pending or 0} pending),",
+        f"{t.done}/{total} done ({t.ok} ok, {t.failed} failed, {t.pending or 0} pending"
+        + (f", {t.uncommitted} finished not yet committed)," if t.uncommitted else "),"),
         f"{t.rate:,.1f}/s, eta {format_seconds(t.eta)},",
         f"attempt {snap.attempt or '-'} {snap.attempt_state}, {running} ranks running",
     ]

@@ -24,11 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from hpc_curator import groups, journal, partition, rundir, shards
+from hpc_curator import groups, journal, partition, ranklog, rundir, shards
 from hpc_curator import spec as specmod
 from hpc_curator.checksum import size_and_digest
 from hpc_curator.pipeline import Pipeline
-from hpc_curator.poison import IDLE, CurrentIndex, Watchdog
+from hpc_curator.poison import CurrentIndex, Watchdog
+from hpc_curator.ranklog import RankLog
 from hpc_curator.signals import StopFlag
 from hpc_curator.values import OnCommit, Plan
 from hpc_curator.world import Counter, LocalCounter, World
@@ -64,12 +65,14 @@ class RankLoop:
         self.n_failed = 0
         self.busy = 0.0
         self.segments: dict[str, list[str]] = {}
+        self.log: RankLog | None = None  # set by work(): what user code prints goes there
+        self._log_from = 0
         self._reset_batch()
 
     def _reset_batch(self) -> None:
         # one tuple per index: (index, ok, wall s, cpu s, maxrss KiB, outputs)
         self.batch: list[tuple[int, int, float, float, int, list[str]]] = []
-        self.b_err: dict[str, dict[str, str]] = {}
+        self.b_err: dict[str, dict[str, Any]] = {}
 
     def run(self, indices: Iterator[int]) -> dict[str, Any]:
         """Run ``indices`` until exhausted or stopped; return this rank's summary.
@@ -89,7 +92,9 @@ class RankLoop:
             self._record_crashes()
         batch = self.batch  # after the crash records' commit, which starts a new batch
         current = CurrentIndex(self.rd.current_path(self.plan.attempt, self.world.rank))
-        mark, timed = current.set, self.settings.index_timeout is not None
+        mark, finished = current.set, current.finished
+        timed = self.settings.index_timeout is not None
+        log = self.log
         watchdog = Watchdog(self.settings.index_timeout, current)
         ru = getrusage(who)
         cpu_before = ru.ru_utime + ru.ru_stime
@@ -99,6 +104,8 @@ class RankLoop:
             for index in indices:
                 t0 = perf()
                 mark(index)  # one store to shared memory: names the index if the process dies
+                if log is not None:
+                    log.index, self._log_from = index, log.size
                 if timed:
                     watchdog.start(index)
                 try:
@@ -113,7 +120,9 @@ class RankLoop:
                         raise
                     out, ok = [], 0
                     self._record_failure(exc, len(batch))
-                mark(IDLE)
+                finished(ok)  # live counters between commits; marks the rank idle
+                if log is not None:
+                    log.index = None
                 t1 = perf()
                 ru = getrusage(who)
                 cpu_now = ru.ru_utime + ru.ru_stime
@@ -168,6 +177,11 @@ class RankLoop:
             "msg": str(exc),
             "tb": traceback.format_exc(),
         }
+        if self.log is not None:  # where its output is: hpc-curate logs D --index I
+            self.log.line(f"failed: {type(exc).__qualname__}: {exc}", "hpc")
+            rel = self.log.path.relative_to(self.rd.path).as_posix()
+            span = [self._log_from, self.log.size]
+            self.b_err[str(position)]["log"] = {"file": rel, "bytes": span}
         total = self.failures.add(1)
         if self.budget is not None and total > self.budget:
             self.stop.set("max_failures")
@@ -272,4 +286,6 @@ def work(
     pipeline = pipeline or specmod.build(plan.spec)
     failures = failures or LocalCounter(plan.failures_before)
     loop = RankLoop(plan, world, pipeline, failures, stop, on_commit)
-    return loop.run(my_indices(plan, world, chunks, stop))
+    with ranklog.capture(loop.rd.rank_log(plan.attempt, world.rank)) as log:
+        loop.log = log
+        return loop.run(my_indices(plan, world, chunks, stop))

@@ -101,6 +101,10 @@ class RunDir:
         """The index ``rank`` is running right now (memory-mapped; see :mod:`poison`)."""
         return self.journal_dir / f"a{attempt:04d}-rank{rank:05d}.current"
 
+    def rank_log(self, attempt: int, rank: int) -> Path:
+        """What the user code of ``rank`` printed and logged in ``attempt`` (ranklog.py)."""
+        return self.logs_dir / f"a{attempt:04d}-rank{rank:05d}.log"
+
     def current_files(self) -> list[Path]:
         """Every current-index file, in (attempt, rank) order."""
         if not self.journal_dir.is_dir():

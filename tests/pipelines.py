@@ -130,3 +130,32 @@ def zarr_store(
         p = p.filter(Sleep(float(sleep)))
     p = p.filter(KillAt(int(at))).filter(FieldStats(name="stats"))
     return p.write(ZarrSink(store, chunk=int(chunk)))
+
+
+class Chatty(Filter):
+    """Prints, warns and logs for every item (per-rank log tests)."""
+
+    def __init__(self, lines: int = 1) -> None:
+        self.lines = int(lines)
+
+    def __call__(self, items: Iterator[Any]) -> Iterator[Any]:
+        import logging
+        import sys
+        import warnings
+
+        for item in items:
+            i = item["index"]
+            for k in range(self.lines):
+                print(f"hello from index {i} line {k}")
+            print(f"to stderr from {i}", file=sys.stderr)
+            warnings.warn(f"careful with {i}", stacklevel=1)
+            logging.getLogger("user.code").warning("logged at %d", i)
+            yield item
+
+
+def chatty(n: str = "12", fail: str = "", lines: str = "1", sleep: str = "0") -> Pipeline:
+    """Synthetic -> Chatty -> [Sleep] -> FailOn -> FieldStats."""
+    p = Pipeline(SyntheticSource(n=int(n), shape="2x2", fields=("u",))).filter(Chatty(int(lines)))
+    if float(sleep) > 0:
+        p = p.filter(Sleep(float(sleep)))
+    return p.filter(FailOn(fail)).filter(FieldStats(name="stats"))

@@ -49,6 +49,8 @@ def status_doc(rd: Any) -> dict[str, Any]:
             "ended": row.state not in ("running", "stale"),
             "stale": row.stale,
             "stale_after": round(row.stale_after, 1),
+            "running_index": row.current,
+            "uncommitted": row.uncommitted,
         }
         for row in snap.rows
         if row.attempt == current
@@ -61,6 +63,7 @@ def status_doc(rd: Any) -> dict[str, Any]:
         rank_progress=ranks,
         throughput=snap.totals.rate if live and snap.totals.rate > 0 else None,
         eta_seconds=snap.totals.eta if live else None,
+        uncommitted=snap.totals.uncommitted if live else 0,
     )
     return doc
 
@@ -102,6 +105,7 @@ def _show_status(doc: dict[str, Any]) -> None:
         f"[bold]{doc['run_dir']}[/]  {doc['status']}{' (running)' if doc['live'] else ''}"
         f"  {c['ok']} ok, {c['failed']} failed, {c['pending']} pending of {c['total']}"
         f"  rate {rate}  eta {eta}"
+        + (f"  ({doc['uncommitted']} finished, not committed yet)" if doc["uncommitted"] else "")
     )
     if doc["jobs"]:
         t = Table("job", "state", "nodes", "elapsed", title="Slurm jobs")
@@ -115,17 +119,20 @@ def _show_status(doc: dict[str, Any]) -> None:
             "done",
             "failed",
             "last commit",
+            "running",
             "",
             title=f"attempt {doc['current_attempt']}",
         )
         for r in doc["rank_progress"]:
             flag = "[red]STALE" if r["stale"] else ("ended" if r["ended"] else "")
+            running = r["running_index"]
             t.add_row(
                 str(r["rank"]),
                 str(r["node"]),
-                str(r["done"]),
+                str(r["done"]) + (f" +{r['uncommitted']}" if r["uncommitted"] else ""),
                 str(r["failed"]),
                 f"{r['last_commit_age']:.0f}s ago",
+                "-" if running is None else f"i={running}",
                 flag,
             )
         con.print(t)
@@ -134,25 +141,67 @@ def _show_status(doc: dict[str, Any]) -> None:
 @click.command("logs")
 @click.argument("run_dir")
 @click.option("--rank", type=int, default=0, show_default=True, help="Rank (task) to show.")
-@click.option("--job", default=None, help="Job id (default: the latest).")
+@click.option("--index", type=int, default=None, help="Only the lines this index printed.")
+@click.option("--attempt", type=int, default=None, help="Attempt (default: the latest).")
+@click.option("--job", default=None, help="The Slurm task log of this job instead.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines (Ctrl-C stops).")
-def logs_cmd(run_dir: str, rank: int, job: str | None, follow: bool) -> None:
-    """Print the Slurm stdout/stderr of one rank of RUN_DIR's latest (or given) job."""
+def logs_cmd(
+    run_dir: str, rank: int, index: int | None, attempt: int | None, job: str | None, follow: bool
+) -> None:
+    """Print what a rank of RUN_DIR printed and logged (D/logs/aNNNN-rankRRRRR.log).
+
+    \b
+    --index I   the lines written while index I ran (its rank and attempt are looked up)
+    --job J     the Slurm stdout/stderr of task --rank of job J (MPI and C-level output too)
+    """
     from hpc_curator import rundir
     from hpc_curator.errors import UsageError
+    from hpc_curator.ranklog import lines_of
 
     rd = rundir.RunDir(run_dir)
     rundir.load(rd)
+    if index is not None:
+        tagged = _logs_of_index(rd, index)
+        if not tagged:
+            raise UsageError(f"no rank log of {rd.path} mentions index {index}")
+        for f in tagged:
+            click.secho(f"==> {f} (index {index}) <==", bold=True)
+            for line in lines_of(f, index):
+                click.echo(line.decode(errors="replace"), nl=False)
+        return
+    files: list[Path] = []
     jobs = _job_ids(rd)
-    job = job or (jobs[-1] if jobs else None)
-    if job is None:
-        raise UsageError(f"{rd.path} has no Slurm job", "logs of local runs go to the terminal")
-    files = [f for f in rd.task_logs(job, rank) if f.exists()]
+    if job is not None or (jobs and attempt is None):  # the Slurm task's stdout/stderr
+        files = [f for f in rd.task_logs(job or jobs[-1], rank) if f.exists()]
+    if job is None:  # then what the rank's user code printed and logged
+        logs = sorted(rd.logs_dir.glob(f"a*-rank{rank:05d}.log")) if rd.logs_dir.is_dir() else []
+        if attempt is not None:
+            logs = [p for p in logs if p == rd.rank_log(attempt, rank)]
+        files += logs[-1:]
     if not files:
         raise UsageError(
-            f"no log of job {job} rank {rank} yet in {rd.path}",
-            "the job may still be pending; see hpc-curate status",
+            f"no log of rank {rank}" + (f" of job {job}" if job else "") + f" yet in {rd.path}",
+            "a Slurm job may still be pending; see hpc-curate status",
         )
+    _print_files(files, follow)
+
+
+def _logs_of_index(rd: Any, index: int) -> list[Path]:
+    """The rank logs of the attempts that ran ``index`` (from its journal records)."""
+    from hpc_curator import journal
+
+    scan = journal.scan(rd, with_outputs=False)
+    hits = [(int(a), int(r)) for a, r in zip(scan.attempt[scan.idx == index],
+            scan.rank[scan.idx == index], strict=True)]  # fmt: skip
+    files = [rd.rank_log(a, r) for a, r in dict.fromkeys(hits)]
+    if not files:  # running now, or died with it: look through the latest attempt's logs
+        latest = sorted(rd.logs_dir.glob("a*-rank*.log")) if rd.logs_dir.is_dir() else []
+        files = [p for p in latest if p.name[:5] == (latest[-1].name[:5] if latest else "")]
+    tag = f" i={index} ".encode()
+    return [f for f in files if f.exists() and tag in f.read_bytes()]
+
+
+def _print_files(files: list[Path], follow: bool) -> None:
     offsets = dict.fromkeys(files, 0)
     while True:
         for f in files:
