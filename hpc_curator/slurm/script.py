@@ -63,6 +63,8 @@ def sbatch_lines(opts: SlurmOptions, log_pattern: str) -> list[str]:
         ("qos", opts.qos),
         ("mem", opts.mem),
         ("gpus-per-node", opts.gpus_per_node),
+        # --gpus-per-rank alone asks Slurm for the GPUs too, bound one set per task
+        ("gpus-per-task", opts.gpus_per_rank if not opts.gpus_per_node else None),
         ("constraint", opts.constraint),
         ("dependency", opts.dependency),
         ("begin", opts.begin),
@@ -107,6 +109,12 @@ def srun_command(
         f"{log_pattern}.out",
         "--error",
         f"{log_pattern}.err",
+        # with --gpus-per-node as well, srun cuts each task's share itself
+        *(
+            [f"--gpus-per-task={opts.gpus_per_rank}"]
+            if opts.gpus_per_rank and opts.gpus_per_node
+            else []
+        ),
         *opts.srun_args,
         *(box.srun_args(run_dir, workdir) if run_dir is not None else []),
         *payload,
