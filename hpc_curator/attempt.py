@@ -45,6 +45,7 @@ from hpc_curator import (
     poison,
     portable,
     rundir,
+    tracking,
 )
 from hpc_curator import spec as specmod
 from hpc_curator.atomic import remove_stale_temps
@@ -84,6 +85,8 @@ def begin(
     CuratorError
         Conflicting spec, indices or code; a live attempt; a bad index selection.
     """
+    if settings.track_gpu:  # refuse before anything is created, not on every rank
+        tracking.check_gpu_tracking()
     rd = rundir.RunDir(run_dir)
     frozen = None
     if spec is not None:

@@ -190,6 +190,11 @@ class JournalScan:
     bad: list[dict[str, Any]] = field(default_factory=list)
     #: exact repeats of a commit record (same attempt, rank, seq) skipped, per journal file
     duplicates: dict[str, int] = field(default_factory=dict)
+    #: per commit record: its index count and per-index stage seconds (``None``: not recorded)
+    stage_records: list[tuple[int, Any]] = field(default_factory=list)
+    #: per-index peak Python / GPU bytes (NaN where not tracked)
+    pymem: np.ndarray = field(default_factory=lambda: np.empty(0))
+    gpumem: np.ndarray = field(default_factory=lambda: np.empty(0))
     _outputs: Any = field(default=None, init=False, repr=False, compare=False)
 
     def outputs_array(self) -> Any:
@@ -254,6 +259,7 @@ def scan(rd: RunDir, *, with_outputs: bool = True) -> JournalScan:
     segment_sums: dict[tuple[str, str], list[Any]] = {}
     bad: list[dict[str, Any]] = []
     duplicates: dict[str, int] = {}
+    stage_records: list[tuple[int, Any]] = []
     position = 0
     worker_info: list[dict[str, Any]] = []
     for path in rd.journal_files():
@@ -300,6 +306,11 @@ def scan(rd: RunDir, *, with_outputs: bool = True) -> JournalScan:
                 cols["time"].append(np.full(n, rec.get("time", 0.0)))
                 if raw_outputs is not None:
                     raw_outputs.append((n, raw))
+                st = rec.get("stage")
+                stage_records.append((n, st if isinstance(st, list) and len(st) == n else None))
+                for key in ("pymem", "gpumem"):
+                    v = rec.get(key)
+                    cols[key].append(v if isinstance(v, list) and len(v) == n else [None] * n)
                 for pos, err in rec.get("err", {}).items():
                     errors[position + int(pos)] = err
                 for name, seg in rec.get("seg", {}).items():
@@ -332,6 +343,9 @@ def scan(rd: RunDir, *, with_outputs: bool = True) -> JournalScan:
         segment_sums=segment_sums,
         bad=bad,
         duplicates=duplicates,
+        stage_records=stage_records,
+        pymem=cat("pymem", np.float64),
+        gpumem=cat("gpumem", np.float64),
     )
 
 

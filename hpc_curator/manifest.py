@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from hpc_curator import rundir
+from hpc_curator import rundir, stages
 from hpc_curator.atomic import atomic_path, atomic_write
 from hpc_curator.journal import JournalScan
 
@@ -76,11 +76,24 @@ def summarize(
         "journal_bad_records": scan.bad[:MAX_LISTED_FAILURES],
         "journal_bad_record_count": len(scan.bad),
         "journal_duplicate_records": scan.duplicates,
+        **_stage_summary(scan, pos),
         "spec": info.spec,
         "created": info.meta.get("created"),
         "written": rundir.now_iso(),
         "versions": info.meta.get("versions", {}),
     }
+
+
+def _stage_summary(scan: JournalScan, pos: np.ndarray) -> dict[str, Any]:
+    """Per-stage totals over each index's latest record, and the slowest stage."""
+    times = stages.matrix(scan)
+    doc = stages.summarize(stages.recorded_names(scan), None if times is None else times[pos])
+    for key, name in (("pymem", "py_peak_bytes"), ("gpumem", "gpu_peak_bytes")):
+        values = getattr(scan, key)
+        values = values[pos] if len(values) else values
+        if len(values) and not np.isnan(values).all():
+            doc[f"max_{name}"] = int(np.nanmax(values))
+    return doc
 
 
 def recorded_outputs(rd: rundir.RunDir) -> dict[str, dict[str, Any]]:
@@ -141,6 +154,14 @@ def build_table(rd: rundir.RunDir, scan: JournalScan) -> Any:
     group = _group_column(rd, scan.idx[pos])
     if group is not None:
         columns["group"] = group
+    times = stages.matrix(scan)
+    if times is not None:  # seconds in each stage (stages.py): time_source, time_1.Smooth, ...
+        for k, name in enumerate(stages.recorded_names(scan)[: times.shape[1]]):
+            columns[f"time_{name}"] = pa.array(times[pos, k], mask=np.isnan(times[pos, k]))
+    for key, name in (("pymem", "py_peak_bytes"), ("gpumem", "gpu_peak_bytes")):
+        values = getattr(scan, key)[pos] if len(getattr(scan, key)) else np.empty(0)
+        if len(values) and not np.isnan(values).all():
+            columns[name] = pa.array(values, mask=np.isnan(values)).cast(pa.int64())
     for key, name in (("type", "error_type"), ("msg", "error_message"), ("tb", "traceback")):
         values = np.full(len(pos), None, dtype=object)
         for row in np.flatnonzero(~ok):
@@ -208,6 +229,8 @@ def _failures(scan: JournalScan, positions: np.ndarray) -> dict[str, list[dict[s
                 "type": err["type"],
                 "message": err["msg"],
                 "traceback": err["tb"],
+                "stage": err.get("stage"),  # the stage it raised in (stages.py)
+                "log": err.get("log"),  # its bytes of the rank log (ranklog.py)
                 "rank": int(scan.rank[p]),
                 "attempt": int(scan.attempt[p]),
                 "host": worker.get("host"),

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from hpc_curator import groups, journal, partition, ranklog, rundir, shards
+from hpc_curator import groups, journal, partition, ranklog, rundir, shards, stages, tracking
 from hpc_curator import spec as specmod
 from hpc_curator.checksum import size_and_digest
 from hpc_curator.pipeline import Pipeline
@@ -70,8 +70,9 @@ class RankLoop:
         self._reset_batch()
 
     def _reset_batch(self) -> None:
-        # one tuple per index: (index, ok, wall s, cpu s, maxrss KiB, outputs)
-        self.batch: list[tuple[int, int, float, float, int, list[str]]] = []
+        # one tuple per index: (index, ok, wall s, cpu s, maxrss KiB, outputs, stage seconds,
+        # python peak bytes, gpu peak bytes)
+        self.batch: list[tuple[Any, ...]] = []
         self.b_err: dict[str, dict[str, Any]] = {}
 
     def run(self, indices: Iterator[int]) -> dict[str, Any]:
@@ -82,12 +83,21 @@ class RankLoop:
         the loop costs one system call per index). Hot path: keep it lean.
         """
         started = time.time()
+        names = stages.stage_names(self.pipeline)
         self.writer.append(
-            {"t": "start", "attempt": self.plan.attempt, "time": started, **self.world.identity()}
+            {
+                "t": "start",
+                "attempt": self.plan.attempt,
+                "time": started,
+                "stages": names,
+                **self.world.identity(),
+            }
         )
         every, seconds = self.settings.commit_every, self.settings.commit_seconds
         perf, getrusage, who = time.perf_counter, resource.getrusage, resource.RUSAGE_SELF
-        run_index, stop = self.pipeline.run_index, self.stop
+        run_timed, pipeline, stop = stages.run_timed, self.pipeline, self.stop
+        acc = [0.0] * len(names)
+        memory = tracking.Peaks(self.settings.track_memory, self.settings.track_gpu)
         if self.plan.crashed and self.world.is_root:
             self._record_crashes()
         batch = self.batch  # after the crash records' commit, which starts a new batch
@@ -108,8 +118,10 @@ class RankLoop:
                     log.index, self._log_from = index, log.size
                 if timed:
                     watchdog.start(index)
+                if memory.on:
+                    memory.reset()
                 try:
-                    out = run_index(index)
+                    out = run_timed(pipeline, index, acc)
                     if timed:
                         watchdog.stop()
                     ok = 1
@@ -126,7 +138,10 @@ class RankLoop:
                 t1 = perf()
                 ru = getrusage(who)
                 cpu_now = ru.ru_utime + ru.ru_stime
-                batch.append((index, ok, t1 - t0, cpu_now - cpu_before, ru.ru_maxrss, out))
+                batch.append(
+                    (index, ok, t1 - t0, cpu_now - cpu_before, ru.ru_maxrss, out, tuple(acc),
+                     *(memory.peaks() if memory.on else (None, None)))
+                )  # fmt: skip
                 cpu_before = cpu_now
                 if len(batch) >= every or t1 >= due:
                     self.commit()
@@ -140,6 +155,7 @@ class RankLoop:
             watchdog.__exit__()
             self.commit()
             current.close()
+            memory.close()
         if self.stop:
             print(
                 f"hpc-curator rank {self.world.rank}: stopping on {self.stop.reason} after "
@@ -167,7 +183,7 @@ class RankLoop:
         """Rank 0: commit the indices that killed their rank too often as failed."""
         for rec in self.plan.crashed:
             self.b_err[str(len(self.batch))] = {k: rec[k] for k in ("type", "msg", "tb")}
-            self.batch.append((int(rec["index"]), 0, 0.0, 0.0, 0, []))
+            self.batch.append((int(rec["index"]), 0, 0.0, 0.0, 0, [], (), None, None))
             self.failures.add(1)
         self.commit()
 
@@ -177,6 +193,9 @@ class RankLoop:
             "msg": str(exc),
             "tb": traceback.format_exc(),
         }
+        stage = getattr(exc, "hpc_curator_stage", None)
+        if stage is not None:
+            self.b_err[str(position)]["stage"] = stage
         if self.log is not None:  # where its output is: hpc-curate logs D --index I
             self.log.line(f"failed: {type(exc).__qualname__}: {exc}", "hpc")
             rel = self.log.path.relative_to(self.rd.path).as_posix()
@@ -200,7 +219,7 @@ class RankLoop:
                 segs[f.name] = name
                 sums[f.name] = size_and_digest(directory / name)
                 self.segments.setdefault(f.name, []).append(name)
-        idx, ok, wall, cpu, rss_kib, out = zip(*self.batch, strict=True)
+        idx, ok, wall, cpu, rss_kib, out, stage, pymem, gpumem = zip(*self.batch, strict=True)
         self.busy += sum(wall)
         record = {
             "t": "commit",
@@ -215,8 +234,14 @@ class RankLoop:
             "err": self.b_err,
             "seg": segs,
             "segsum": sums,
-            "out": list(out),  # last: scans that skip outputs cut the line here
+            # seconds per stage (stages.stage_names, in the start record) of each index
+            "stage": [[round(v, 6) for v in st] for st in stage],
         }
+        if self.settings.track_memory:
+            record["pymem"] = list(pymem)
+        if self.settings.track_gpu:
+            record["gpumem"] = list(gpumem)
+        record["out"] = list(out)  # last: scans that skip outputs cut the line here
         self.writer.append(record)
         n_failed = len(self.b_err)
         self.n_failed += n_failed

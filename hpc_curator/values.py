@@ -93,6 +93,8 @@ class RunSettings:
         Re-run the indices currently recorded as failed instead of the pending ones.
     fsync
         Fsync journals and segments (turn off only for benchmarks of the protocol itself).
+    track_memory, track_gpu
+        Record each index's peak Python memory (tracemalloc) / GPU memory (torch.cuda).
     """
 
     commit_every: int = 1000
@@ -106,6 +108,8 @@ class RunSettings:
     accept_code_change: bool = False
     index_timeout: float | None = None
     max_index_crashes: int = 2
+    track_memory: bool = False
+    track_gpu: bool = False
 
     def __post_init__(self) -> None:
         import math

@@ -159,3 +159,25 @@ def chatty(n: str = "12", fail: str = "", lines: str = "1", sleep: str = "0") ->
     if float(sleep) > 0:
         p = p.filter(Sleep(float(sleep)))
     return p.filter(FailOn(fail)).filter(FieldStats(name="stats"))
+
+
+class Allocate(Filter):
+    """Allocates ``mib`` MiB (numpy) while each item passes (peak-memory tests)."""
+
+    def __init__(self, mib: float) -> None:
+        self.mib = float(mib)
+
+    def __call__(self, items: Iterator[Any]) -> Iterator[Any]:
+        import numpy as np
+
+        for item in items:
+            block = np.ones(int(self.mib * (1 << 20) / 8))
+            block[0] = 2.0
+            yield item
+            del block
+
+
+def alloc(n: str = "6", mib: str = "8") -> Pipeline:
+    """Synthetic -> Allocate(mib) -> FieldStats."""
+    p = Pipeline(SyntheticSource(n=int(n), shape="2x2", fields=("u",)))
+    return p.filter(Allocate(float(mib))).filter(FieldStats(name="stats"))

@@ -176,6 +176,12 @@ def settings_args(settings: RunSettings) -> list[str]:
         args += ["--index-timeout", repr(settings.index_timeout)]
     if settings.max_index_crashes != 2:
         args += ["--max-index-crashes", str(settings.max_index_crashes)]
+    for flag, on in (
+        ("--track-memory", settings.track_memory),
+        ("--track-gpu", settings.track_gpu),
+    ):
+        if on:
+            args.append(flag)
     return args
 
 

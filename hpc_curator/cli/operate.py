@@ -238,13 +238,16 @@ def failed_cmd(run_dir: str, as_json: bool, lines: int) -> None:
         click.echo(json.dumps(failures, indent=2))
     else:
         for f in failures:
+            stage = f"  in {f['stage']}" if f.get("stage") else ""
             click.secho(
                 f"index {f['index']}  rank {f['rank']}  node {f['node']}  "
-                f"attempt {f['attempt']}: {f['type']}: {f['message']}",
+                f"attempt {f['attempt']}{stage}: {f['type']}: {f['message']}",
                 fg="red",
             )
             for line in f["traceback"].rstrip().splitlines()[-lines:]:
                 click.echo(f"    {line}")
+            if f.get("log"):
+                click.echo(f"    its output: hpc-curate logs {rd.path} --index {f['index']}")
         total = doc["counts"]["failed"]
         if total > MAX_LISTED_FAILURES:
             click.echo(f"... {total - MAX_LISTED_FAILURES} more (see manifest.parquet)")

@@ -100,6 +100,16 @@ def settings_options(f: F) -> F:
             help="Continue although the pipeline's code changed since the run began.",
         ),
         click.option(
+            "--track-memory",
+            is_flag=True,
+            help="Record each index's peak Python memory (tracemalloc; slows allocation ~2x).",
+        ),
+        click.option(
+            "--track-gpu",
+            is_flag=True,
+            help="Record each index's peak GPU memory (torch.cuda; needs PyTorch and a GPU).",
+        ),
+        click.option(
             "--no-fsync", is_flag=True, hidden=True, help="Do not fsync journals (benchmarks only)."
         ),
     ]
@@ -125,6 +135,8 @@ def make_settings(kw: dict[str, Any]) -> Any:
         accept_code_change=kw.pop("accept_code_change"),
         index_timeout=kw.pop("index_timeout"),
         max_index_crashes=kw.pop("max_index_crashes"),
+        track_memory=kw.pop("track_memory"),
+        track_gpu=kw.pop("track_gpu"),
     )
 
 

@@ -311,6 +311,18 @@ def show_summary(doc: dict[str, Any]) -> None:
         for name, o in doc["outputs"].items():
             t.add_row(name, o["path"], str(o["segments"]), str(o["bytes"]))
         con.print(t)
+    if doc.get("stages"):
+        t = Table("stage", "total s", "mean ms", "max ms", "share", title="time per stage")
+        for name, st in doc["stages"].items():
+            slowest = " (slowest)" if name == doc.get("slowest_stage") else ""
+            t.add_row(
+                name + slowest,
+                f"{st['total_s']:.3f}",
+                "-" if st["mean_s"] is None else f"{st['mean_s'] * 1000:.3f}",
+                "-" if st["max_s"] is None else f"{st['max_s'] * 1000:.3f}",
+                f"{st['share']:.1%}",
+            )
+        con.print(t)
     t = Table("attempt", "launcher", "job", "started", "ended", "reason", title="attempts")
     for a in doc["attempts"]:
         t.add_row(

@@ -198,6 +198,8 @@ def render_html(data: ReportData, figs: dict[str, bytes]) -> str:
         ),
         "<h2>Peak memory per rank</h2>",
         _img("memory", figs["memory"], "peak memory per rank"),
+        "<h2>Time per stage</h2>",
+        _stages_html(data),
         "<h2>Failures</h2>",
         _failures_html(data),
         "<h2>Stateful-filter outputs</h2>",
@@ -233,6 +235,26 @@ def render_html(data: ReportData, figs: dict[str, bytes]) -> str:
         f'<script type="application/json" id="report-data">{blob}</script>'
         f"<script>{JS}</script></body></html>\n"
     )
+
+
+def _stages_html(data: ReportData) -> str:
+    """Source, each filter and sink: total, mean and max seconds per index, share of time."""
+    stages = data.doc.get("stages") or {}
+    if not stages:
+        return "<p>No stage timings recorded.</p>"
+    slowest = data.doc.get("slowest_stage")
+    rows = [
+        [
+            name + (" (slowest)" if name == slowest else ""),
+            _dur(st["total_s"]),
+            "-" if st["mean_s"] is None else f"{st['mean_s'] * 1000:.3f} ms",
+            "-" if st["max_s"] is None else f"{st['max_s'] * 1000:.3f} ms",
+            f"{st['share']:.1%}",
+        ]
+        for name, st in stages.items()
+    ]
+    table = _table(["stage", "total", "mean / index", "max / index", "share"], rows, {1, 2, 3, 4})
+    return f'<div id="stages">{table}</div>'
 
 
 def _balance_note(data: ReportData) -> str:

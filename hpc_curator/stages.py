@@ -1,0 +1,155 @@
+"""Per-stage wall time of every index: source, each filter, sink; and which stage failed.
+
+A pipeline's stages are lazy generators chained into each other, so the time of one stage is
+what its own ``next()`` costs minus what its upstream's ``next()`` cost inside it. Every stage
+is wrapped in :func:`_timed`, which adds the time of each ``next()`` to the stage's
+*inclusive* total; exclusive times follow by subtraction, and the sink's is what is left of
+the index's wall time. Measured cost: about 0.3 µs per item and stage (two
+``perf_counter`` calls and one generator frame), on by default.
+
+Stage names are ``source``, ``<k>.<FilterClass>`` (``k`` from 1) and ``sink``; they are in
+every journal's start record and become the manifest's ``time_<name>`` columns.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from hpc_curator.pipeline import Item, Pipeline, checked_paths
+
+
+def stage_names(pipeline: Pipeline) -> list[str]:
+    """The pipeline's stages, in order."""
+    names = ["source"] + [f"{k}.{type(f).__name__}" for k, f in enumerate(pipeline.filters, 1)]
+    return names + (["sink"] if pipeline.sink is not None else [])
+
+
+def _timed(it: Iterator[Item], inclusive: list[float], k: int, failed: list[int]) -> Iterator[Item]:
+    """Yield what ``it`` yields, adding the time spent inside it to ``inclusive[k]``.
+
+    The loop is a ``for`` (StopIteration handled in C) inside one ``try``: cheaper than a
+    ``try`` around every ``next``. The first stage an exception passes marks ``failed``.
+    """
+    perf = time.perf_counter
+    t = perf()
+    try:
+        for item in it:
+            inclusive[k] += perf() - t
+            yield item
+            t = perf()
+    except GeneratorExit:
+        raise
+    except BaseException:
+        inclusive[k] += perf() - t
+        if not failed:
+            failed.append(k)
+        raise
+    inclusive[k] += perf() - t
+
+
+def run_timed(pipeline: Pipeline, index: int, acc: list[float]) -> list[str]:
+    """:meth:`Pipeline.run_index`, writing each stage's own seconds into ``acc``.
+
+    ``acc`` has one slot per :func:`stage_names` entry and is overwritten (also when the
+    index fails). On failure the exception gets ``hpc_curator_stage``: the failing stage's name.
+    """
+    perf = time.perf_counter
+    n_filters = len(pipeline.filters)
+    inclusive = [0.0] * (n_filters + 1)
+    failed: list[int] = []
+    stateful = pipeline.stateful_filters
+    for f in stateful:
+        f.begin()
+    t0 = perf()
+    created = 0.0
+    try:
+        source = pipeline.source[index]
+        created = perf() - t0
+        items: Iterator[Item] = _timed(iter(source), inclusive, 0, failed)
+        for k, filt in enumerate(pipeline.filters, 1):
+            items = _timed(filt(items), inclusive, k, failed)
+        if pipeline.sink is None:
+            for _ in items:
+                pass
+            paths: list[str] = []
+        else:
+            paths = checked_paths(pipeline.sink(items, index), pipeline.sink)
+    except BaseException as exc:
+        for f in stateful:
+            f.discard()
+        names = stage_names(pipeline)
+        if failed:
+            where = names[failed[0]]
+        else:
+            where = "sink" if pipeline.sink is not None and created else "source"
+        _annotate(exc, where)
+        raise
+    finally:
+        total = perf() - t0
+        previous = 0.0
+        for k in range(n_filters + 1):
+            acc[k] = inclusive[k] - previous
+            previous = inclusive[k]
+        acc[0] += created
+        if pipeline.sink is not None:
+            acc[n_filters + 1] = max(0.0, total - inclusive[n_filters] - created)
+    for f in stateful:
+        f.accept()
+    return paths
+
+
+def _annotate(exc: BaseException, stage: str) -> None:
+    try:
+        exc.hpc_curator_stage = stage  # type: ignore[attr-defined]
+    except (AttributeError, TypeError):
+        pass  # an exception type with __slots__: the stage stays unknown
+
+
+def recorded_names(scan: Any) -> list[str]:
+    """The stage names of the newest journal that recorded them (a ``JournalScan``)."""
+    for info in reversed(scan.worker_info):
+        if info.get("stages"):
+            return list(info["stages"])
+    return []
+
+
+def matrix(scan: Any) -> Any:
+    """Seconds per scan position and stage (NaN where not recorded); ``None`` if none were."""
+    import numpy as np
+
+    width = max((len(r[0]) for _, r in scan.stage_records if r and r[0]), default=0)
+    if not width:
+        return None
+    out = np.full((len(scan.idx), width), np.nan)
+    at = 0
+    for n, rows in scan.stage_records:
+        if rows is not None:
+            for k, row in enumerate(rows):
+                if row:
+                    out[at + k, : min(len(row), width)] = row[:width]
+        at += n
+    return out
+
+
+def summarize(names: list[str], matrix: Any) -> dict[str, Any]:
+    """``{"stages": {name: total/mean/max seconds, share}, "slowest_stage": name}``."""
+    import numpy as np
+
+    if matrix is None or not len(names) or matrix.shape[0] == 0:
+        return {"stages": {}, "slowest_stage": None}
+    totals = np.nansum(matrix, axis=0)
+    grand = float(totals.sum()) or 1.0
+    out: dict[str, dict[str, Any]] = {}
+    for k, name in enumerate(names[: matrix.shape[1]]):
+        col = matrix[:, k]
+        have = col[~np.isnan(col)]
+        out[name] = {
+            "total_s": round(float(totals[k]), 6),
+            "mean_s": round(float(have.mean()), 9) if len(have) else None,
+            "max_s": round(float(have.max()), 6) if len(have) else None,
+            "share": round(float(totals[k]) / grand, 4),
+        }
+    slowest = max(out, key=lambda n: float(out[n]["total_s"])) if out else None
+    return {"stages": out, "slowest_stage": slowest}
