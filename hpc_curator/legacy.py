@@ -118,6 +118,11 @@ class LegacyStatefulFilter(StatefulFilter[None]):
             self._window = self._backup
         self._backup = None
 
+    def drop_delta(self) -> None:
+        self._window = copy.deepcopy(self._pristine)
+        self._backup = None
+        self._dirty = False
+
     def flush(self, path: str) -> None:
         window = self._window
         window._output_path = path

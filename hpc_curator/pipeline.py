@@ -253,6 +253,12 @@ class StatefulFilter(Filter, Generic[S]):
         """The index failed: drop what it observed."""
         self._pending = self.empty_state()
 
+    def drop_delta(self) -> None:
+        """Forget every index accepted since the last flush (their commit was abandoned)."""
+        self._state = self.empty_state()
+        self._pending = self.empty_state()
+        self._dirty = False
+
     @property
     def has_delta(self) -> bool:
         """Whether any index was accepted since the last flush."""

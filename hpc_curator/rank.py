@@ -19,7 +19,7 @@ import resource
 import sys
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -66,13 +66,21 @@ class RankLoop:
         self.busy = 0.0
         self.segments: dict[str, list[str]] = {}
         self.log: RankLog | None = None  # set by work(): what user code prints goes there
+        #: checked before every commit; ``False`` drops the batch (an elastic chunk that was
+        #: reclaimed meanwhile must not be committed twice)
+        self.may_commit: Callable[[], bool] | None = None
+        self.dropped = 0
         self._log_from = 0
         self._reset_batch()
 
     def _reset_batch(self) -> None:
         # one tuple per index: (index, ok, wall s, cpu s, maxrss KiB, outputs, stage seconds,
-        # python peak bytes, gpu peak bytes)
-        self.batch: list[tuple[Any, ...]] = []
+        # python peak bytes, gpu peak bytes); cleared in place, so that run()'s alias of it
+        # stays valid when an index source commits between indices (elastic chunks)
+        if hasattr(self, "batch"):
+            self.batch.clear()
+        else:
+            self.batch: list[tuple[Any, ...]] = []
         self.b_err: dict[str, dict[str, Any]] = {}
 
     def run(self, indices: Iterator[int]) -> dict[str, Any]:
@@ -208,6 +216,12 @@ class RankLoop:
     def commit(self) -> None:
         """Flush segments, then append the commit record (the commit point)."""
         if not self.batch:
+            return
+        if self.may_commit is not None and not self.may_commit():
+            for f in self.pipeline.stateful_filters:
+                f.drop_delta()
+            self.dropped += len(self.batch)
+            self._reset_batch()
             return
         segs: dict[str, str] = {}
         sums: dict[str, list[Any]] = {}

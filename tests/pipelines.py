@@ -181,3 +181,27 @@ def alloc(n: str = "6", mib: str = "8") -> Pipeline:
     """Synthetic -> Allocate(mib) -> FieldStats."""
     p = Pipeline(SyntheticSource(n=int(n), shape="2x2", fields=("u",)))
     return p.filter(Allocate(float(mib))).filter(FieldStats(name="stats"))
+
+
+class KillOnce(Filter):
+    """SIGKILL the process at index ``at``, once per ``marker`` file (a crash not repeated)."""
+
+    def __init__(self, at: int, marker: str) -> None:
+        self.at, self.marker = int(at), marker
+
+    def __call__(self, items: Iterator[Any]) -> Iterator[Any]:
+        for item in items:
+            if item["index"] == self.at and not os.path.exists(self.marker):
+                open(self.marker, "w").close()
+                os.kill(os.getpid(), signal.SIGKILL)
+            yield item
+
+
+def kill_once(
+    n: str = "300", at: str = "100", marker: str = "killed", sleep: str = "0"
+) -> Pipeline:
+    """Synthetic -> [Sleep] -> KillOnce -> FieldStats."""
+    p = Pipeline(SyntheticSource(n=int(n), shape="8x8", fields=("u",)))
+    if float(sleep) > 0:
+        p = p.filter(Sleep(float(sleep)))
+    return p.filter(KillOnce(int(at), marker)).filter(FieldStats(name="stats"))

@@ -20,6 +20,7 @@ _BUILTIN = {
     "loky": ("hpc_curator.backends.loky", "LokyBackend", ("joblib",), "loky"),
     "dask": ("hpc_curator.backends.dask", "DaskBackend", ("dask",), "dask"),
     "mpi": ("hpc_curator.backends.mpi", "MPIBackend", ("mpi4py",), "local-mpi"),
+    "elastic": ("hpc_curator.backends.elastic", "ElasticBackend", (), None),
 }
 _REGISTERED: dict[str, type[RunBackend]] = {}
 
@@ -117,6 +118,7 @@ _DESCRIPTIONS = {
     "loky": "joblib.Parallel with the loky process pool",
     "dask": "dask.bag with the processes scheduler",
     "mpi": "mpiexec -n N ranks of the rank program (local MPI)",
+    "elastic": "N independent processes claiming chunks (the job-array mode, locally)",
 }
 
 __all__ = [

@@ -49,7 +49,7 @@ def _register_commands() -> None:
     """Import each command module (cheap: they import heavy things inside commands)."""
     import importlib
 
-    for name in ("run", "submit", "operate", "revise", "report", "config"):
+    for name in ("run", "submit", "operate", "revise", "report", "config", "elastic"):
         try:
             module = importlib.import_module(f"hpc_curator.cli.{name}")
         except ModuleNotFoundError as exc:
@@ -64,6 +64,6 @@ def _register_commands() -> None:
 
 #: Commands whose options are not read from HPC_CURATE_* variables: the rank program
 #: inherits the user's environment and must take its settings from its launcher only.
-INTERNAL = ("rank", "config")
+INTERNAL = ("rank", "task", "config")
 
 _register_commands()

@@ -62,6 +62,13 @@ def print_result(result: Any, quiet: bool = False) -> None:
     default=None,
     help="Run N MPI ranks with mpiexec (local-mpi).",
 )
+@click.option(
+    "--elastic",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Run N independent processes that claim chunks (the job-array mode, no MPI).",
+)
 @click.option("--mpiexec", default=None, help="mpiexec to use (default: the one matching mpi4py).")
 @click.option(
     "--mpiexec-arg",
@@ -92,6 +99,7 @@ def run_cmd(
     backend: str | None,
     n_jobs: int,
     ranks: int | None,
+    elastic: int | None,
     mpiexec: str | None,
     mpiexec_args: tuple[str, ...],
     gpus_per_rank: int | None,
@@ -123,6 +131,10 @@ def run_cmd(
         )
     from hpc_curator.api import default_backend
 
+    if elastic is not None:
+        if ranks is not None or backend not in (None, "elastic"):
+            raise UsageError("--elastic N starts its own processes; drop --ranks/--backend")
+        backend, n_jobs = "elastic", elastic
     name = "mpi" if ranks is not None else default_backend(backend, n_jobs)
     if name == "mpi" and quiet:
         # nothing to show, so nothing to count: rank 0 builds and validates the pipeline
