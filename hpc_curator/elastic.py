@@ -102,8 +102,13 @@ class Board:
         """Chunks marked committed."""
         return {int(n[1:8]) for n in os.listdir(self.dir) if n.endswith(".done")}
 
-    def claim(self, task: int, n_chunks: int) -> tuple[int, int] | None:
-        """Claim the lowest unclaimed chunk, else reclaim a dead one: ``(chunk, generation)``."""
+    def claim(self, task: int, n_chunks: int, n_tasks: int = 0) -> tuple[int, int] | None:
+        """Claim the lowest unclaimed chunk, else reclaim a dead one: ``(chunk, generation)``.
+
+        ``task`` is the claimer's rank (``array task + n_tasks * restart``): a claim of an
+        earlier incarnation of the same array task (requeued) is dead at once.
+        """
+        self._me = (task, n_tasks)
         claims = self._claims()
         for c in range(n_chunks):
             if c not in claims and self._take(c, 0, task):
@@ -134,6 +139,10 @@ class Board:
             return False
         if doc.get("host") == socket.gethostname() and not _pid_alive(doc.get("pid")):
             return True
+        me, n_tasks = getattr(self, "_me", (None, 0))
+        owner = int(doc.get("task", -1))
+        if me is not None and n_tasks and owner != me and owner % n_tasks == me % n_tasks:
+            return owner < me  # this very array task before its requeue
         beat = self.heartbeat_path(int(doc.get("task", -1)))
         stale = float(os.environ.get(STALE_ENV, DEFAULT_STALE_S))
         try:

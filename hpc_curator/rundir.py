@@ -385,7 +385,7 @@ def attempt_alive(rd: RunDir, rec: dict[str, Any], now: float | None = None) -> 
     """
     if rec.get("ended"):
         return False
-    if rec.get("host") == socket.gethostname():
+    if rec.get("host") == socket.gethostname() and rec.get("pid") is not None:
         if not _pid_running(rec.get("pid")):
             return False
         if not rec.get("job_id"):
@@ -460,6 +460,14 @@ def start_attempt(rd: RunDir, identity: dict[str, Any], launcher: str) -> int:
             rd.heartbeat_path(number).touch()
             return number
     raise RunBusyError(f"could not claim an attempt number in {rd.attempts_dir}")
+
+
+def update_attempt(rd: RunDir, attempt: int, **fields: Any) -> None:
+    """Add ``fields`` to an attempt record (a job array's id, known once it is submitted)."""
+    path = rd.attempt_path(attempt)
+    rec = json.loads(path.read_text())
+    rec.update(fields)
+    atomic_write(path, json.dumps(rec, indent=2, default=repr))
 
 
 def end_attempt(rd: RunDir, attempt: int, **fields: Any) -> None:

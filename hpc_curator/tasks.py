@@ -48,11 +48,17 @@ def begin_elastic(
 
 
 def _claimed(
-    loop: RankLoop, board: Board, bounds: np.ndarray, task: int, plan: Plan, stop: StopFlag
+    loop: RankLoop,
+    board: Board,
+    bounds: np.ndarray,
+    task: int,
+    n_tasks: int,
+    plan: Plan,
+    stop: StopFlag,
 ) -> Iterator[int]:
     n_chunks = len(bounds) - 1
     while not stop:
-        got = board.claim(task, n_chunks)
+        got = board.claim(task, n_chunks, n_tasks)
         if got is None:
             return
         chunk, generation = got
@@ -88,7 +94,11 @@ def task_main(run_dir: str, attempt: int, task: int, restart: int = 0) -> tuple[
         loop = RankLoop(plan, world, pipeline, LocalCounter(plan.failures_before), stop)
         with ranklog.capture(rd.rank_log(attempt, rank)) as log:
             loop.log = log
-            summary = loop.run(_claimed(loop, board, bounds, rank, plan, stop))
+            summary = loop.run(_claimed(loop, board, bounds, rank, n_tasks, plan, stop))
+    if stop.reason == "SIGUSR2":  # time limit near: the job script requeues this task alone
+        from hpc_curator.slurm.requeue import request_requeue
+
+        request_requeue()
     result = _finish_if_last(board, plan, pipeline, rank, len(bounds) - 1)
     if result is not None:
         return result.exit_code, result.message

@@ -140,7 +140,10 @@ def _show_status(doc: dict[str, Any]) -> None:
 
 @click.command("logs")
 @click.argument("run_dir")
-@click.option("--rank", type=int, default=0, show_default=True, help="Rank (task) to show.")
+@click.option(
+    "--rank", "--task", "rank", type=int, default=0, show_default=True,
+    help="Rank (or elastic task) to show.",
+)  # fmt: skip
 @click.option("--index", type=int, default=None, help="Only the lines this index printed.")
 @click.option("--attempt", type=int, default=None, help="Attempt (default: the latest).")
 @click.option("--job", default=None, help="The Slurm task log of this job instead.")

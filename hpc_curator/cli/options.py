@@ -188,6 +188,8 @@ SLURM_FIELDS = (
     "container_runtime",
     "container_bind",
     "launch_prefix",
+    "array",
+    "array_parallel",
 )
 
 
@@ -264,6 +266,20 @@ def slurm_options(f: F) -> F:
             default=None,
             help="Python on the compute nodes (default: this interpreter; python3 in a "
             "container). May be a command: 'conda run -n env python'.",
+        ),
+        click.option(
+            "--array",
+            type=int,
+            default=None,
+            metavar="N",
+            help="An elastic job array of N tasks claiming chunks (no MPI) instead of one MPI job.",
+        ),
+        click.option(
+            "--array-parallel",
+            type=int,
+            default=None,
+            metavar="P",
+            help="With --array: at most P tasks at once (%P).",
         ),
     ]
     for opt in reversed(opts):

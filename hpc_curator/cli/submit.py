@@ -56,6 +56,9 @@ def launch_slurm(rd: Any, opts: Any, settings: Any, cluster: str, wait: bool) ->
     if cluster == "local":
         _local(rd, opts, settings, wait)
         return
+    if opts.array:
+        _array(rd, opts, settings, wait)
+        return
     for warning in sub.preflight(opts, rd):
         click.secho(f"Warning: {warning}", fg="yellow", err=True)
     rundir.check_not_busy(rd)
@@ -70,6 +73,48 @@ def launch_slurm(rd: Any, opts: Any, settings: Any, cluster: str, wait: bool) ->
     click.echo(f"  cancel: hpc-curate cancel {rd.path}")
     if wait:
         sys.exit(wait_for(rd, [job]))
+
+
+def _array(rd: Any, opts: Any, settings: Any, wait: bool) -> None:
+    """``--array N``: begin the attempt here, submit the array and its finisher job."""
+    from hpc_curator import rundir
+    from hpc_curator.slurm import array
+    from hpc_curator.slurm import submit as sub
+    from hpc_curator.tasks import begin_elastic
+
+    for warning in sub.preflight(opts, rd):
+        click.secho(f"Warning: {warning}", fg="yellow", err=True)
+    rundir.check_not_busy(rd)
+    plan, chunks = begin_elastic(str(rd.path), settings, opts.array, "array")
+    try:
+        jobs = array.submit_array(opts, rd, plan.attempt, opts.array, opts.array_parallel)
+    except BaseException:
+        rundir.end_attempt(rd, plan.attempt, reason="not submitted")
+        raise
+    # the attempt lives as long as the array does, not as long as this process
+    rundir.update_attempt(rd, plan.attempt, job_id=jobs["job_id"], pid=None)
+    record = {
+        "job_id": jobs["job_id"],
+        "finisher_job_id": jobs["finisher_job_id"],
+        "submitted": rundir.now_iso(),
+        "submitted_ts": time.time(),
+        "options": opts.to_json(),
+        "settings": settings.__dict__,
+        "script": jobs["script"],
+        "attempt": plan.attempt,
+        "argv": sys.argv,
+    }
+    sub.record_submission(rd, record)
+    if jobs["note"]:
+        click.secho(f"Note: {jobs['note']}", fg="yellow", err=True)
+    click.echo(
+        f"Submitted job array {jobs['job_id']}: {jobs['tasks']} task(s) claiming {chunks} "
+        f"chunk(s), finisher job {jobs['finisher_job_id']}, run dir {rd.path}"
+    )
+    click.echo(f"  watch:  hpc-curate status {rd.path} --watch")
+    click.echo(f"  cancel: hpc-curate cancel {rd.path}")
+    if wait:
+        sys.exit(wait_for(rd, [jobs["job_id"], jobs["finisher_job_id"]]))
 
 
 def _local(rd: Any, opts: Any, settings: Any, wait: bool) -> None:
@@ -194,7 +239,7 @@ def submit_cmd(
     settings = make_settings(kw)
     if dry_run:
         specmod.load(spec, specmod.parse_params(params))
-        click.echo(sub.dry_run(opts, rundir.RunDir(run_dir)), nl=False)
+        click.echo(_dry_run(opts, rundir.RunDir(run_dir)), nl=False)
         return
     if cluster == "slurm":
         sub.preflight(opts, rundir.RunDir(run_dir))
@@ -206,6 +251,18 @@ def submit_cmd(
         if created and not rundir.list_attempts(rd) and not sub.submissions(rd):
             shutil.rmtree(rd.path, ignore_errors=True)  # leave no partial state behind
         raise
+
+
+def _dry_run(opts: Any, rd: Any) -> str:
+    from hpc_curator import rundir
+    from hpc_curator.slurm import submit as sub
+
+    if not opts.array:
+        return str(sub.dry_run(opts, rd))
+    from hpc_curator.slurm.array import render_array
+
+    attempt = len(rundir.list_attempts(rd)) + 1 if rd.exists() else 1
+    return render_array(opts, rd, attempt, opts.array, opts.array_parallel)
 
 
 @click.command("sbatch-script")
@@ -232,8 +289,19 @@ def sbatch_script_cmd(
     check_value("--run-dir", run_dir)  # it reaches #SBATCH --output lines
     opts = SlurmOptions(**slurm_changes(kw))
     settings = make_settings(kw)
-    _, frozen = specmod.load(spec, specmod.parse_params(params))
     rd = rundir.RunDir(run_dir)
+    if opts.array:  # the tasks claim from a board published now, on this node
+        from hpc_curator.slurm.array import render_array
+        from hpc_curator.tasks import begin_elastic
+
+        _create_run(run_dir, spec, params, indices, settings)
+        plan, _ = begin_elastic(str(rd.path), settings, opts.array, "array")
+        rundir.update_attempt(rd, plan.attempt, pid=None)
+        script = render_array(opts, rd, plan.attempt, opts.array, opts.array_parallel)
+        rd.slurm_logs_dir.mkdir(parents=True, exist_ok=True)
+        click.echo(script, nl=False)
+        return
+    _, frozen = specmod.load(spec, specmod.parse_params(params))
     script = sub.sbatch_script(opts, rd, settings, frozen, indices)  # validated: bash -n
     # sbatch opens the --output files before the job starts: their directory must exist
     rd.logs_dir.mkdir(parents=True, exist_ok=True)
@@ -281,7 +349,7 @@ def relaunch(
         settings = RunSettings(**{k: v for k, v in recorded.items() if k != "retry_failed"})
     settings = replace(settings, retry_failed=retry)
     if dry_run:
-        click.echo(sub.dry_run(opts, rd), nl=False)
+        click.echo(_dry_run(opts, rd), nl=False)
         return
     launch_slurm(rd, opts, settings, cluster, wait)
 

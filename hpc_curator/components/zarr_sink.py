@@ -111,6 +111,8 @@ class ZarrSink(Sink):
             raise ValueError("ZarrSink needs length= when used outside a Pipeline")
         try:
             zarr.open_group(str(self.store), mode="a")
+        except ContainsGroupError:
+            pass  # another rank created it between our look and our create
         except ContainsArrayError:
             raise ValueError(f"{self.store} is a Zarr array, not a store of arrays") from None
         config: Any = {"write_empty_chunks": True}  # a chunk of zeros is still a sample

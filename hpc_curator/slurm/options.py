@@ -101,6 +101,9 @@ class SlurmOptions:
     container, container_runtime, container_bind, launch_prefix
         Run every rank inside this image with this runtime and these extra binds, behind
         this launch prefix (see :class:`hpc_curator.container.Container`).
+    array, array_parallel
+        Submit an elastic job array of this many tasks (at most ``array_parallel`` at once)
+        instead of one MPI job (:mod:`hpc_curator.slurm.array`).
     """
 
     nodes: int = 1
@@ -131,6 +134,8 @@ class SlurmOptions:
     container_runtime: str = "apptainer"
     container_bind: tuple[str, ...] = ()
     launch_prefix: str | None = None
+    array: int | None = None
+    array_parallel: int | None = None
 
     def __post_init__(self) -> None:
         _ = self.container_spec  # validates the container settings
@@ -144,7 +149,7 @@ class SlurmOptions:
             if getattr(self, name) < 1:
                 flag = "--" + name.replace("_", "-")
                 raise UsageError(f"{flag} must be >= 1, got {getattr(self, name)}")
-        for name in ("cpus_per_task", "gpus_per_node", "gpus_per_rank"):
+        for name in ("cpus_per_task", "gpus_per_node", "gpus_per_rank", "array", "array_parallel"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")

@@ -237,6 +237,8 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 # launchers must ask for --mpi themselves (without it every task is a singleton)
 MpiDefault=none
+# low, so that the job-array tests cross it (hpc-curator caps --array to it)
+MaxArraySize=8
 # let slurmd accept CPUs= above the 2 real cores
 SlurmdParameters=config_overrides
 ReturnToService=2

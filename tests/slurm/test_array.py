@@ -1,0 +1,95 @@
+"""Elastic job arrays on the local Slurm cluster: claims, a cancelled task, MaxArraySize."""
+
+from __future__ import annotations
+
+import collections
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import (
+    FIXTURE_PIPELINES,
+    assert_stats_equal,
+    cli,
+    commit_count,
+    manifest_rows,
+    read_manifest,
+    stats,
+)
+from tests.slurm.test_submit import wait_until
+
+SPEC = f"{FIXTURE_PIPELINES}:stats"
+N = 2000
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    d = tmp_path_factory.mktemp("ref") / "run"
+    cli("run", SPEC, "-p", f"n={N}", "--run-dir", str(d), "-q", check=True)
+    return stats(d)
+
+
+def submit(d: Path, *extra: str, wait: bool = True) -> Any:
+    return cli(
+        "submit", SPEC, "-p", f"n={N}", "-p", "sleep=0.005", "--run-dir", str(d),
+        "--time", "5", *extra, *(["--wait"] if wait else []), timeout=300,
+    )  # fmt: skip
+
+
+def test_an_array_of_8_tasks_shares_2000_indices(
+    slurm_cluster: Any, tmp_path: Path, reference: dict
+) -> None:
+    d = tmp_path / "run"
+    proc = submit(d, "--array", "8")
+    assert proc.returncode == 0, proc.stdout + proc.stderr + slurm_cluster.dump(d)
+    assert "Submitted job array" in proc.stdout and "8 task(s)" in proc.stdout
+    doc = read_manifest(d)
+    assert doc["status"] == "complete" and doc["attempts"][-1]["launcher"] == "array"
+    rows = manifest_rows(d)
+    assert [r["index"] for r in rows] == list(range(N))  # each index once
+    per_task = collections.Counter(r["rank"] for r in rows)
+    assert set(per_task) <= set(range(8)) and len(per_task) >= 4  # they shared the work
+    assert len({r["job_id"] for r in rows}) == len(per_task)  # one array task job id each
+    assert_stats_equal(stats(d), reference)
+    claims = d / "claims" / "a0001"
+    assert (claims / "finisher").exists()
+    assert len(list(claims.glob("*.done"))) == len(list(claims.glob("*.g0")))
+
+
+def test_more_tasks_than_max_array_size_still_run(
+    slurm_cluster: Any, tmp_path: Path, reference: dict
+) -> None:
+    d = tmp_path / "run"
+    proc = submit(d, "--array", "12", "--array-parallel", "3")
+    assert proc.returncode == 0, proc.stdout + proc.stderr + slurm_cluster.dump(d)
+    assert "MaxArraySize (8): 8 tasks" in proc.stderr
+    assert read_manifest(d)["status"] == "complete"
+    assert_stats_equal(stats(d), reference)
+
+
+def test_a_cancelled_task_leaves_an_honest_run_that_resume_completes(
+    slurm_cluster: Any, tmp_path: Path, reference: dict
+) -> None:
+    d = tmp_path / "run"
+    proc = submit(d, "--array", "4", "--commit-every", "5", wait=False)
+    assert proc.returncode == 0, proc.stderr
+    array_job = json.loads(next((d / "slurm" / "submissions").glob("*.json")).read_text())
+    job = array_job["job_id"]
+    wait_until(lambda: commit_count(d) >= 20, 120, "first commits", slurm_cluster, d)
+    slurm_cluster.run("scancel", "-s", "KILL", f"{job}_1")
+    fin = array_job["finisher_job_id"]
+    wait_until(
+        lambda: not slurm_cluster.run("squeue", "-h", "-j", f"{job},{fin}").stdout.strip(),
+        240, "the array and its finisher to leave the queue", slurm_cluster, d,
+    )  # fmt: skip
+    doc = read_manifest(d)  # written by the last task, or by the finisher job
+    assert doc["status"] in ("complete", "incomplete"), doc["status"]
+    if doc["status"] == "incomplete":
+        assert doc["counts"]["pending"] > 0
+        again = cli("resume", str(d), "--wait", timeout=300)
+        assert again.returncode == 0, again.stdout + again.stderr + slurm_cluster.dump(d)
+    rows = manifest_rows(d)
+    assert [r["index"] for r in rows] == list(range(N))
+    assert_stats_equal(stats(d), reference)
