@@ -215,6 +215,10 @@ def _placement(scan: JournalScan, pos: np.ndarray) -> dict[str, Any]:
             .dictionary_encode()
         )
     out["pid"] = pa.array([w.get("pid") for w in scan.worker_info], pa.int64()).take(codes)
+    if any(w.get("array_task_id") is not None for w in scan.worker_info):  # job-array runs
+        for name in ("array_job_id", "array_task_id"):
+            values = [w.get(name) for w in scan.worker_info]
+            out[name] = pa.array([None if v is None else str(v) for v in values]).take(codes)
     return out
 
 

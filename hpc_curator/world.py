@@ -140,6 +140,7 @@ class World:
             "pid": self.pid,
             **({"gpus": self.gpus} if self.gpus is not None else {}),
             **({"mpi": self.mpi} if self.mpi is not None else {}),
+            **_array_ids(),
         }
 
     # -- collectives (no-ops for size 1) ---------------------------------------------------
@@ -174,6 +175,14 @@ class World:
 
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _array_ids() -> dict[str, Any]:
+    """The Slurm job array and task of this process, if it is an array task."""
+    env = slurm_env()
+    if env.array_task_id is None:
+        return {}
+    return {"array_job_id": env.array_job_id, "array_task_id": env.array_task_id}
 
 
 def thread_limits(threads: int) -> dict[str, str]:

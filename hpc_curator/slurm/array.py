@@ -83,7 +83,9 @@ def render_array(
         from hpc_curator.gpus import GPUS_PER_RANK_ENV
 
         exports[GPUS_PER_RANK_ENV] = str(opts.gpus_per_rank)
-    line = " ".join(shlex.quote(a) for a in task_command(opts, rd, attempt))
+    # one srun step per task: Slurm's --signal reaches the tasks of steps, not the batch shell
+    step = ["srun", "--ntasks=1", "--unbuffered", "--mpi=none", *opts.srun_args]
+    line = " ".join(shlex.quote(a) for a in [*step, *task_command(opts, rd, attempt)])
     if opts.requeue and opts.max_requeues > 0:
         exports.update(requeue_exports(rd.slurm_dir, opts.max_requeues))
         line = srun_block(line)

@@ -52,6 +52,11 @@ def test_an_array_of_8_tasks_shares_2000_indices(
     per_task = collections.Counter(r["rank"] for r in rows)
     assert set(per_task) <= set(range(8)) and len(per_task) >= 4  # they shared the work
     assert len({r["job_id"] for r in rows}) == len(per_task)  # one array task job id each
+    job = proc.stdout.split("Submitted job array ")[1].split(":")[0]
+    assert {r["array_job_id"] for r in rows} == {job}
+    assert {int(r["array_task_id"]) for r in rows} == set(per_task)  # task t journals as t
+    status = json.loads(cli("status", str(d), "--json", check=True).stdout)
+    assert status["status"] == "complete" and len(status["rank_progress"]) == len(per_task)
     assert_stats_equal(stats(d), reference)
     claims = d / "claims" / "a0001"
     assert (claims / "finisher").exists()
@@ -92,4 +97,22 @@ def test_a_cancelled_task_leaves_an_honest_run_that_resume_completes(
         assert again.returncode == 0, again.stdout + again.stderr + slurm_cluster.dump(d)
     rows = manifest_rows(d)
     assert [r["index"] for r in rows] == list(range(N))
+    assert_stats_equal(stats(d), reference)
+
+
+@pytest.mark.slow
+def test_a_task_at_its_time_limit_commits_is_requeued_alone_and_the_run_completes(
+    slurm_cluster: Any, tmp_path: Path, reference: dict
+) -> None:
+    d = tmp_path / "run"
+    # 2 tasks x 1000 indices x 0.03 s = 30 s of work each; SIGUSR2 45 s before the 1 min limit
+    proc = cli(
+        "submit", SPEC, "-p", f"n={N}", "-p", "sleep=0.03", "--run-dir", str(d), "--array", "2",
+        "--time", "1", "--signal-delay", "45", "--commit-every", "10", "--wait", timeout=400,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr + slurm_cluster.dump(d)
+    rows = manifest_rows(d)
+    assert [r["index"] for r in rows] == list(range(N))
+    restarted = {r["rank"] for r in rows if r["rank"] >= 2}  # task + 2 * restart
+    assert restarted, "no task was requeued"
     assert_stats_equal(stats(d), reference)
