@@ -66,8 +66,10 @@ class CurrentIndex:
             self._map = mmap.mmap(fd, CURRENT_BYTES)
         finally:
             os.close(fd)
-        self.slots = np.frombuffer(self._map, dtype=np.int64)
-        self.slots[:] = (IDLE, 0, 0, 0)
+        # a memoryview of int64: an item store is ~2x cheaper than into a numpy array
+        self.slots = memoryview(self._map).cast("q")
+        for k, value in enumerate((IDLE, 0, 0, 0)):
+            self.slots[k] = value
         self._finished = self._failed = 0
 
     def set(self, index: int) -> None:
@@ -82,12 +84,13 @@ class CurrentIndex:
         if not ok:
             self._failed += 1
             slots[2] = self._failed
-        slots[3] = int(time.time() * 1000)
+        slots[3] = time.time_ns() // 1_000_000
         slots[0] = IDLE
 
     def close(self) -> None:
         """Mark idle and unmap."""
         self.slots[0] = IDLE
+        self.slots.release()
         del self.slots
         self._map.close()
 

@@ -126,9 +126,16 @@ def matrix(scan: Any) -> Any:
     at = 0
     for n, rows in scan.stage_records:
         if rows is not None:
-            for k, row in enumerate(rows):
-                if row:
-                    out[at + k, : min(len(row), width)] = row[:width]
+            try:  # the usual case: every row of the record has every stage
+                block = np.asarray(rows, dtype=np.float64)
+            except ValueError:
+                block = None
+            if block is not None and block.ndim == 2 and block.shape[1] <= width:
+                out[at : at + n, : block.shape[1]] = block
+            else:  # ragged (crash records have no stages)
+                for k, row in enumerate(rows):
+                    if row:
+                        out[at + k, : min(len(row), width)] = row[:width]
         at += n
     return out
 
