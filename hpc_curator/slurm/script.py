@@ -32,7 +32,8 @@ def template_text(name: str = DEFAULT_TEMPLATE) -> str:
     return resources.files("hpc_curator.slurm").joinpath("templates", name).read_text()
 
 
-def _flag(key: str, value: str | int | None) -> str:
+def sbatch_flag(key: str, value: str | int | None) -> str:
+    """One ``#SBATCH --key[=value]`` line, double-quoted where sbatch needs it."""
     if value is None or value == "":
         return f"#SBATCH --{key}"
     text = str(value)
@@ -80,7 +81,7 @@ def sbatch_lines(opts: SlurmOptions, log_pattern: str) -> list[str]:
         ("error", log_pattern.replace("%t", "0") + ".err"),
     ]
     pairs += list(opts.sbatch_opts)
-    return [_flag(k, v) for k, v in pairs]
+    return [sbatch_flag(k, v) for k, v in pairs]
 
 
 def srun_command(
