@@ -18,9 +18,12 @@ import click
     help="Task number (default: $SLURM_ARRAY_TASK_ID, offset by the array's first id).",
 )
 @click.option("--task-offset", type=int, default=0, help="Added to the array task id.")
+@click.option(
+    "--workers", type=int, default=1, help="Claiming processes per array task (srun tasks)."
+)
 @click.option("--finish", is_flag=True, help="Only end the attempt if no task did (finisher).")
 def task_cmd(
-    run_dir: str, attempt: int, task_id: int | None, task_offset: int, finish: bool
+    run_dir: str, attempt: int, task_id: int | None, task_offset: int, workers: int, finish: bool
 ) -> None:
     """One elastic task: claim chunks of the attempt's pending indices until none is left.
 
@@ -41,7 +44,8 @@ def task_cmd(
     if task_id is None:
         if env.array_task_id is None:
             raise UsageError("task needs --task N outside a Slurm job array")
-        task_id = int(env.array_task_id) + task_offset
+        # K workers per array task: srun task p of array task a is elastic task a*K + p
+        task_id = (int(env.array_task_id) + task_offset) * workers + (env.proc_id or 0)
     code, line = task_main(run_dir, attempt, task_id, env.restart_count)
     click.echo(line, err=True)
     sys.exit(code)

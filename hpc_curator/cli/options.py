@@ -190,6 +190,7 @@ SLURM_FIELDS = (
     "launch_prefix",
     "array",
     "array_parallel",
+    "workers",
 )
 
 
@@ -280,6 +281,13 @@ def slurm_options(f: F) -> F:
             default=None,
             metavar="P",
             help="With --array: at most P tasks at once (%P).",
+        ),
+        click.option(
+            "--workers",
+            type=int,
+            default=None,
+            metavar="K",
+            help="With --array: K claiming processes per array task (a small in-task pool).",
         ),
     ]
     for opt in reversed(opts):

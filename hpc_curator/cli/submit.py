@@ -85,7 +85,7 @@ def _array(rd: Any, opts: Any, settings: Any, wait: bool) -> None:
     for warning in sub.preflight(opts, rd):
         click.secho(f"Warning: {warning}", fg="yellow", err=True)
     rundir.check_not_busy(rd)
-    plan, chunks = begin_elastic(str(rd.path), settings, opts.array, "array")
+    plan, chunks = begin_elastic(str(rd.path), settings, opts.array * (opts.workers or 1), "array")
     try:
         jobs = array.submit_array(opts, rd, plan.attempt, opts.array, opts.array_parallel)
     except BaseException:
@@ -297,7 +297,7 @@ def sbatch_script_cmd(
         from hpc_curator.tasks import begin_elastic
 
         _create_run(run_dir, spec, params, indices, settings)
-        plan, _ = begin_elastic(str(rd.path), settings, opts.array, "array")
+        plan, _ = begin_elastic(str(rd.path), settings, opts.array * (opts.workers or 1), "array")
         rundir.update_attempt(rd, plan.attempt, pid=None)
         script = render_array(opts, rd, plan.attempt, opts.array, opts.array_parallel)
         rd.slurm_logs_dir.mkdir(parents=True, exist_ok=True)

@@ -47,7 +47,7 @@ def max_array_size() -> int | None:
 def task_command(opts: SlurmOptions, rd: rundir.RunDir, attempt: int) -> list[str]:
     """What every array task runs (behind the container or launch prefix, if any)."""
     cmd = [*opts.python_argv, "-m", "hpc_curator", "task", "--run-dir", str(rd.path),
-           "--attempt", str(attempt)]  # fmt: skip
+           "--attempt", str(attempt), "--workers", str(opts.workers or 1)]  # fmt: skip
     box = opts.container_spec
     return box.wrap(cmd, rd.path, None) if box.active else cmd
 
@@ -61,7 +61,10 @@ def render_array(
     pattern = str(rd.slurm_logs_dir / "%A_%a")
     check_value("--run-dir", pattern)
     spec = f"0-{tasks - 1}" + (f"%{parallel}" if parallel else "")
+    workers = opts.workers or 1
     pairs: list[tuple[str, Any]] = [("job-name", opts.job_name), ("array", spec)]
+    if workers > 1:
+        pairs.append(("ntasks", workers))
     optional = [
         ("cpus-per-task", opts.cpus_per_task), ("time", opts.time),
         ("partition", opts.partition), ("account", opts.account), ("qos", opts.qos),
@@ -84,7 +87,7 @@ def render_array(
 
         exports[GPUS_PER_RANK_ENV] = str(opts.gpus_per_rank)
     # one srun step per task: Slurm's --signal reaches the tasks of steps, not the batch shell
-    step = ["srun", "--ntasks=1", "--unbuffered", "--mpi=none", *opts.srun_args]
+    step = ["srun", f"--ntasks={workers}", "--unbuffered", "--mpi=none", *opts.srun_args]
     line = " ".join(shlex.quote(a) for a in [*step, *task_command(opts, rd, attempt)])
     if opts.requeue and opts.max_requeues > 0:
         exports.update(requeue_exports(rd.slurm_dir, opts.max_requeues))

@@ -104,6 +104,8 @@ class SlurmOptions:
     array, array_parallel
         Submit an elastic job array of this many tasks (at most ``array_parallel`` at once)
         instead of one MPI job (:mod:`hpc_curator.slurm.array`).
+    workers
+        With ``array``: claiming processes per array task (one srun step of that many tasks).
     """
 
     nodes: int = 1
@@ -136,6 +138,7 @@ class SlurmOptions:
     launch_prefix: str | None = None
     array: int | None = None
     array_parallel: int | None = None
+    workers: int | None = None
 
     def __post_init__(self) -> None:
         _ = self.container_spec  # validates the container settings
@@ -149,7 +152,10 @@ class SlurmOptions:
             if getattr(self, name) < 1:
                 flag = "--" + name.replace("_", "-")
                 raise UsageError(f"{flag} must be >= 1, got {getattr(self, name)}")
-        for name in ("cpus_per_task", "gpus_per_node", "gpus_per_rank", "array", "array_parallel"):
+        for name in (
+            "cpus_per_task", "gpus_per_node", "gpus_per_rank", "array", "array_parallel",
+            "workers",
+        ):  # fmt: skip
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")

@@ -100,6 +100,21 @@ def test_a_cancelled_task_leaves_an_honest_run_that_resume_completes(
     assert_stats_equal(stats(d), reference)
 
 
+def test_workers_make_a_small_pool_in_every_array_task(
+    slurm_cluster: Any, tmp_path: Path, reference: dict
+) -> None:
+    d = tmp_path / "run"
+    proc = submit(d, "--array", "2", "--workers", "2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr + slurm_cluster.dump(d)
+    rows = manifest_rows(d)
+    assert [r["index"] for r in rows] == list(range(N))
+    by_task = collections.defaultdict(set)
+    for r in rows:
+        by_task[r["array_task_id"]].add(r["rank"])
+    assert {k: sorted(v) for k, v in by_task.items()} == {"0": [0, 1], "1": [2, 3]}
+    assert_stats_equal(stats(d), reference)
+
+
 @pytest.mark.slow
 def test_a_task_at_its_time_limit_commits_is_requeued_alone_and_the_run_completes(
     slurm_cluster: Any, tmp_path: Path, reference: dict
