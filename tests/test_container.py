@@ -113,7 +113,17 @@ def test_run_refuses_what_cannot_work_in_one_line(tmp_path: Path) -> None:
     image = tmp_path / "img"
     image.mkdir()
     cases = [
-        (["--container", str(image), "--container-runtime", "charliecloud"], "has no directory"),
+        (
+            [
+                "--container",
+                str(image),
+                "--container-runtime",
+                "charliecloud",
+                "--container-bind",
+                "/usr",
+            ],
+            "has no directory /usr",
+        ),
         (["--ranks", "2", "--container", "x.sqsh", "--container-runtime", "pyxis"], "srun"),
         (["--container", "/no/such.sif"], "add --ranks N"),
         (["--ranks", "2", "--container", "/no/such.sif"], "does not exist"),
