@@ -71,20 +71,3 @@ def test_cli_resolves_auto_and_refuses_a_bad_explicit_plugin(tmp_path: Path) -> 
     assert len(bad.stderr.strip().splitlines()) == 1
     script = cli("sbatch-script", EXAMPLE, "--run-dir", str(d), "--mpi", "auto")
     assert script.returncode == 0 and "--mpi=pmi2" in script.stdout
-
-
-def test_the_mpich_wheel_under_pmi2_uses_the_ofi_netmod_unless_the_user_chose(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Slurm 22.05's pmi2 plugin splits PMI-1 lines over 1,024 bytes; UCX's segments reach
-    1,083 (measured), ofi's one line is 72: see mpi_plugin.pmi2_workarounds."""
-    from hpc_curator.slurm.mpi_plugin import NETMOD_VAR, pmi2_workarounds
-
-    pytest.importorskip("mpi4py")
-    monkeypatch.delenv(NETMOD_VAR, raising=False)
-    assert pmi2_workarounds("pmi2", "MPICH", True) == {NETMOD_VAR: "ofi"}
-    assert pmi2_workarounds("pmix", "MPICH", True) == {}
-    assert pmi2_workarounds("pmi2", "Intel MPI", True) == {}
-    assert pmi2_workarounds("pmi2", "MPICH", False) == {}  # the job runs another environment
-    monkeypatch.setenv(NETMOD_VAR, "ucx")
-    assert pmi2_workarounds("pmi2", "MPICH", True) == {}  # sbatch exports the user's choice

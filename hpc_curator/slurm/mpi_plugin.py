@@ -92,32 +92,3 @@ def choose(
             "ask your admins, or use an MPI whose plugin is offered",
         )
     return choice
-
-
-#: MPICH's network module for the PyPI ``mpich`` wheel's ranks under ``srun --mpi=pmi2``.
-NETMOD_VAR = "MPIR_CVAR_CH4_NETMOD"
-
-
-def pmi2_workarounds(plugin: str, vendor: str | None, same_env: bool) -> dict[str, str]:
-    """Variables the job exports so that MPI_Init cannot fail at random (measured).
-
-    The PyPI ``mpich`` wheel (UCX network module) publishes its 4 KiB UCX address through PMI
-    in segments of 511 bytes, each up to 1,022 hex characters: within the ``vallen_max=1024``
-    Slurm 22.05's pmi2 plugin advertises, but that plugin reads a whole PMI-1 request line in
-    1,024 bytes, so a segment with no run of zero bytes (it depends on heap contents) makes a
-    1,083-byte line that it splits in two ("value not properly terminated ... request not
-    begin with 'cmd='"), and MPI_Init aborts. MPICH's ``ofi`` network module publishes one
-    72-byte line instead. Only for the wheel, only when the job runs this environment, and
-    never over the user's own choice (a variable set where ``submit`` runs is exported by
-    sbatch and wins).
-    """
-    import importlib.metadata
-    import os
-
-    if plugin != "pmi2" or vendor != "MPICH" or not same_env or NETMOD_VAR in os.environ:
-        return {}
-    try:
-        importlib.metadata.distribution("mpich")
-    except importlib.metadata.PackageNotFoundError:
-        return {}
-    return {NETMOD_VAR: "ofi"}

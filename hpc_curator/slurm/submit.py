@@ -59,17 +59,12 @@ def resolve_mpi(opts: SlurmOptions, *, check_cluster: bool) -> SlurmOptions:
 
 
 def job_env(opts: SlurmOptions, base: dict[str, str] | None = None) -> dict[str, str]:
-    """Variables the job script exports for every task (GPU binding, submitit's marker, the
-    PMI-2 work-around of :func:`~hpc_curator.slurm.mpi_plugin.pmi2_workarounds`)."""
+    """Variables the job script exports for every task (GPU binding, submitit's marker)."""
     from hpc_curator.gpus import GPUS_PER_RANK_ENV
-    from hpc_curator.slurm import mpi_plugin
 
     env = dict(base or {})
     if opts.gpus_per_rank:
         env[GPUS_PER_RANK_ENV] = str(opts.gpus_per_rank)
-    same_env = opts.python is None and not opts.setup and not opts.modules and not opts.container
-    if opts.mpi == "pmi2" and same_env:
-        env.update(mpi_plugin.pmi2_workarounds(opts.mpi, mpi_plugin.local_vendor(), same_env))
     return env
 
 
