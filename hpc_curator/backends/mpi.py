@@ -284,6 +284,7 @@ class MPIBackend(RunBackend):
         if rd.journal_dir.is_dir():
             follower.poll()  # skip earlier attempts: progress counts this launch only
         owned: set[str] = set()  # MPI shared memory our ranks mapped (seen in /proc)
+        seen_pids: set[int] = set()
         looked = 0.0
         with stop_on_signals(stop or StopFlag()) as flag:
             proc = subprocess.Popen(cmd, env=env)
@@ -294,8 +295,12 @@ class MPIBackend(RunBackend):
                     break
                 except subprocess.TimeoutExpired:
                     _feed(follower, on_commit)
-                if time.monotonic() - looked > 1.0:
-                    owned |= stale_shm.segments_of(stale_shm.descendants(proc.pid))
+                # every 0.3 s until the ranks' segments are seen (a rank killed right after
+                # MPI_Init must not leave them behind), then every second
+                if time.monotonic() - looked > (1.0 if owned else 0.0):
+                    ranks = stale_shm.descendants(proc.pid)
+                    seen_pids.update(ranks)
+                    owned |= stale_shm.segments_of(ranks)
                     looked = time.monotonic()
                 if flag and not forwarded:
                     # a terminal's Ctrl-C reached the ranks already; SIGTERM to this process
@@ -305,6 +310,8 @@ class MPIBackend(RunBackend):
                     forwarded = True
         _feed(follower, on_commit)
         if proc.returncode:  # killed ranks never unlinked their shared memory: we do
+            # mpiexec may exit before the ranks it signalled: they still map the segments
+            _wait_gone(seen_pids, timeout=10.0)
             stale_shm.remove_leftovers(owned)
         if proc.returncode in (2, 4, 5):
             # the ranks stopped on an error they reported themselves (bad input, run dir,
@@ -328,6 +335,23 @@ class MPIBackend(RunBackend):
             what = _death(rd, code, n)
             code = 3
         return result_from_run_dir(rd, code, what)
+
+
+def _wait_gone(pids: set[int], timeout: float) -> None:
+    """Wait until none of ``pids`` runs any more (zombies count as gone), at most ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = []
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/stat") as fh:
+                    if fh.read().rsplit(")", 1)[1].split()[0] != "Z":
+                        alive.append(pid)
+            except (OSError, IndexError):
+                continue
+        if not alive:
+            return
+        time.sleep(0.1)
 
 
 def _death(rd: rundir.RunDir, returncode: int, n: int) -> str:
