@@ -38,15 +38,20 @@ def temp_name(path: Path) -> Path:
     return path.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}.{path.name}")
 
 
+def fsync_file(path: str | os.PathLike[str]) -> None:
+    """Fsync one file's data."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _fsync_tree(root: Path) -> None:
     """Fsync every file and directory below ``root`` (a directory output: a Zarr store)."""
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_file(os.path.join(dirpath, name))
         fsync_dir(dirpath)
 
 
@@ -102,30 +107,17 @@ def atomic_path(path: str | os.PathLike[str], *, durable: bool = True) -> Iterat
     tmp = temp_name(final)
     try:
         yield tmp
-        if tmp.is_dir():
-            if durable:
-                _fsync_tree(tmp)
-            if final.exists():
-                aside = temp_name(final)
-                os.replace(final, aside)
-                os.replace(tmp, final)
-                remove(aside)
-            else:
-                os.replace(tmp, final)
+        if durable and tmp.is_dir():
+            _fsync_tree(tmp)
+        elif durable:
+            fsync_file(tmp)
+        if final.is_dir() or (tmp.is_dir() and final.exists()):
+            aside = temp_name(final)  # os.replace cannot replace a non-empty directory
+            os.replace(final, aside)
+            os.replace(tmp, final)
+            remove(aside)
         else:
-            if durable:
-                fd = os.open(tmp, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            if final.is_dir():
-                aside = temp_name(final)
-                os.replace(final, aside)
-                os.replace(tmp, final)
-                remove(aside)
-            else:
-                os.replace(tmp, final)
+            os.replace(tmp, final)
     except BaseException:
         remove(tmp)
         raise

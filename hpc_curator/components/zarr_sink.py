@@ -11,14 +11,13 @@ sample survives a node crash. Needs the ``zarr`` extra (``pip install 'hpc-curat
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hpc_curator.atomic import fsync_dir
+from hpc_curator.atomic import fsync_dir, fsync_file
 from hpc_curator.pipeline import Param, Sink, Source
 
 
@@ -141,9 +140,5 @@ class ZarrSink(Sink):
 
 
 def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_file(path)
     fsync_dir(path.parent)
