@@ -11,16 +11,23 @@ work, an early one takes more, and a dead one costs only its unfinished chunk.
   ``plan.pending[chunks[c]:chunks[c + 1]]`` (whole index groups, never split);
 - ``cCCCCCC.g0`` -- the claim of chunk ``c``, created exclusively (temporary file + ``link``:
   safe on Lustre, GPFS and NFS; no locks, no database), naming the task; ``cCCCCCC.gK`` is the
-  K-th reclaim of a chunk whose claimer died (its heartbeat is older than
-  ``HPC_CURATOR_CLAIM_STALE_S``, default 300 s, or its process is gone from this host);
+  K-th reclaim of a chunk whose claimer died: its process is gone from this host, or its
+  heartbeat is late (older than :data:`SUSPECT_BEATS` beats) and Slurm says its job is no
+  longer running (one ``squeue`` per suspect job, at most every :data:`SUSPECT_RECHECK_S`),
+  or its heartbeat is older than ``HPC_CURATOR_CLAIM_STALE_S`` (default 300 s: a node that
+  died while Slurm still lists its job);
 - ``cCCCCCC.done`` -- the chunk is committed (its claimer commits at every chunk end);
-- ``task-RRRRR.alive`` -- a task's heartbeat (touched every 10 s);
+- ``task-RRRRR.alive`` -- a task's heartbeat (touched every ``HPC_CURATOR_HEARTBEAT_S``,
+  default 10 s);
 - ``finisher`` -- created exclusively by the task that merges and writes the manifest: the
   first to see every chunk done.
 
-A reclaimer waits ``RECLAIM_GRACE_S`` after winning a reclaim, then runs only the chunk's
-indices no journal has committed; a claimer checks, before every commit, that its chunk was
-not reclaimed meanwhile, and drops the batch if it was: an index is never committed twice.
+A task with nothing left to claim stays while a claim of another task is suspect (its
+heartbeat late), so that the claim of a task that died mid-chunk is reclaimed by a live task
+rather than left to ``resume``. A reclaimer waits ``RECLAIM_GRACE_S`` after winning a
+reclaim, then runs only the chunk's indices no journal has committed; a claimer checks,
+before every commit, that its chunk was not reclaimed meanwhile, and drops the batch if it
+was: an index is never committed twice.
 Each task journals as rank ``task + n_tasks * restart`` (a requeued task gets a new journal).
 """
 
@@ -33,7 +40,7 @@ import pickle
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +48,16 @@ import numpy as np
 
 from hpc_curator import groups, journal, partition, rundir
 from hpc_curator.atomic import atomic_path, create_exclusive
+from hpc_curator.slurm.env import slurm_env
 from hpc_curator.values import Plan
 
 STALE_ENV = "HPC_CURATOR_CLAIM_STALE_S"
 DEFAULT_STALE_S = 300.0
+HEARTBEAT_ENV = "HPC_CURATOR_HEARTBEAT_S"
 HEARTBEAT_S = 10.0
+#: a heartbeat older than this many beats makes its claims suspect (Slurm is asked)
+SUSPECT_BEATS = 3.0
+SUSPECT_RECHECK_S = 30.0
 RECLAIM_GRACE_S = 2.0
 #: claim files per run the default chunk size aims at (the "low thousands")
 TARGET_CHUNKS = 2000
@@ -57,13 +69,44 @@ def default_chunk_size(n_pending: int, n_tasks: int) -> int:
     return max(1, -(-n_pending // chunks))
 
 
-class Board:
-    """The claim directory of one elastic attempt."""
+def heartbeat_interval() -> float:
+    """Seconds between heartbeats (``HPC_CURATOR_HEARTBEAT_S``, default 10)."""
+    return float(os.environ.get(HEARTBEAT_ENV, HEARTBEAT_S))
 
-    def __init__(self, rd: rundir.RunDir, attempt: int) -> None:
+
+def slurm_job_gone(job_id: str) -> bool:
+    """Whether Slurm says job ``job_id`` runs no process any more (False when unsure)."""
+    from hpc_curator.slurm import status
+
+    row, not_queued = status.squeue_row(job_id)
+    if row is None:
+        return not_queued
+    return row["state"] not in ("RUNNING", "SUSPENDED", "CONFIGURING", "SIGNALING")
+
+
+class Board:
+    """The claim directory of one elastic attempt.
+
+    Parameters
+    ----------
+    rd, attempt
+        The run directory and the attempt whose board this is.
+    job_gone
+        Asked, for a claim whose heartbeat is late, whether the claimer's Slurm job has
+        ended (default: :func:`slurm_job_gone`, through ``squeue``).
+    """
+
+    def __init__(
+        self,
+        rd: rundir.RunDir,
+        attempt: int,
+        job_gone: Callable[[str], bool] = slurm_job_gone,
+    ) -> None:
         self.rd = rd
         self.attempt = attempt
         self.dir = rd.path / "claims" / f"a{attempt:04d}"
+        self._job_gone = job_gone
+        self._asked: dict[str, tuple[float, bool]] = {}
 
     # -- set-up (the process that began the attempt) ----------------------------------
     def publish(self, plan: Plan, n_tasks: int) -> int:
@@ -86,13 +129,16 @@ class Board:
         return doc["plan"], np.load(self.dir / "chunks.npy"), int(doc["tasks"])
 
     # -- claims ------------------------------------------------------------------------
-    def _claims(self) -> dict[int, list[str]]:
-        """Chunk -> its claim file names, from one directory listing."""
-        out: dict[int, list[str]] = {}
+    def _listing(self) -> tuple[dict[int, list[str]], set[int]]:
+        """Chunk -> its claim file names, and the chunks done, from one directory listing."""
+        claims: dict[int, list[str]] = {}
+        done: set[int] = set()
         for name in os.listdir(self.dir):
             if name.startswith("c") and ".g" in name:
-                out.setdefault(int(name[1:8]), []).append(name)
-        return out
+                claims.setdefault(int(name[1:8]), []).append(name)
+            elif name.startswith("c") and name.endswith(".done"):
+                done.add(int(name[1:8]))
+        return claims, done
 
     def done(self, chunk: int) -> None:
         """Mark ``chunk`` committed."""
@@ -100,55 +146,98 @@ class Board:
 
     def done_chunks(self) -> set[int]:
         """Chunks marked committed."""
-        return {int(n[1:8]) for n in os.listdir(self.dir) if n.endswith(".done")}
+        return self._listing()[1]
 
     def claim(self, task: int, n_chunks: int, n_tasks: int = 0) -> tuple[int, int] | None:
         """Claim the lowest unclaimed chunk, else reclaim a dead one: ``(chunk, generation)``.
 
         ``task`` is the claimer's rank (``array task + n_tasks * restart``): a claim of an
-        earlier incarnation of the same array task (requeued) is dead at once.
+        earlier incarnation of the same array task (requeued) is dead at once. ``None``:
+        nothing to take now (see :meth:`suspects` for whether to wait and ask again).
         """
-        self._me = (task, n_tasks)
-        claims = self._claims()
+        claims, finished = self._listing()
         for c in range(n_chunks):
             if c not in claims and self._take(c, 0, task):
                 return c, 0
-        finished = self.done_chunks()
-        for c, names in sorted(claims.items()):
-            if c in finished:
-                continue
-            latest = max(names, key=lambda n: int(n.split(".g")[1]))
-            generation = int(latest.split(".g")[1])
-            if self._dead(latest) and self._take(c, generation + 1, task):
+        for c, latest, generation in self._open(claims, finished):
+            if self._dead(latest, task, n_tasks) and self._take(c, generation + 1, task):
                 time.sleep(RECLAIM_GRACE_S)  # a commit the dead claimer had begun lands first
                 return c, generation + 1
         return None
 
+    def suspects(self) -> int:
+        """How many undone chunks are held by a task whose heartbeat is late."""
+        claims, finished = self._listing()
+        late = SUSPECT_BEATS * heartbeat_interval()
+        here = socket.gethostname()
+        count = 0
+        for _, name, _ in self._open(claims, finished):
+            doc = self._doc(name) or {}
+            if doc.get("host") == here and _pid_alive(doc.get("pid")):
+                continue  # alive on this host, however late its beat
+            count += self._beat_age(name) > late
+        return count
+
+    @staticmethod
+    def _open(claims: dict[int, list[str]], finished: set[int]) -> Iterator[tuple[int, str, int]]:
+        """``(chunk, latest claim name, its generation)`` of every claimed, undone chunk."""
+        for c, names in sorted(claims.items()):
+            if c not in finished:
+                latest = max(names, key=lambda n: int(n.split(".g")[1]))
+                yield c, latest, int(latest.split(".g")[1])
+
     def _take(self, chunk: int, generation: int, task: int) -> bool:
-        doc = {"task": task, "host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}
+        doc = {
+            "task": task,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "time": time.time(),
+            "slurm_job": slurm_env().job_id,
+        }
         return create_exclusive(self.dir / f"c{chunk:07d}.g{generation}", json.dumps(doc))
 
     def still_mine(self, chunk: int, generation: int) -> bool:
         """Whether nobody reclaimed ``chunk`` since this task claimed it."""
         return not (self.dir / f"c{chunk:07d}.g{generation + 1}").exists()
 
-    def _dead(self, claim_name: str) -> bool:
+    def _doc(self, claim_name: str) -> dict[str, Any] | None:
         try:
             doc = json.loads((self.dir / claim_name).read_text())
         except (OSError, ValueError):
+            return None
+        return doc if isinstance(doc, dict) else None
+
+    def _beat_age(self, claim_name: str) -> float:
+        """Seconds since the claimer of ``claim_name`` last beat (its claim's age if never)."""
+        doc = self._doc(claim_name) or {}
+        try:
+            return time.time() - self.heartbeat_path(int(doc.get("task", -1))).stat().st_mtime
+        except FileNotFoundError:
+            return time.time() - float(doc.get("time", 0))
+
+    def _dead(self, claim_name: str, me: int, n_tasks: int) -> bool:
+        doc = self._doc(claim_name)
+        if doc is None:
             return False
         if doc.get("host") == socket.gethostname() and not _pid_alive(doc.get("pid")):
             return True
-        me, n_tasks = getattr(self, "_me", (None, 0))
         owner = int(doc.get("task", -1))
-        if me is not None and n_tasks and owner != me and owner % n_tasks == me % n_tasks:
+        if n_tasks and owner != me and owner % n_tasks == me % n_tasks:
             return owner < me  # this very array task before its requeue
-        beat = self.heartbeat_path(int(doc.get("task", -1)))
-        stale = float(os.environ.get(STALE_ENV, DEFAULT_STALE_S))
-        try:
-            return time.time() - beat.stat().st_mtime > stale
-        except FileNotFoundError:
-            return time.time() - float(doc.get("time", 0)) > stale
+        age = self._beat_age(claim_name)
+        if age > float(os.environ.get(STALE_ENV, DEFAULT_STALE_S)):
+            return True
+        job = doc.get("slurm_job")
+        late = age > SUSPECT_BEATS * heartbeat_interval()
+        return isinstance(job, str) and bool(job) and late and self._gone(job)
+
+    def _gone(self, job: str) -> bool:
+        """:func:`slurm_job_gone`, asked at most every :data:`SUSPECT_RECHECK_S` per job."""
+        when, answer = self._asked.get(job, (-SUSPECT_RECHECK_S, False))
+        if not answer and time.monotonic() - when >= SUSPECT_RECHECK_S:  # gone stays gone
+            answer = self._job_gone(job)
+            self._asked[job] = (time.monotonic(), answer)
+        return answer
 
     def heartbeat_path(self, task: int) -> Path:
         """A task's heartbeat file."""
@@ -170,12 +259,13 @@ def _pid_alive(pid: Any) -> bool:
 
 @contextlib.contextmanager
 def heartbeat(path: Path) -> Iterator[None]:
-    """Touch ``path`` every :data:`HEARTBEAT_S` seconds while inside."""
+    """Touch ``path`` every :func:`heartbeat_interval` seconds while inside."""
     stop = threading.Event()
+    interval = heartbeat_interval()
     path.touch()
 
     def beat() -> None:
-        while not stop.wait(HEARTBEAT_S):
+        while not stop.wait(interval):
             with contextlib.suppress(OSError):
                 path.touch()
 

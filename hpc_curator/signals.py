@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,6 +29,13 @@ class StopFlag:
             self.reason = reason
 
     def __bool__(self) -> bool:
+        return self.reason is not None
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` s, waking early once set; return whether it is set."""
+        deadline = time.monotonic() + timeout
+        while self.reason is None and time.monotonic() < deadline:
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
         return self.reason is not None
 
 

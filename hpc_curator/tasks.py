@@ -20,7 +20,7 @@ import numpy as np
 from hpc_curator import journal, ranklog, rundir
 from hpc_curator import spec as specmod
 from hpc_curator.attempt import begin, end
-from hpc_curator.elastic import Board, committed_in, heartbeat
+from hpc_curator.elastic import Board, committed_in, heartbeat, heartbeat_interval
 from hpc_curator.pipeline import Pipeline
 from hpc_curator.rank import RankLoop
 from hpc_curator.signals import StopFlag, stop_on_signals
@@ -60,6 +60,8 @@ def _claimed(
     while not stop:
         got = board.claim(task, n_chunks, n_tasks)
         if got is None:
+            if board.suspects() and not stop.wait(heartbeat_interval()):
+                continue  # a claimer may have died: stay to reclaim its chunk
             return
         chunk, generation = got
         part = plan.pending[bounds[chunk] : bounds[chunk + 1]]

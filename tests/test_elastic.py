@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import collections
+import json
+import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from hpc_curator import elastic, rundir
+from hpc_curator.elastic import Board
 from tests.conftest import (
     FIXTURE_PIPELINES,
     assert_stats_equal,
@@ -18,6 +24,7 @@ from tests.conftest import (
     read_manifest,
     stats,
 )
+from tests.fake_slurm import FakeSlurm
 
 
 def reference(tmp_path: Path, n: int) -> dict:
@@ -90,3 +97,38 @@ def test_sigterm_stops_every_task_and_resume_completes(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr
     assert [r["index"] for r in manifest_rows(d)] == list(range(300))
     assert_stats_equal(stats(d), reference(tmp_path, 300))
+
+
+def test_a_late_claim_is_dead_once_slurm_says_its_job_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim from another host: neither its pid nor a requeue can tell. A late heartbeat
+    makes it suspect; the (fake) squeue decides; a fresh heartbeat is never asked about."""
+    fake = FakeSlurm(tmp_path / "fake-slurm")
+    try:
+        for key, value in fake.env.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setenv("SLURM_JOB_ID", "")  # the claimer below is not itself a job
+        job = fake.run("sbatch", "--parsable", "--wrap", "true").stdout.strip().split(";")[0]
+        fake.set_state(job, "RUNNING")
+        board = Board(rundir.RunDir(tmp_path / "run"), 1)
+        board.dir.mkdir(parents=True)
+        doc = {"task": 5, "host": "elsewhere", "pid": 1, "time": time.time(), "slurm_job": job}
+        (board.dir / "c0000000.g0").write_text(json.dumps(doc))
+        beat = board.heartbeat_path(5)
+        beat.touch()
+        assert not board._dead("c0000000.g0", 0, 8) and board.suspects() == 0
+        assert fake.calls("squeue") == []  # fresh heartbeat: Slurm is not asked
+        late = time.time() - 4 * elastic.heartbeat_interval()
+        os.utime(beat, (late, late))
+        assert board.suspects() == 1
+        assert not board._dead("c0000000.g0", 0, 8)  # late, but Slurm says RUNNING
+        assert len(fake.calls("squeue")) == 1
+        fake.set_state(job, "FAILED", exit_code="0:9")
+        assert not board._dead("c0000000.g0", 0, 8)  # asked again only after 30 s
+        board._asked[job] = (time.monotonic() - elastic.SUSPECT_RECHECK_S, False)
+        assert board._dead("c0000000.g0", 0, 8)
+        assert board.claim(0, 1, 8) == (0, 1)  # reclaimed as generation 1
+        assert json.loads((board.dir / "c0000000.g1").read_text())["task"] == 0
+    finally:
+        fake.close()

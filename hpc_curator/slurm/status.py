@@ -44,7 +44,7 @@ def _run(cmd: list[str], timeout: float = 20) -> str | None:
     return proc.stdout if proc is not None and proc.returncode == 0 else None
 
 
-def _squeue(job_id: str) -> tuple[dict[str, str] | None, bool]:
+def squeue_row(job_id: str) -> tuple[dict[str, str] | None, bool]:
     """squeue's row of the job, and whether squeue answered that the job is not queued."""
     proc = _run_full(["squeue", "-h", "-j", job_id, "-o", "%T|%N|%M|%r|%D"])
     if proc is None:
@@ -66,7 +66,7 @@ def _squeue(job_id: str) -> tuple[dict[str, str] | None, bool]:
 
 def squeue_state(job_id: str) -> dict[str, str] | None:
     """``{state, nodes, elapsed, reason}`` from squeue, or ``None`` when not queued."""
-    return _squeue(job_id)[0]
+    return squeue_row(job_id)[0]
 
 
 def sacct_state(job_id: str) -> dict[str, str] | None:
@@ -91,7 +91,7 @@ def sacct_state(job_id: str) -> dict[str, str] | None:
 def job_info(job_id: str) -> dict[str, str] | None:
     """squeue's row while the job is queued, else sacct's; ``{"state": GONE}`` when squeue
     says it left the queue but sacct cannot tell how it ended; ``None`` if nothing answered."""
-    row, not_queued = _squeue(job_id)
+    row, not_queued = squeue_row(job_id)
     if row is not None:
         return row
     info = sacct_state(job_id)

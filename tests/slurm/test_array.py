@@ -131,3 +131,35 @@ def test_a_task_at_its_time_limit_commits_is_requeued_alone_and_the_run_complete
     restarted = {r["rank"] for r in rows if r["rank"] >= 2}  # task + 2 * restart
     assert restarted, "no task was requeued"
     assert_stats_equal(stats(d), reference)
+
+
+def test_a_sigkilled_task_s_claim_goes_to_a_task_that_started_late(
+    slurm_cluster: Any, tmp_path: Path
+) -> None:
+    """4 tasks, at most 2 at once (``%2``): the task running index 300 SIGKILLs itself
+    mid-chunk; a throttled task starts after it and still gets work, the dead claim is
+    reclaimed, and nothing is lost or counted twice."""
+    d = tmp_path / "run"
+    marker = tmp_path / "killed"
+    spec = f"{FIXTURE_PIPELINES}:kill_once"
+    # 2000 x 0.02 s = 20 s per running task: the killed task leaves well before the end
+    proc = cli(
+        "submit", spec, "-p", f"n={N}", "-p", "at=300", "-p", f"marker={marker}",
+        "-p", "sleep=0.02", "--run-dir", str(d), "--array", "4", "--array-parallel", "2",
+        "--time", "5", "--commit-every", "5", "--wait", timeout=400,
+    )  # fmt: skip
+    assert marker.exists(), "no task killed itself"
+    assert proc.returncode == 0, proc.stdout + proc.stderr + slurm_cluster.dump(d)
+    assert "#SBATCH --array=0-3%2" in (d / "slurm" / "array-a0001.sbatch").read_text()
+    assert read_manifest(d)["status"] == "complete"
+    claims = d / "claims" / "a0001"
+    assert list(claims.glob("c*.g1")), "the dead task's chunk was not reclaimed"
+    rows = manifest_rows(d)
+    assert [r["index"] for r in rows] == list(range(N))  # each index once
+    late = {int(r["array_task_id"]) for r in rows} - {0, 1}
+    assert late, "the tasks the throttle held back got no work"
+    ref = tmp_path / "ref"  # sequential, the marker in place: no kill
+    cli("run", spec, "-p", f"n={N}", "-p", f"marker={marker}", "--run-dir", str(ref), "-q",
+        check=True)  # fmt: skip
+    assert_stats_equal(stats(d), stats(ref))
+    assert stats(d)["u"]["count"] == N * 64  # nothing double counted
