@@ -12,7 +12,7 @@ import traceback
 from pathlib import Path
 
 from benchmarks import harness as h
-from benchmarks.cases import CASES, Config
+from benchmarks.cases import CASES, DEFAULT_CASES, Config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m benchmarks",
         description="hpc-curator benchmarks (issue 6): P1 overhead, P2 throughput, P3 merge/"
         "manifest/scan scale, P4 CLI latency, P5 imbalance, P6 64-rank scale, P7 component "
-        "timing.",
+        "timing, P8 job array vs MPI job on a local Slurm cluster (only with --case P8).",
     )
     parser.add_argument("--quick", action="store_true", help="~1 minute smoke run (CI).")
     parser.add_argument(
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         log=lambda s: print(s, file=sys.stderr, flush=True),
         env=h.bench_env(blas, None if args.no_pyc_cache else h.PYCACHE, src),
     )
-    selected = args.case or list(CASES)
+    selected = args.case or DEFAULT_CASES
     started = time.perf_counter()
     results = {
         "format": "hpc-curator.benchmarks/1",

@@ -134,12 +134,16 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str, *, durable: bo
     return Path(path)
 
 
-def create_exclusive(path: str | os.PathLike[str], data: bytes | str) -> bool:
+def create_exclusive(
+    path: str | os.PathLike[str], data: bytes | str, *, durable: bool = True
+) -> bool:
     """Create ``path`` with ``data`` only if it does not exist (O_EXCL); return whether it did.
 
     The content is written to a temporary file first and then hard-linked to ``path``: ``link``
     fails if the target exists, so creation is exclusive *and* the file is never seen half
-    written. Used for attempt records, where two launches must not both win.
+    written. Used for attempt records, where two launches must not both win. ``durable=False``
+    skips the two fsyncs (file and directory): for elastic claims, whose loss in a crash of
+    the machine only makes them look dead (their claimer died with it).
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -147,13 +151,15 @@ def create_exclusive(path: str | os.PathLike[str], data: bytes | str) -> bool:
     payload = data.encode() if isinstance(data, str) else data
     with open(tmp, "wb") as fh:
         fh.write(payload)
-        fh.flush()
-        os.fsync(fh.fileno())
+        if durable:
+            fh.flush()
+            os.fsync(fh.fileno())
     try:
         os.link(tmp, final)
     except FileExistsError:
         return False
     finally:
         os.unlink(tmp)
-    fsync_dir(final.parent)
+    if durable:
+        fsync_dir(final.parent)
     return True

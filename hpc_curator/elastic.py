@@ -107,6 +107,7 @@ class Board:
         self.dir = rd.path / "claims" / f"a{attempt:04d}"
         self._job_gone = job_gone
         self._asked: dict[str, tuple[float, bool]] = {}
+        self._cursor = 0  # chunks below it are known to be claimed
 
     # -- set-up (the process that began the attempt) ----------------------------------
     def publish(self, plan: Plan, n_tasks: int) -> int:
@@ -142,7 +143,7 @@ class Board:
 
     def done(self, chunk: int) -> None:
         """Mark ``chunk`` committed."""
-        create_exclusive(self.dir / f"c{chunk:07d}.done", str(time.time()))
+        create_exclusive(self.dir / f"c{chunk:07d}.done", str(time.time()), durable=False)
 
     def done_chunks(self) -> set[int]:
         """Chunks marked committed."""
@@ -155,10 +156,17 @@ class Board:
         earlier incarnation of the same array task (requeued) is dead at once. ``None``:
         nothing to take now (see :meth:`suspects` for whether to wait and ask again).
         """
-        claims, finished = self._listing()
-        for c in range(n_chunks):
-            if c not in claims and self._take(c, 0, task):
+        claims: dict[int, list[str]] | None = None
+        for c in range(self._cursor, n_chunks):  # a task alone claims with one link() each
+            if claims is not None and c in claims:
+                continue
+            if self._take(c, 0, task):
+                self._cursor = c + 1
                 return c, 0
+            if claims is None:  # taken by another task: list once, skip what is taken
+                claims = self._listing()[0]
+        self._cursor = n_chunks
+        claims, finished = self._listing()
         for c, latest, generation in self._open(claims, finished):
             if self._dead(latest, task, n_tasks) and self._take(c, generation + 1, task):
                 time.sleep(RECLAIM_GRACE_S)  # a commit the dead claimer had begun lands first
@@ -194,18 +202,26 @@ class Board:
             "time": time.time(),
             "slurm_job": slurm_env().job_id,
         }
-        return create_exclusive(self.dir / f"c{chunk:07d}.g{generation}", json.dumps(doc))
+        name = self.dir / f"c{chunk:07d}.g{generation}"
+        return create_exclusive(name, json.dumps(doc), durable=False)
 
     def still_mine(self, chunk: int, generation: int) -> bool:
         """Whether nobody reclaimed ``chunk`` since this task claimed it."""
         return not (self.dir / f"c{chunk:07d}.g{generation + 1}").exists()
 
     def _doc(self, claim_name: str) -> dict[str, Any] | None:
+        """The claim's record; ``{"time": mtime}`` if unreadable (written without fsync, it
+        can be empty after a crash of the machine: it then ages out like a stale claim)."""
+        path = self.dir / claim_name
         try:
-            doc = json.loads((self.dir / claim_name).read_text())
-        except (OSError, ValueError):
+            doc = json.loads(path.read_text())
+        except ValueError:
+            with contextlib.suppress(OSError):
+                return {"time": path.stat().st_mtime}
             return None
-        return doc if isinstance(doc, dict) else None
+        except OSError:
+            return None
+        return doc if isinstance(doc, dict) else {"time": path.stat().st_mtime}
 
     def _beat_age(self, claim_name: str) -> float:
         """Seconds since the claimer of ``claim_name`` last beat (its claim's age if never)."""
@@ -221,8 +237,8 @@ class Board:
             return False
         if doc.get("host") == socket.gethostname() and not _pid_alive(doc.get("pid")):
             return True
-        owner = int(doc.get("task", -1))
-        if n_tasks and owner != me and owner % n_tasks == me % n_tasks:
+        owner = doc.get("task")
+        if isinstance(owner, int) and n_tasks and owner != me and owner % n_tasks == me % n_tasks:
             return owner < me  # this very array task before its requeue
         age = self._beat_age(claim_name)
         if age > float(os.environ.get(STALE_ENV, DEFAULT_STALE_S)):

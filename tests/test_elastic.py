@@ -132,3 +132,18 @@ def test_a_late_claim_is_dead_once_slurm_says_its_job_ended(
         assert json.loads((board.dir / "c0000000.g1").read_text())["task"] == 0
     finally:
         fake.close()
+
+
+def test_an_empty_claim_left_by_a_crash_ages_out_like_a_stale_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Claims are written without fsync: after a crash of the machine one can be empty. It
+    must neither crash the board nor pass for a requeued task's own; it dies when stale."""
+    board = Board(rundir.RunDir(tmp_path / "run"), 1)
+    board.dir.mkdir(parents=True)
+    (board.dir / "c0000000.g0").write_text("")
+    assert board.claim(7, 1, 8) is None  # task 7 of 8: -1 % 8 == 7 must not count as "mine"
+    monkeypatch.setenv(elastic.STALE_ENV, "5")
+    old = time.time() - 10
+    os.utime(board.dir / "c0000000.g0", (old, old))
+    assert board.claim(7, 1, 8) == (0, 1)

@@ -3,7 +3,9 @@
 One module per family: :mod:`~benchmarks.cases.overhead` (P1, P6: W0 no-op runs),
 :mod:`~benchmarks.cases.throughput` (P2), :mod:`~benchmarks.cases.merge_scan` (P3),
 :mod:`~benchmarks.cases.latency` (P4 CLI, P7 component timing),
-:mod:`~benchmarks.cases.imbalance` (P5); what they share is in :mod:`~benchmarks.cases.common`.
+:mod:`~benchmarks.cases.imbalance` (P5), :mod:`~benchmarks.cases.elastic` (P8: job array vs
+MPI job on the local Slurm cluster; not in the default set); what they share is in
+:mod:`~benchmarks.cases.common`.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ from collections.abc import Callable
 from typing import Any
 
 from benchmarks.cases.common import Config
+from benchmarks.cases.elastic import p8
 from benchmarks.cases.imbalance import p5
 from benchmarks.cases.latency import p4, p7
 from benchmarks.cases.merge_scan import p3
 from benchmarks.cases.overhead import p1, p6
 from benchmarks.cases.throughput import p2
 
-__all__ = ["CASES", "Config"]
+__all__ = ["CASES", "DEFAULT_CASES", "Config"]
 
 CASES: dict[str, tuple[str, Callable[[Config], dict[str, Any]]]] = {
     "P1": ("overhead", p1),
@@ -28,4 +31,8 @@ CASES: dict[str, tuple[str, Callable[[Config], dict[str, Any]]]] = {
     "P5": ("imbalance", p5),
     "P6": ("scale", p6),
     "P7": ("component timing", p7),
+    "P8": ("job array vs MPI job", p8),
 }
+
+#: Cases run when ``--case`` is not given (P8 starts a Slurm cluster: ask for it by name).
+DEFAULT_CASES = [k for k in CASES if k != "P8"]
