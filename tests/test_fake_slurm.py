@@ -418,9 +418,7 @@ def test_resume_on_more_nodes_submits_a_two_rank_job(fake: FakeSlurm, tmp_path: 
     assert fake.job(second)["state"] == "FAILED"
     # srun --kill-on-bad-exit kills the other task once the first refuses: which of the two
     # refused first (and so logged it) is up to the scheduler of the machine.
-    logs = [
-        cli("logs", str(d), "--rank", str(r), env=fake.env, check=True).stdout for r in (0, 1)
-    ]
+    logs = [cli("logs", str(d), "--rank", str(r), env=fake.env, check=True).stdout for r in (0, 1)]
     said = [t for t in logs if "every rank is an MPI singleton" in t]
     assert said and all("--mpi pmi2" in t for t in said), logs
     assert journal_commits(d) == 0  # no index ran
