@@ -126,7 +126,8 @@ def p8(cfg: Config) -> dict[str, Any]:
                 blocker = None
                 if busy:
                     blocker = slurm("sbatch", "--parsable", "--nodes", "3", "--exclusive",
-                                    "--time", "2", "--output", "/dev/null", "--wrap", f"sleep {BLOCKER_S}")  # fmt: skip
+                                    "--time", "2", "--output", "/dev/null",
+                                    "--wrap", f"sleep {BLOCKER_S}")  # fmt: skip
                     time.sleep(1.0)  # the blocker is running before the run is submitted
                 argv = [*h.hpc_curate(), "submit", spec, "-p", f"n={n}", "-p", f"mean_ms={mean_ms}",
                         "--run-dir", str(d), "--time", "10", *shape, "--wait"]  # fmt: skip
