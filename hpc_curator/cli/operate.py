@@ -224,6 +224,10 @@ def _print_files(files: list[Path], follow: bool) -> None:
             return
 
 
+#: Launchers whose workers are elastic tasks (journals named by task, not MPI rank).
+TASKS = ("array", "elastic")
+
+
 @click.command("failed")
 @click.argument("run_dir")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -240,10 +244,12 @@ def failed_cmd(run_dir: str, as_json: bool, lines: int) -> None:
     if as_json:
         click.echo(json.dumps(failures, indent=2))
     else:
+        elastic = {a["attempt"] for a in doc.get("attempts", []) if a.get("launcher") in TASKS}
         for f in failures:
             stage = f"  in {f['stage']}" if f.get("stage") else ""
+            who = "task" if f["attempt"] in elastic else "rank"
             click.secho(
-                f"index {f['index']}  rank {f['rank']}  node {f['node']}  "
+                f"index {f['index']}  {who} {f['rank']}  node {f['node']}  "
                 f"attempt {f['attempt']}{stage}: {f['type']}: {f['message']}",
                 fg="red",
             )

@@ -163,3 +163,39 @@ def test_a_sigkilled_task_s_claim_goes_to_a_task_that_started_late(
         check=True)  # fmt: skip
     assert_stats_equal(stats(d), stats(ref))
     assert stats(d)["u"]["count"] == N * 64  # nothing double counted
+
+
+def test_failed_logs_report_retry_and_cancel_work_for_array_runs(
+    slurm_cluster: Any, tmp_path: Path
+) -> None:
+    d = tmp_path / "run"
+    chatty = f"{FIXTURE_PIPELINES}:chatty"
+    proc = cli("submit", chatty, "-p", "n=300", "-p", "fail=7,250", "--run-dir", str(d),
+               "--array", "3", "--time", "5", "--wait", timeout=300)  # fmt: skip
+    assert proc.returncode == 1, proc.stdout + proc.stderr + slurm_cluster.dump(d)  # 2 failed
+    assert read_manifest(d)["counts"]["failed"] == 2
+    failed = cli("failed", str(d)).stdout  # exits 1: there are failures
+    assert "injected failure at index 7" in failed and "index 250" in failed
+    assert "  task " in failed and "  rank " not in failed
+    row = next(r for r in manifest_rows(d) if r["index"] == 7)
+    logs = cli("logs", str(d), "--task", str(row["rank"]), "--index", "7", check=True).stdout
+    assert "hello from index 7" in logs and "hello from index 8" not in logs
+    cli("report", str(d), check=True)
+    page = (d / "report.html").read_text()
+    assert "<td>indices</td><td>7, 250</td>" in page and "injected failure at index 7" in page
+    again = cli("retry", str(d), "--array", "2", "--wait", timeout=300)
+    assert again.returncode == 1, again.stdout + again.stderr  # the same two fail again
+    doc = read_manifest(d)
+    assert doc["attempts"][-1]["launcher"] == "array" and doc["counts"]["failed"] == 2
+    assert {r["attempt"] for r in manifest_rows(d) if r["index"] in (7, 250)} == {2}
+
+    e = tmp_path / "cancelled"
+    proc = submit(e, "--array", "2", "--commit-every", "5", wait=False)
+    assert proc.returncode == 0, proc.stderr
+    wait_until(lambda: commit_count(e) >= 10, 120, "first commits", slurm_cluster, e)
+    out = cli("cancel", str(e), check=True).stdout
+    job = json.loads(next((e / "slurm" / "submissions").glob("*.json")).read_text())
+    assert f"cancelled {job['job_id']}" in out
+    wait_until(lambda: (e / "manifest.json").exists(), 120, "the finisher", slurm_cluster, e)
+    doc = read_manifest(e)  # the finisher job (afterany) wrote it: honest, not complete
+    assert doc["status"] == "incomplete" and doc["counts"]["pending"] > 0
