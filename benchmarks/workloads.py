@@ -64,6 +64,32 @@ def w0(n: str = "1000") -> Pipeline:
     return Pipeline(NoopSource(int(n))).write(NullSink())
 
 
+class MarkFirst(Filter):
+    """``os.stat(marker)`` once, at a process's first item: a syscall ``strace`` can find
+    (P9 counts a rank's file-system operations from exec up to it)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+        self.done = False
+
+    def __call__(self, items: Iterator[Any]) -> Iterator[Any]:
+        import os
+
+        for item in items:
+            if not self.done:
+                self.done = True
+                try:
+                    os.stat(self.marker)
+                except OSError:
+                    pass
+            yield item
+
+
+def w0mark(n: str = "2", marker: str = "/hpc-curator-first-index") -> Pipeline:
+    """W0 with :class:`MarkFirst`: NoopSource -> MarkFirst -> NullSink."""
+    return Pipeline(NoopSource(int(n))).filter(MarkFirst(marker)).write(NullSink())
+
+
 class W0Work:
     """Plain W0: the same source and sink, called directly."""
 

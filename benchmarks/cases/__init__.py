@@ -4,7 +4,8 @@ One module per family: :mod:`~benchmarks.cases.overhead` (P1, P6: W0 no-op runs)
 :mod:`~benchmarks.cases.throughput` (P2), :mod:`~benchmarks.cases.merge_scan` (P3),
 :mod:`~benchmarks.cases.latency` (P4 CLI, P7 component timing),
 :mod:`~benchmarks.cases.imbalance` (P5), :mod:`~benchmarks.cases.elastic` (P8: job array vs
-MPI job on the local Slurm cluster; not in the default set); what they share is in
+MPI job on the local Slurm cluster; not in the default set), :mod:`~benchmarks.cases.startup`
+(P9: metadata operations at start-up, strace); what they share is in
 :mod:`~benchmarks.cases.common`.
 """
 
@@ -19,6 +20,7 @@ from benchmarks.cases.imbalance import p5
 from benchmarks.cases.latency import p4, p7
 from benchmarks.cases.merge_scan import p3
 from benchmarks.cases.overhead import p1, p6
+from benchmarks.cases.startup import p9
 from benchmarks.cases.throughput import p2
 
 __all__ = ["CASES", "DEFAULT_CASES", "Config"]
@@ -32,6 +34,7 @@ CASES: dict[str, tuple[str, Callable[[Config], dict[str, Any]]]] = {
     "P6": ("scale", p6),
     "P7": ("component timing", p7),
     "P8": ("job array vs MPI job", p8),
+    "P9": ("start-up metadata operations", p9),
 }
 
 #: Cases run when ``--case`` is not given (P8 starts a Slurm cluster: ask for it by name).
