@@ -353,12 +353,16 @@ def scan(rd: RunDir, *, with_outputs: bool = True) -> JournalScan:
 _LINE = "\x00line"
 
 
+_INT: frozenset[type] = frozenset({int})  # exactly int: a JSON true/false is a bool
+_NUMBER: frozenset[type] = frozenset({int, float})
+
+
 def _is_int(value: Any) -> bool:
     return type(value) is int
 
 
 def _is_number(value: Any) -> bool:
-    return type(value) in (int, float)
+    return type(value) in _NUMBER
 
 
 def commit_problem(rec: dict[str, Any]) -> str | None:
@@ -374,23 +378,19 @@ def commit_problem(rec: dict[str, Any]) -> str | None:
     idx = rec.get("idx")
     if not isinstance(idx, list) or not idx:
         return "'idx' is not a non-empty list"
-    if not all(type(i) is int and i >= 0 for i in idx):
+    # set(map(type, ...)) and min() iterate in C: ~20 us per 1,000 values, not ~2 ms
+    if set(map(type, idx)) != _INT or min(idx) < 0:
         return "'idx' holds a value that is not a non-negative integer"
     n = len(idx)
     if len(set(idx)) != n:
         return "'idx' names an index twice"
-    for key, check in (
-        ("ok", _is_int),
-        ("wall", _is_number),
-        ("cpu", _is_number),
-        ("rss", _is_int),
-    ):
+    for key, allowed in (("ok", _INT), ("wall", _NUMBER), ("cpu", _NUMBER), ("rss", _INT)):
         values = rec.get(key)
         if not isinstance(values, list) or len(values) != n:
             return f"'{key}' is not a list of {n} values"
-        if not all(check(v) for v in values):
+        if not set(map(type, values)) <= allowed:
             return f"'{key}' holds a value of the wrong type"
-    if not all(v in (0, 1) for v in rec["ok"]):
+    if not set(rec["ok"]) <= {0, 1}:
         return "'ok' holds a value other than 0 and 1"
     err = rec.get("err", {})
     if not isinstance(err, dict) or not all(isinstance(v, dict) for v in err.values()):
