@@ -395,7 +395,8 @@ def commit_problem(rec: dict[str, Any]) -> str | None:
     err = rec.get("err", {})
     if not isinstance(err, dict) or not all(isinstance(v, dict) for v in err.values()):
         return "'err' is not a mapping of positions to errors"
-    failed = {str(p) for p, flag in enumerate(rec["ok"]) if not flag}
+    ok = rec["ok"]
+    failed = {str(p) for p, flag in enumerate(ok) if not flag} if 0 in ok else set()
     if set(err) != failed:
         return "'err' does not name exactly the failed positions"
     seg = rec.get("seg", {})
