@@ -216,3 +216,43 @@ def test_sbatch_script_passes_indices_quoted_to_the_rank_program(tmp_path: Path)
     assert proc.returncode == 0, proc.stderr
     last = srun_line(proc.stdout)
     assert "--indices '0:10, 20'" in last and f"--run-dir {d}" in last
+
+
+@pytest.mark.parametrize(("fail_first", "signature", "tries", "code"), [
+    (1, True, 2, 0),  # the step died on Slurm's pmi2 line limit once: run again, then fine
+    (5, True, 3, 7),  # it keeps dying: three tries, the step's own exit code
+    (1, False, 1, 7),  # any other failure: no second try
+])  # fmt: skip
+def test_a_pmi2_step_that_died_on_the_pmi1_line_limit_runs_again(
+    tmp_path: Path, fail_first: int, signature: bool, tries: int, code: int
+) -> None:
+    """The rendered job script, run by bash with a stand-in ``srun`` that writes what Slurm
+    22.05's pmi2 plugin logs into the step's task logs and fails ``fail_first`` times."""
+    import subprocess
+
+    from hpc_curator.slurm.mpi_plugin import PMI2_SPLIT_LINE
+
+    run = RunDir(tmp_path / "run dir")
+    requeues = 0 if tries == 3 else 2  # with and without the requeue block around srun
+    text = dry_run(SlurmOptions(nodes=2, python="python3", max_requeues=requeues), run)
+    assert text.count("\nsrun --unbuffered --mpi=pmi2 ") == 1
+    logs = run.slurm_logs_dir
+    logs.mkdir(parents=True)
+    task_log = f"{logs}/${{SLURM_JOB_ID}}_1_log.err"
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "srun").write_text(
+        "#!/bin/bash\n"
+        f'n=$(cat {tmp_path}/calls 2>/dev/null || echo 0); echo $((n + 1)) > {tmp_path}/calls\n'
+        f'if [ "$n" -lt {fail_first} ]; then\n'
+        + (f'  echo "slurmstepd: error: {PMI2_SPLIT_LINE}" >> "{task_log}"\n' if signature else "")
+        + "  exit 7\nfi\nexit 0\n"
+    )  # fmt: skip
+    (fake / "srun").chmod(0o755)
+    script = tmp_path / "job.sh"
+    script.write_text(text)
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "SLURM_JOB_ID": "42"}
+    proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
+    assert proc.returncode == code, proc.stderr
+    assert int((tmp_path / "calls").read_text()) == tries
+    assert proc.stderr.count("starting the step again") == tries - 1

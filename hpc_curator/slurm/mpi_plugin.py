@@ -12,6 +12,7 @@ anything is submitted, and the choice must be one the cluster's srun offers
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import subprocess
 
@@ -92,3 +93,52 @@ def choose(
             "ask your admins, or use an MPI whose plugin is offered",
         )
     return choice
+
+
+#: What Slurm's pmi2 plugin logs when a PMI-1 request was longer than it reads (1,024 bytes
+#: in Slurm 22.05): it takes the rest of the line for a second request.
+PMI2_SPLIT_LINE = "mpi/pmi2: request not begin with 'cmd='"
+#: srun tries of a step whose MPI_Init died on :data:`PMI2_SPLIT_LINE`
+PMI2_TRIES = 3
+
+
+def _shell_glob(log_pattern: str) -> str:
+    """The step's task logs as a shell glob: ``%j`` the job id, any other ``%x`` a ``*``."""
+    parts = re.split(r"(%%|%[a-zA-Z])", log_pattern + ".err")
+    out = []
+    for part in parts:
+        if part == "%%":
+            out.append("%")
+        elif part in ("%j", "%J", "%A"):
+            out.append('"$SLURM_JOB_ID"' if part != "%A" else '"${SLURM_ARRAY_JOB_ID:-*}"')
+        elif re.fullmatch(r"%[a-zA-Z]", part):
+            out.append("*")
+        elif part:
+            out.append(shlex.quote(part))
+    return "".join(out)
+
+
+def pmi2_retry(srun_line: str, log_pattern: str) -> str:
+    """Run the ``srun`` line again (at most :data:`PMI2_TRIES` tries) when the step died in
+    ``MPI_Init`` on Slurm's PMI-1 line limit; ``$?`` is the last try's code afterwards.
+
+    MPICH (the PyPI wheel's UCX netmod) splits its address into PMI ``put`` values of up to
+    the 1,024 bytes Slurm allows, but the request line adds ``cmd=put kvsname=... key=...``:
+    a segment that does not compress (about one step in ten here, more with more ranks) makes
+    a line Slurm 22.05 reads as two, and every rank aborts in ``MPI_Init`` before any index
+    ran, so starting the step again is safe (it is what a requeue does) and usually works.
+    """
+    logs = _shell_glob(log_pattern)
+    return "\n".join(
+        [
+            f"for hpc_try in {' '.join(str(k) for k in range(1, PMI2_TRIES + 1))}; do",
+            srun_line,
+            "status=$?",
+            f'[ "$status" -ne 0 ] && [ "$hpc_try" -lt {PMI2_TRIES} ] && '
+            f'grep -qsF "{PMI2_SPLIT_LINE}" {logs} || break',
+            "echo \"hpc-curator: MPI_Init died on Slurm's pmi2 line limit (PMI-1 request over"
+            ' 1,024 bytes); starting the step again (try $((hpc_try + 1)))" >&2',
+            "done",
+            '(exit "$status")',
+        ]
+    )

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
+from hpc_curator.slurm.mpi_plugin import pmi2_retry
 from hpc_curator.slurm.options import SlurmOptions, check_value
 from hpc_curator.slurm.requeue import requeue_exports, srun_block
 from hpc_curator.world import EXPECTED_SIZE_ENV, THREAD_VARS
@@ -171,6 +172,8 @@ def render(
     exports = {EXPECTED_SIZE_ENV: str(opts.world_size), **(env or {})}
     workdir = workdir or Path.cwd()  # sbatch starts the job where it was submitted from
     run_line = srun_command(opts, payload, log_pattern, run_dir, workdir)
+    if opts.mpi == "pmi2":
+        run_line = pmi2_retry(run_line, log_pattern)
     if requeue_dir is not None and opts.requeue and opts.max_requeues > 0:
         exports.update(requeue_exports(requeue_dir, opts.max_requeues))
         run_line = srun_block(run_line)
