@@ -61,12 +61,17 @@ SUSPECT_RECHECK_S = 30.0
 RECLAIM_GRACE_S = 2.0
 #: claim files per run the default chunk size aims at (the "low thousands")
 TARGET_CHUNKS = 2000
+#: chunks per task the default never goes below (with more tasks than TARGET_CHUNKS / 4, a
+#: cap on the count alone would leave tasks without work: benchmarks/SCALE.md)
+MIN_CHUNKS_PER_TASK = 4
 
 
 def default_chunk_size(n_pending: int, n_tasks: int) -> int:
-    """About 16 chunks per task, at most :data:`TARGET_CHUNKS` chunks in all."""
-    chunks = min(TARGET_CHUNKS, max(1, 16 * n_tasks))
-    return max(1, -(-n_pending // chunks))
+    """About 16 chunks per task, at most :data:`TARGET_CHUNKS` chunks in all unless that
+    gives a task fewer than :data:`MIN_CHUNKS_PER_TASK`."""
+    n_tasks = max(1, n_tasks)
+    chunks = min(16 * n_tasks, max(TARGET_CHUNKS, MIN_CHUNKS_PER_TASK * n_tasks))
+    return max(1, n_pending // chunks)  # rounded down: at least ``chunks`` chunks
 
 
 def heartbeat_interval() -> float:

@@ -147,3 +147,11 @@ def test_an_empty_claim_left_by_a_crash_ages_out_like_a_stale_one(
     old = time.time() - 10
     os.utime(board.dir / "c0000000.g0", (old, old))
     assert board.claim(7, 1, 8) == (0, 1)
+
+
+def test_the_default_chunking_keeps_claims_few_but_gives_every_task_work() -> None:
+    for n, tasks in ((2000, 8), (10**6, 100), (10**6, 1001), (10**8, 65536)):
+        chunks = -(-n // elastic.default_chunk_size(n, tasks))
+        assert chunks >= min(n, elastic.MIN_CHUNKS_PER_TASK * tasks)  # nobody left idle
+        assert chunks <= 2 * max(elastic.TARGET_CHUNKS, elastic.MIN_CHUNKS_PER_TASK * tasks)
+    assert -(-2000 // elastic.default_chunk_size(2000, 8)) == 134  # ~16 per task when few
