@@ -20,7 +20,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m benchmarks",
         description="hpc-curator benchmarks (issue 6): P1 overhead, P2 throughput, P3 merge/"
         "manifest/scan scale, P4 CLI latency, P5 imbalance, P6 64-rank scale, P7 component "
-        "timing, P8 job array vs MPI job on a local Slurm cluster (only with --case P8).",
+        "timing; only by name: P8 job array vs MPI job on a local Slurm cluster, P9 start-up "
+        "metadata operations (strace).",
     )
     parser.add_argument("--quick", action="store_true", help="~1 minute smoke run (CI).")
     parser.add_argument(

@@ -48,7 +48,7 @@ def test_elastic_tasks_share_the_work_and_merge_once(tmp_path: Path) -> None:
     assert len(per_task) == 3 and min(per_task.values()) > 50  # everyone got work
     claims = d / "claims" / "a0001"
     chunks = len(list(claims.glob("c*.g0")))
-    assert chunks == len(list(claims.glob("c*.done"))) == 400 // 9 + 1  # ceil(400/48)=9 each
+    assert chunks == len(list(claims.glob("c*.done"))) == 50  # 3 x 16 = 48 wanted: 400 // 48 = 8
     assert (claims / "finisher").exists()
     assert_stats_equal(stats(d), reference(tmp_path, 400))
 
