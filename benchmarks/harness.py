@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -68,26 +69,48 @@ def run_timed(
     timeout: float = 900,
     ok_codes: tuple[int, ...] = (0,),
 ) -> Run:
-    """Run ``cmd`` and time it from the outside (wall clock, whole command)."""
-    t0 = time.perf_counter()
-    proc = subprocess.run(
-        list(cmd),
-        env=env,
-        cwd=str(cwd or ROOT),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    seconds = time.perf_counter() - t0
+    """Run ``cmd`` and time it from the outside (wall clock, whole command).
+
+    The command is reaped with ``wait4``, whose ``ru_maxrss`` is the peak RSS of the largest
+    process of its tree (itself and every descendant its parents waited for: mpiexec, the
+    ranks, pool workers); :func:`peak_rss_since` reads the maximum over the commands run.
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            list(cmd), env=env, cwd=str(cwd or ROOT), stdout=out, stderr=err,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        timer = threading.Timer(timeout, proc.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        seconds = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read().decode(errors="replace")
+        stderr = err.read().decode(errors="replace")
+    _PEAKS.append(usage.ru_maxrss / 1024)
     if proc.returncode not in ok_codes:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
+        tail = "\n".join((stderr or stdout).strip().splitlines()[-8:])
         raise CommandFailed(f"exit {proc.returncode}: {' '.join(cmd)[:200]}\n{tail}")
     result: dict[str, Any] = {}
-    for line in proc.stdout.splitlines():
+    for line in stdout.splitlines():
         if line.startswith("RESULT "):
             result = json.loads(line[len("RESULT ") :])
-    return Run(seconds, proc.stdout, proc.stderr, proc.returncode, result)
+    return Run(seconds, stdout, stderr, proc.returncode, result)
+
+
+#: peak RSS (MiB) of the largest process of each command :func:`run_timed` ran
+_PEAKS: list[float] = []
+
+
+def peak_rss_since(mark: int) -> float | None:
+    """The largest :func:`run_timed` peak RSS (MiB) since ``len(_PEAKS)`` was ``mark``."""
+    return max(_PEAKS[mark:], default=None)
 
 
 def snapshot_head(dest: Path) -> str:
@@ -190,8 +213,11 @@ def interleave(
         for c in order:
             if data[c.name]["unavailable"] is not None:
                 continue
+            mark = len(_PEAKS)
             try:
                 value, extra = c.fn(rep)
+                if (peak := peak_rss_since(mark)) is not None:
+                    extra = {**extra, "max_rss_mib": peak}
             except Exception as exc:
                 data[c.name]["unavailable"] = f"failed in repetition {rep + 1}: {exc}"
                 log(f"    {c.name}: FAILED ({str(exc).splitlines()[0]})")

@@ -127,6 +127,18 @@ def phase_rows(prefix: str, label: str, extras: list[dict[str, Any]]) -> list[di
     return rows
 
 
+def peak_rss(data: dict[str, dict[str, Any]], name: str) -> list[float]:
+    """Per repetition, the peak RSS (MiB) of the largest process of ``name``'s commands."""
+    return [e["max_rss_mib"] for e in data[name]["extra"] if e.get("max_rss_mib") is not None]
+
+
+def rss_target(data: dict[str, dict[str, Any]], ours: str, ref: str, label: str) -> dict:
+    """T4: the largest hpc-curator process <= 1.5x the raw loop's largest process."""
+    a, b = h.summary(peak_rss(data, ours))["median"], h.summary(peak_rss(data, ref))["median"]
+    ratio = a / b if a is not None and b else None
+    return target(f"T4 peak RSS of the largest process <= 1.5x raw ({label})", ratio, 1.5, "x")
+
+
 def rows_from(data: dict[str, dict[str, Any]], **notes: str) -> list[dict[str, Any]]:
     rows = []
     for name, d in data.items():
@@ -144,6 +156,17 @@ def rows_from(data: dict[str, dict[str, Any]], **notes: str) -> list[dict[str, A
                 "note": notes.get(name, ""),
             }
         )
+    return rows
+
+
+def memory_rows(data: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per contender, the peak RSS of the largest process its command ran (``wait4``)."""
+    rows = []
+    for name, d in data.items():
+        mem = peak_rss(data, name)
+        if mem:
+            label = f"  {d['label']}: peak RSS of its largest process"
+            rows.append(derived_row(f"{name}_rss", label, mem, "MiB"))
     return rows
 
 

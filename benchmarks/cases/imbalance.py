@@ -14,6 +14,7 @@ from benchmarks.cases.common import (
     check_complete,
     derived_row,
     interleave,
+    memory_rows,
     rm,
     rows_from,
     target,
@@ -109,6 +110,7 @@ def p5(cfg: Config) -> dict[str, Any]:
         derived_row("dynamic_one", "  dynamic, zero-overhead model (chunk 1)", [dynamic_one], "x"),
         derived_row("bound", "  lower bound max(1, largest cost / ideal)", [bound], "x"),
     ]
+    rows += memory_rows(data)
     return {
         "title": f"load imbalance (W2 heavy-tailed, {ranks} ranks on {os.cpu_count()} CPUs)",
         "description": (

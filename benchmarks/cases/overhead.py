@@ -15,10 +15,12 @@ from benchmarks.cases.common import (
     check_complete,
     derived_row,
     interleave,
+    memory_rows,
     phase_rows,
     phases,
     rm,
     rows_from,
+    rss_target,
     target,
 )
 from benchmarks.harness import Contender, fmt, run_timed
@@ -124,6 +126,7 @@ def p1(cfg: Config) -> dict[str, Any]:
             )
         )
     a, s = h.summary(added)["median"], h.summary(startup)["median"]
+    rows += memory_rows(data)
     return {
         "title": "framework overhead (W0 no-op, 2 MPI ranks, journaling + fsync on)",
         "description": (
@@ -135,6 +138,7 @@ def p1(cfg: Config) -> dict[str, Any]:
         "targets": [
             target("added cost per index <= 10 µs", a, 10.0, "us"),
             target(f"start-up ({small:,} idx, whole command) <= 2x raw", s, 2.0, "x"),
+            rss_target(data, "hpc_big", "raw_big", f"W0 {big:,}"),
         ],
     }
 
@@ -173,6 +177,7 @@ def p6(cfg: Config) -> dict[str, Any]:
         )
     )
     fin = h.summary([e["finish_total_s"] for e in data["run"]["extra"]])["median"]
+    rows += memory_rows(data)
     return {
         "title": f"scale ({ranks} ranks oversubscribed on {os.cpu_count()} CPUs, W0 {n:,} indices)",
         "description": (

@@ -14,11 +14,13 @@ from benchmarks.cases.common import (
     Config,
     check_complete,
     interleave,
+    memory_rows,
     phase_rows,
     phases,
     ratio_text,
     rm,
     rows_from,
+    rss_target,
     target,
 )
 from benchmarks.harness import Contender, run_timed
@@ -162,7 +164,8 @@ def p2(cfg: Config) -> dict[str, Any]:
     others = [(k, r) for k, r in others if r is not None]
     worst = min(others, key=lambda kr: kr[1]) if others else None
     targets = [
-        target("hpc-curator mpiexec / raw mpi4py loop <= 1.03", hpc_vs_raw["median"], 1.03, "x")
+        target("hpc-curator mpiexec / raw mpi4py loop <= 1.03", hpc_vs_raw["median"], 1.03, "x"),
+        rss_target(data, "hpc_mpi", "raw_mpi", "W1"),
     ]
     if worst:
         t = target(
@@ -174,6 +177,7 @@ def p2(cfg: Config) -> dict[str, Any]:
         )
         t["measured"] = f"{worst[0]} takes {worst[1]:.3f}x hpc-mpi's time"
         targets.append(t)
+    rows += memory_rows(data)
     return {
         "title": f"throughput (W1, {n:,} indices, {workers} workers)",
         "description": (
