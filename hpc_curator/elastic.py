@@ -182,13 +182,12 @@ class Board:
         """How many undone chunks are held by a task whose heartbeat is late."""
         claims, finished = self._listing()
         late = SUSPECT_BEATS * heartbeat_interval()
-        here = socket.gethostname()
         count = 0
         for _, name, _ in self._open(claims, finished):
             doc = self._doc(name) or {}
-            if doc.get("host") == here and _pid_alive(doc.get("pid")):
+            if _here(doc) and _pid_alive(doc.get("pid")):
                 continue  # alive on this host, however late its beat
-            count += self._beat_age(name) > late
+            count += self._beat_age(doc) > late
         return count
 
     @staticmethod
@@ -228,9 +227,8 @@ class Board:
             return None
         return doc if isinstance(doc, dict) else {"time": path.stat().st_mtime}
 
-    def _beat_age(self, claim_name: str) -> float:
-        """Seconds since the claimer of ``claim_name`` last beat (its claim's age if never)."""
-        doc = self._doc(claim_name) or {}
+    def _beat_age(self, doc: dict[str, Any]) -> float:
+        """Seconds since the claimer of claim ``doc`` last beat (the claim's age if never)."""
         try:
             return time.time() - self.heartbeat_path(int(doc.get("task", -1))).stat().st_mtime
         except FileNotFoundError:
@@ -240,12 +238,12 @@ class Board:
         doc = self._doc(claim_name)
         if doc is None:
             return False
-        if doc.get("host") == socket.gethostname() and not _pid_alive(doc.get("pid")):
+        if _here(doc) and not _pid_alive(doc.get("pid")):
             return True
         owner = doc.get("task")
         if isinstance(owner, int) and n_tasks and owner != me and owner % n_tasks == me % n_tasks:
             return owner < me  # this very array task before its requeue
-        age = self._beat_age(claim_name)
+        age = self._beat_age(doc)
         if age > float(os.environ.get(STALE_ENV, DEFAULT_STALE_S)):
             return True
         job = doc.get("slurm_job")
@@ -267,6 +265,11 @@ class Board:
     def try_finish(self, task: int) -> bool:
         """Whether this task is the one to merge and write the manifest."""
         return create_exclusive(self.dir / "finisher", json.dumps({"task": task}))
+
+
+def _here(doc: dict[str, Any]) -> bool:
+    """Whether claim ``doc`` was taken on this host (its pid can be checked here)."""
+    return doc.get("host") == socket.gethostname()
 
 
 def _pid_alive(pid: Any) -> bool:

@@ -208,6 +208,15 @@ class JournalScan:
             self._outputs = _parse_outputs(self.raw_outputs)
         return self._outputs
 
+    def stage_matrix(self) -> Any:
+        """Seconds per position and stage (:func:`hpc_curator.stages.matrix`), built once:
+        the manifest's summary and its table both need it."""
+        from hpc_curator import stages
+
+        if self._stage_matrix is None:
+            self._stage_matrix = stages.matrix(self)
+        return self._stage_matrix
+
     @property
     def outputs(self) -> list[list[str]] | None:
         """Output paths per position as Python lists (small runs; see :meth:`outputs_array`)."""

@@ -86,7 +86,7 @@ def summarize(
 
 def _stage_summary(scan: JournalScan, pos: np.ndarray) -> dict[str, Any]:
     """Per-stage totals over each index's latest record, and the slowest stage."""
-    times = stages.matrix(scan)
+    times = scan.stage_matrix()
     doc = stages.summarize(stages.recorded_names(scan), None if times is None else times[pos])
     for key, name in (("pymem", "py_peak_bytes"), ("gpumem", "gpu_peak_bytes")):
         values = getattr(scan, key)
@@ -154,7 +154,7 @@ def build_table(rd: rundir.RunDir, scan: JournalScan) -> Any:
     group = _group_column(rd, scan.idx[pos])
     if group is not None:
         columns["group"] = group
-    times = stages.matrix(scan)
+    times = scan.stage_matrix()
     if times is not None:  # seconds in each stage (stages.py): time_source, time_1.Smooth, ...
         for k, name in enumerate(stages.recorded_names(scan)[: times.shape[1]]):
             columns[f"time_{name}"] = pa.array(times[pos, k], mask=np.isnan(times[pos, k]))

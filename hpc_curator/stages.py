@@ -13,7 +13,6 @@ every journal's start record and become the manifest's ``time_<name>`` columns.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -120,9 +119,6 @@ def matrix(scan: Any) -> Any:
     """Seconds per scan position and stage (NaN where not recorded); ``None`` if none were."""
     import numpy as np
 
-    cached = getattr(scan, "_stage_matrix", None)
-    if cached is not None:
-        return cached
     width = max(
         (len(r[0]) for _, r in scan.stage_records if r is not None and len(r) and len(r[0])),
         default=0,
@@ -144,8 +140,6 @@ def matrix(scan: Any) -> Any:
                     if row:
                         out[at + k, : min(len(row), width)] = row[:width]
         at += n
-    with contextlib.suppress(AttributeError):  # summary and table both ask: build it once
-        scan._stage_matrix = out
     return out
 
 

@@ -103,14 +103,15 @@ PMI2_TRIES = 3
 
 
 def _shell_glob(log_pattern: str) -> str:
-    """The step's task logs as a shell glob: ``%j`` the job id, any other ``%x`` a ``*``."""
+    """The step's task logs as a shell glob: ``%j`` the job id, any other ``%x`` a ``*``
+    (the MPI job script's patterns: no array ids)."""
     parts = re.split(r"(%%|%[a-zA-Z])", log_pattern + ".err")
     out = []
     for part in parts:
         if part == "%%":
             out.append("%")
-        elif part in ("%j", "%J", "%A"):
-            out.append('"$SLURM_JOB_ID"' if part != "%A" else '"${SLURM_ARRAY_JOB_ID:-*}"')
+        elif part in ("%j", "%J"):
+            out.append('"$SLURM_JOB_ID"')
         elif re.fullmatch(r"%[a-zA-Z]", part):
             out.append("*")
         elif part:
