@@ -252,7 +252,9 @@ def test_a_pmi2_step_that_died_on_the_pmi1_line_limit_runs_again(
     script = tmp_path / "job.sh"
     script.write_text(text)
     env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "SLURM_JOB_ID": "42"}
-    proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        ["bash", str(script)], env=env, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == code, proc.stderr
     assert int((tmp_path / "calls").read_text()) == tries
     assert proc.stderr.count("starting the step again") == tries - 1
