@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import gc
 import os
-import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -261,129 +261,179 @@ def dropped_records(rd: RunDir) -> set[tuple[int, int, int]]:
 def scan(rd: RunDir, *, with_outputs: bool = True) -> JournalScan:
     """Read every journal of ``rd`` into a :class:`JournalScan` (less invalidated records).
 
-    The cyclic garbage collector is paused meanwhile: the scan allocates millions of
-    short-lived containers and no cycles, and each full collection would walk all of them
+    Holds the whole run in memory (about 120 bytes per recorded index without outputs); the
+    manifest of a large run streams the journals instead (:func:`scan_parts`,
+    :mod:`hpc_curator.fold`).
+    """
+    (whole,) = scan_parts(rd, with_outputs=with_outputs)
+    return whole
+
+
+def scan_parts(
+    rd: RunDir, *, with_outputs: bool = True, max_rows: int | None = None
+) -> Iterator[JournalScan]:
+    """The journals of ``rd`` as consecutive :class:`JournalScan` parts of ``max_rows`` or so.
+
+    Parts split at commit boundaries, in journal order: their per-index arrays concatenated
+    are :func:`scan`'s. Positions in :attr:`JournalScan.errors` are part-local. The run-wide
+    members (segments, workers, ends, torn, bad, ...) are objects shared by all parts and
+    complete in the last one. ``max_rows=None``: one part.
+
+    The cyclic garbage collector is paused while journals are read: a scan allocates millions
+    of short-lived containers and no cycles, and each full collection would walk all of them
     (measured: 10^7 indices took 20x the time of 10^6 with it on).
     """
-    paused = gc.isenabled()
+    shared = _Shared(drops=dropped_records(rd))
+    part = _Part(with_outputs)
+    enabled = gc.isenabled()
     gc.disable()
     try:
-        return _scan(rd, with_outputs)
+        for path in rd.journal_files():
+            for rec, raw, attempt, rank, code in _journal_commits(path, shared, with_outputs):
+                part.add(rec, raw, attempt, rank, code)
+                if max_rows is not None and part.position >= max_rows:
+                    full, part = part, _Part(with_outputs)
+                    if enabled:
+                        gc.enable()
+                    yield full.build(shared)
+                    gc.disable()
     finally:
-        if paused:
+        if enabled:
             gc.enable()
+    yield part.build(shared)
 
 
-def _scan(rd: RunDir, with_outputs: bool) -> JournalScan:
-    drops = dropped_records(rd)
-    cols: dict[str, list[Any]] = defaultdict(list)
-    raw_outputs: list[tuple[int, bytes | None]] | None = [] if with_outputs else None
-    errors: dict[int, dict[str, Any]] = {}
-    segments: dict[str, list[str]] = defaultdict(list)
-    workers: dict[tuple[int, int], dict[str, Any]] = {}
-    ends: dict[tuple[int, int], dict[str, Any]] = {}
-    torn: dict[str, int] = {}
-    segment_sums: dict[tuple[str, str], list[Any]] = {}
-    bad: list[dict[str, Any]] = []
-    duplicates: dict[str, int] = {}
-    stage_records: list[tuple[int, Any]] = []
-    per_commit: list[tuple[int, int, int, int, float]] = []  # n, attempt, rank, worker, time
-    optional: dict[str, list[tuple[int, np.ndarray]]] = defaultdict(list)
-    position = 0
-    worker_info: list[dict[str, Any]] = []
-    for path in rd.journal_files():
-        records, raws, n_torn = _read_split(path, with_outputs)
-        if n_torn:
-            torn[path.name] = n_torn
-        attempt, rank = _attempt_rank(path)
-        code = len(worker_info)
-        worker_info.append({})
-        seen: dict[int, dict[str, Any]] = {}
-        for rec, raw in zip(records, raws, strict=True):
-            kind = rec.get("t")
-            if kind == "start":
-                workers[(attempt, rank)] = rec
-                worker_info[code] = rec
-            elif kind == "end":
-                ends[(attempt, rank)] = rec
-            elif kind == "commit":
-                line = rec.pop(_LINE, None)
-                problem = commit_problem(rec)
-                if problem is None and rec["seq"] in seen:
-                    if seen[rec["seq"]] == rec:
-                        duplicates[path.name] = duplicates.get(path.name, 0) + 1
-                        continue
-                    problem = f"a second commit record with seq {rec['seq']}"
-                if problem is not None:
-                    bad.append({"file": str(path), "line": line, "reason": problem})
+@dataclass
+class _Shared:
+    """What a scan collects for the whole run (small: per journal or per commit, not index)."""
+
+    drops: set[tuple[int, int, int]]
+    segments: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    workers: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
+    ends: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
+    torn: dict[str, int] = field(default_factory=dict)
+    segment_sums: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
+    bad: list[dict[str, Any]] = field(default_factory=list)
+    duplicates: dict[str, int] = field(default_factory=dict)
+    worker_info: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _journal_commits(
+    path: Path, shared: _Shared, with_outputs: bool
+) -> Iterator[tuple[dict[str, Any], bytes | None, int, int, int]]:
+    """The valid, not invalidated commit records of one journal, with their ``"out"`` text,
+    attempt, rank and writer code; start/end records, torn lines, malformed and repeated
+    records go into ``shared``."""
+    records, raws, n_torn = _read_split(path, with_outputs)
+    if n_torn:
+        shared.torn[path.name] = n_torn
+    attempt, rank = _attempt_rank(path)
+    code = len(shared.worker_info)
+    shared.worker_info.append({})
+    seen: dict[int, dict[str, Any]] = {}
+    for rec, raw in zip(records, raws, strict=True):
+        kind = rec.get("t")
+        if kind == "start":
+            shared.workers[(attempt, rank)] = rec
+            shared.worker_info[code] = rec
+        elif kind == "end":
+            shared.ends[(attempt, rank)] = rec
+        elif kind == "commit":
+            line = rec.pop(_LINE, None)
+            problem = commit_problem(rec)
+            if problem is None and rec["seq"] in seen:
+                if seen[rec["seq"]] == rec:
+                    shared.duplicates[path.name] = shared.duplicates.get(path.name, 0) + 1
                     continue
-                seen[rec["seq"]] = rec
-                if drops and (attempt, rank, rec["seq"]) in drops:
-                    continue
-                for name, digest in (rec.get("segsum") or {}).items():
-                    if name in rec["seg"]:
-                        segment_sums[(name, rec["seg"][name])] = digest
-                n = len(rec["idx"])
-                # numpy at once, per commit: the record's Python lists (~200 bytes per index)
-                # are freed with it instead of living until the end of the scan
-                for key, dtype in _COLUMNS:
-                    cols[key].append(np.asarray(rec[key], dtype=dtype))
-                per_commit.append((n, attempt, rank, code, float(rec.get("time", 0.0))))
-                if raw_outputs is not None:
-                    raw_outputs.append((n, raw))
-                stage_records.append((n, _stage_block(rec.get("stage"), n)))
-                for key in ("pymem", "gpumem"):
-                    v = rec.get(key)
-                    if isinstance(v, list) and len(v) == n:
-                        optional[key].append((position, np.asarray(v, dtype=np.float64)))
-                for pos, err in rec.get("err", {}).items():
-                    errors[position + int(pos)] = err
-                for name, seg in rec.get("seg", {}).items():
-                    segments[name].append(seg)
-                position += n
+                problem = f"a second commit record with seq {rec['seq']}"
+            if problem is not None:
+                shared.bad.append({"file": str(path), "line": line, "reason": problem})
+                continue
+            seen[rec["seq"]] = rec
+            if shared.drops and (attempt, rank, rec["seq"]) in shared.drops:
+                continue
+            for name, digest in (rec.get("segsum") or {}).items():
+                if name in rec["seg"]:
+                    shared.segment_sums[(name, rec["seg"][name])] = digest
+            for name, seg in rec.get("seg", {}).items():
+                shared.segments[name].append(seg)
+            yield rec, raw, attempt, rank, code
 
-    def cat(key: str, dtype: Any) -> np.ndarray:
-        parts = cols.pop(key, None)
-        return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
 
-    counts = np.array([c[0] for c in per_commit], dtype=np.int64)
+class _Part:
+    """Per-index columns of consecutive commit records, turned into numpy per commit (the
+    record's Python lists, ~200 bytes per index, are freed with it)."""
 
-    def repeat(k: int, dtype: Any) -> np.ndarray:
-        return np.repeat(np.array([c[k] for c in per_commit], dtype=dtype), counts)
+    def __init__(self, with_outputs: bool) -> None:
+        self.cols: dict[str, list[np.ndarray]] = defaultdict(list)
+        self.raw_outputs: list[tuple[int, bytes | None]] | None = [] if with_outputs else None
+        self.errors: dict[int, dict[str, Any]] = {}
+        self.stage_records: list[tuple[int, Any]] = []
+        self.per_commit: list[tuple[int, int, int, int, float]] = []  # n, a, rank, code, time
+        self.optional: dict[str, list[tuple[int, np.ndarray]]] = defaultdict(list)
+        self.position = 0
 
-    def spread(key: str) -> np.ndarray:
-        """A column only some commits carry (NaN elsewhere); empty when none does."""
-        if not optional.get(key):
-            return np.empty(0)
-        out = np.full(position, np.nan)
-        for at, values in optional[key]:
-            out[at : at + len(values)] = values
-        return out
+    def add(
+        self, rec: dict[str, Any], raw: bytes | None, attempt: int, rank: int, code: int
+    ) -> None:
+        n = len(rec["idx"])
+        for key, dtype in _COLUMNS:
+            self.cols[key].append(np.asarray(rec[key], dtype=dtype))
+        self.per_commit.append((n, attempt, rank, code, float(rec.get("time", 0.0))))
+        if self.raw_outputs is not None:
+            self.raw_outputs.append((n, raw))
+        self.stage_records.append((n, _stage_block(rec.get("stage"), n)))
+        for key in ("pymem", "gpumem"):
+            v = rec.get(key)
+            if isinstance(v, list) and len(v) == n:
+                self.optional[key].append((self.position, np.asarray(v, dtype=np.float64)))
+        for pos, err in rec.get("err", {}).items():
+            self.errors[self.position + int(pos)] = err
+        self.position += n
 
-    return JournalScan(
-        idx=cat("idx", np.int64),
-        ok=cat("ok", np.int8),
-        attempt=repeat(1, np.int32),
-        rank=repeat(2, np.int32),
-        worker=repeat(3, np.int32),
-        worker_info=worker_info,
-        wall=cat("wall", np.float64),
-        cpu=cat("cpu", np.float64),
-        rss=cat("rss", np.int64),
-        time=repeat(4, np.float64),
-        raw_outputs=raw_outputs,
-        errors=errors,
-        segments=dict(segments),
-        workers=workers,
-        ends=ends,
-        torn=torn,
-        segment_sums=segment_sums,
-        bad=bad,
-        duplicates=duplicates,
-        stage_records=stage_records,
-        pymem=spread("pymem"),
-        gpumem=spread("gpumem"),
-    )
+    def build(self, shared: _Shared) -> JournalScan:
+        def cat(key: str, dtype: Any) -> np.ndarray:
+            parts = self.cols.pop(key, None)
+            return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
+
+        counts = np.array([c[0] for c in self.per_commit], dtype=np.int64)
+
+        def repeat(k: int, dtype: Any) -> np.ndarray:
+            return np.repeat(np.array([c[k] for c in self.per_commit], dtype=dtype), counts)
+
+        def spread(key: str) -> np.ndarray:
+            """A column only some commits carry (NaN elsewhere); empty when none does."""
+            if not self.optional.get(key):
+                return np.empty(0)
+            out = np.full(self.position, np.nan)
+            for at, values in self.optional[key]:
+                out[at : at + len(values)] = values
+            return out
+
+        return JournalScan(
+            idx=cat("idx", np.int64),
+            ok=cat("ok", np.int8),
+            attempt=repeat(1, np.int32),
+            rank=repeat(2, np.int32),
+            worker=repeat(3, np.int32),
+            worker_info=shared.worker_info,
+            wall=cat("wall", np.float64),
+            cpu=cat("cpu", np.float64),
+            rss=cat("rss", np.int64),
+            time=repeat(4, np.float64),
+            raw_outputs=self.raw_outputs,
+            errors=self.errors,
+            segments=shared.segments,  # type: ignore[arg-type]
+            workers=shared.workers,
+            ends=shared.ends,
+            torn=shared.torn,
+            segment_sums=shared.segment_sums,
+            bad=shared.bad,
+            duplicates=shared.duplicates,
+            stage_records=self.stage_records,
+            pymem=spread("pymem"),
+            gpumem=spread("gpumem"),
+        )
 
 
 #: per-index members of a commit record kept by :func:`scan`, with their array types
@@ -437,41 +487,3 @@ def _read_split(
 
 
 _attempt_rank = RunDir.parse_journal_name
-
-
-class JournalFollower:
-    """Read new journal records incrementally (remembers each file's offset).
-
-    Used by progress displays and ``status --watch``: each :meth:`poll` reads only bytes
-    appended since the previous poll, so its cost is flat as the run grows. A partial last line
-    is left for the next poll.
-    """
-
-    def __init__(self, rd: RunDir) -> None:
-        self.rd = rd
-        self._offsets: dict[Path, int] = {}
-        self.last_poll = 0.0
-
-    def poll(self) -> list[tuple[tuple[int, int], dict[str, Any]]]:
-        """Return ``((attempt, rank), record)`` for every record appended since last poll."""
-        out: list[tuple[tuple[int, int], dict[str, Any]]] = []
-        for path in self.rd.journal_files():
-            offset = self._offsets.get(path, 0)
-            try:
-                size = path.stat().st_size
-            except FileNotFoundError:
-                continue
-            if size <= offset:
-                continue
-            with open(path, "rb") as fh:
-                fh.seek(offset)
-                data = fh.read(size - offset)
-            end = data.rfind(b"\n") + 1
-            self._offsets[path] = offset + end
-            key = _attempt_rank(path)
-            for line in data[:end].splitlines(keepends=True):
-                rec = parse_line(line)
-                if rec is not None:
-                    out.append((key, rec))
-        self.last_poll = time.time()
-        return out

@@ -8,7 +8,6 @@ Written last and atomically: a manifest on disk always describes a consistent st
 from __future__ import annotations
 
 import json
-from collections import Counter as Tally
 from typing import Any
 
 import numpy as np
@@ -16,9 +15,11 @@ import numpy as np
 from hpc_curator import rundir, stages
 from hpc_curator.atomic import atomic_path, atomic_write
 from hpc_curator.journal import JournalScan
+from hpc_curator.rows import MAX_LISTED_FAILURES, Rows, Tally
+from hpc_curator.rows import table as rows_table
 
 FORMAT = "hpc-curator.manifest/1"
-MAX_LISTED_FAILURES = 100
+__all__ = ["MAX_LISTED_FAILURES", "build_table", "document", "summarize", "write"]
 
 
 def summarize(
@@ -36,64 +37,63 @@ def summarize(
     ``incomplete`` and ``unmerged_outputs`` names the filters.
     """
     info = rundir.load(rd)
+    latest = Rows.from_scan(scan, scan.latest())
+    tally = Tally()
+    # a record of an index outside the frozen list counts for nothing
+    tally.add_rows(latest.take(np.flatnonzero(np.isin(latest.idx, info.indices))), scan.workers)
+    tally.add_records(scan.wall, scan.cpu, scan.time, _count_outputs(scan))
+    return document(rd, info, tally, scan, summaries=summaries, outputs=outputs)
+
+
+def document(
+    rd: rundir.RunDir,
+    info: rundir.RunInfo,
+    tally: Tally,
+    scan: JournalScan,
+    *,
+    summaries: list[dict[str, Any]] | None = None,
+    outputs: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The summary from what ``tally`` added up and the run-wide members of ``scan`` (its
+    segments, writers, torn lines...: complete in the last part of a streamed scan)."""
     if outputs is None:
         outputs = recorded_outputs(rd)
-    frozen = np.isin(scan.idx, info.indices) if len(scan.idx) else np.zeros(0, dtype=bool)
-    pos = scan.latest()
-    pos = pos[frozen[pos]]  # a record of an index outside the frozen list counts for nothing
-    ok = scan.ok[pos]
-    n_ok, n_failed = int(ok.sum()), int((ok == 0).sum())
-    pending = info.n - len(pos)
+    pending = info.n - tally.rows
     unmerged = sorted(
         name
         for name, segments in scan.segments.items()
         if outputs.get(name, {}).get("segments") != len(segments)
     )
-    status = "incomplete" if pending or unmerged else ("failed" if n_failed else "complete")
-    failures = _failures(scan, pos[ok == 0])
-    attempts = rundir.list_attempts(rd)
-    times = scan.time
+    status = "incomplete" if pending or unmerged else ("failed" if tally.failed else "complete")
     return {
         "format": FORMAT,
         "run_dir": str(rd.path),
         "status": status,
-        "counts": {"total": info.n, "ok": n_ok, "failed": n_failed, "pending": pending},
-        "failure_types": dict(Tally(f["type"] for f in failures["all"]).most_common()),
-        "failures": failures["listed"],
+        "counts": {"total": info.n, "ok": tally.ok, "failed": tally.failed, "pending": pending},
+        "failure_types": dict(tally.failure_types.most_common()),
+        "failures": tally.failures,
         "outputs": outputs,
         "unmerged_outputs": unmerged,
-        "index_outputs": _count_outputs(scan),
+        "index_outputs": tally.outputs,
         "timing": {
-            "first_commit": float(times.min()) if len(times) else None,
-            "last_commit": float(times.max()) if len(times) else None,
-            "busy_seconds": float(scan.wall.sum()),
-            "cpu_seconds": float(scan.cpu.sum()),
+            "first_commit": tally.first,
+            "last_commit": tally.last,
+            "busy_seconds": tally.busy,
+            "cpu_seconds": tally.cpu,
         },
-        "attempts": [_attempt_view(a) for a in attempts],
+        "attempts": [_attempt_view(a) for a in rundir.list_attempts(rd)],
         "ranks": summaries or _worker_view(scan),
         "world_size": len(summaries) if summaries else _last_world_size(scan),
         "journal_torn_lines": scan.torn,
         "journal_bad_records": scan.bad[:MAX_LISTED_FAILURES],
         "journal_bad_record_count": len(scan.bad),
         "journal_duplicate_records": scan.duplicates,
-        **_stage_summary(scan, pos),
+        **tally.stage_summary(stages.recorded_names(scan)),
         "spec": info.spec,
         "created": info.meta.get("created"),
         "written": rundir.now_iso(),
         "versions": info.meta.get("versions", {}),
     }
-
-
-def _stage_summary(scan: JournalScan, pos: np.ndarray) -> dict[str, Any]:
-    """Per-stage totals over each index's latest record, and the slowest stage."""
-    times = scan.stage_matrix()
-    doc = stages.summarize(stages.recorded_names(scan), None if times is None else times[pos])
-    for key, name in (("pymem", "py_peak_bytes"), ("gpumem", "gpu_peak_bytes")):
-        values = getattr(scan, key)
-        values = values[pos] if len(values) else values
-        if len(values) and not np.isnan(values).all():
-            doc[f"max_{name}"] = int(np.nanmax(values))
-    return doc
 
 
 def recorded_outputs(rd: rundir.RunDir) -> dict[str, dict[str, Any]]:
@@ -132,53 +132,17 @@ def build_table(rd: rundir.RunDir, scan: JournalScan) -> Any:
     The rows of ``manifest.parquet``, as an Arrow table (from the journals: also for a run
     that is still going).
     """
-    import pyarrow as pa
-
-    pos = scan.latest()
-    take = pa.array(pos)
-    ok = scan.ok[pos] == 1
-    columns: dict[str, Any] = {
-        "index": pa.array(scan.idx[pos]),
-        "status": pa.DictionaryArray.from_arrays(
-            pa.array(np.where(ok, 0, 1).astype(np.int32)), pa.array(["ok", "failed"])
-        ),
-        "attempt": pa.array(scan.attempt[pos]),
-        "rank": pa.array(scan.rank[pos]),
-        **_placement(scan, pos),
-        "wall_s": pa.array(scan.wall[pos]),
-        "cpu_s": pa.array(scan.cpu[pos]),
-        "peak_rss": pa.array(scan.rss[pos]),
-        "committed_at": pa.array(scan.time[pos]),
-        "outputs": _outputs_column(scan).take(take),
-    }
-    group = _group_column(rd, scan.idx[pos])
-    if group is not None:
-        columns["group"] = group
-    times = scan.stage_matrix()
-    if times is not None:  # seconds in each stage (stages.py): time_source, time_1.Smooth, ...
-        for k, name in enumerate(stages.recorded_names(scan)[: times.shape[1]]):
-            columns[f"time_{name}"] = pa.array(times[pos, k], mask=np.isnan(times[pos, k]))
-    for key, name in (("pymem", "py_peak_bytes"), ("gpumem", "gpu_peak_bytes")):
-        values = getattr(scan, key)[pos] if len(getattr(scan, key)) else np.empty(0)
-        if len(values) and not np.isnan(values).all():
-            columns[name] = pa.array(values, mask=np.isnan(values)).cast(pa.int64())
-    for key, name in (("type", "error_type"), ("msg", "error_message"), ("tb", "traceback")):
-        values = np.full(len(pos), None, dtype=object)
-        for row in np.flatnonzero(~ok):
-            err = scan.errors.get(int(pos[row]))
-            values[row] = err[key] if err else None
-        columns[name] = pa.array(values, pa.string())
-    return pa.table(columns)
+    latest = Rows.from_scan(scan, scan.latest())
+    group = group_column(rd.load_groups(), rundir.load(rd).indices, latest.idx)
+    return rows_table(latest, scan.worker_info, stages.recorded_names(scan), group)
 
 
-def _group_column(rd: rundir.RunDir, indices: np.ndarray) -> Any:
+def group_column(labels: np.ndarray | None, frozen: np.ndarray, indices: np.ndarray) -> Any:
     """Each row's index group (the smallest index of its group; null: not in a group)."""
     import pyarrow as pa
 
-    labels = rd.load_groups()
     if labels is None:
         return None
-    frozen = rundir.load(rd).indices
     sorter = np.argsort(frozen, kind="stable")
     label = labels[sorter[np.searchsorted(frozen, indices, sorter=sorter)]]
     sizes = np.unique(labels, return_counts=True)
@@ -186,64 +150,9 @@ def _group_column(rd: rundir.RunDir, indices: np.ndarray) -> Any:
     return pa.array(label, mask=~grouped)
 
 
-def _outputs_column(scan: JournalScan) -> Any:
-    """Output paths per journal position (empty lists when scanned without outputs)."""
-    import pyarrow as pa
-
-    array = scan.outputs_array()
-    if array is None:
-        return pa.array([[]] * len(scan.idx), pa.list_(pa.string()))
-    return array
-
-
 def _count_outputs(scan: JournalScan) -> int | None:
     array = scan.outputs_array()
     return None if array is None else len(array.flatten())
-
-
-def _placement(scan: JournalScan, pos: np.ndarray) -> dict[str, Any]:
-    """Host, node, pid and job id of the worker that recorded each row (dictionary-encoded)."""
-    import pyarrow as pa
-
-    codes = pa.array(scan.worker[pos])
-    out = {}
-    for name in ("host", "node", "job_id"):
-        values = [w.get(name) for w in scan.worker_info]
-        out[name] = (
-            pa.array([None if v is None else str(v) for v in values], pa.string())
-            .take(codes)
-            .dictionary_encode()
-        )
-    out["pid"] = pa.array([w.get("pid") for w in scan.worker_info], pa.int64()).take(codes)
-    if any(w.get("array_task_id") is not None for w in scan.worker_info):  # job-array runs
-        for name in ("array_job_id", "array_task_id"):
-            values = [w.get(name) for w in scan.worker_info]
-            out[name] = pa.array([None if v is None else str(v) for v in values]).take(codes)
-    return out
-
-
-def _failures(scan: JournalScan, positions: np.ndarray) -> dict[str, list[dict[str, Any]]]:
-    all_: list[dict[str, Any]] = []
-    for p in positions:
-        err = scan.errors.get(int(p), {"type": "Unknown", "msg": "", "tb": ""})
-        worker = scan.workers.get((int(scan.attempt[p]), int(scan.rank[p])), {})
-        all_.append(
-            {
-                "index": int(scan.idx[p]),
-                "type": err["type"],
-                "message": err["msg"],
-                "traceback": err["tb"],
-                "stage": err.get("stage"),  # the stage it raised in (stages.py)
-                "log": err.get("log"),  # its bytes of the rank log (ranklog.py)
-                "rank": int(scan.rank[p]),
-                "attempt": int(scan.attempt[p]),
-                "host": worker.get("host"),
-                "node": worker.get("node"),
-                "pid": worker.get("pid"),
-                "job_id": worker.get("job_id"),
-            }
-        )
-    return {"all": all_, "listed": all_[:MAX_LISTED_FAILURES]}
 
 
 def _attempt_view(rec: dict[str, Any]) -> dict[str, Any]:

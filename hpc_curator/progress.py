@@ -1,7 +1,7 @@
 """Live progress of a run, computed from its journals only and incrementally.
 
 :class:`ProgressModel` follows every journal of a run directory with a
-:class:`~hpc_curator.journal.JournalFollower`: each :meth:`ProgressModel.poll` reads only the
+:class:`~hpc_curator.follow.JournalFollower`: each :meth:`ProgressModel.poll` reads only the
 bytes appended since the previous poll, and every count is updated from the new records alone,
 so the cost of a refresh is flat however many indices the run has already committed. The first
 poll reads what was already there; those indices are the *baseline* (committed before the view
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpc_curator import journal, rundir
+from hpc_curator import follow, rundir
 
 #: A rank is stale when it has not committed for max(FACTOR * median interval, FLOOR) seconds.
 STALE_FACTOR = 3.0
@@ -165,7 +165,7 @@ class ProgressModel:
 
     def __init__(self, run_dir: str | Path, *, clock: Callable[[], float] = time.time) -> None:
         self.rd = rundir.RunDir(run_dir)
-        self.follower = journal.JournalFollower(self.rd)
+        self.follower = follow.JournalFollower(self.rd)
         self.clock = clock
         self.view_started = clock()
         self.total: int | None = None

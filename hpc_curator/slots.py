@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from hpc_curator import gpus, journal, portable, rundir
+from hpc_curator import follow, gpus, portable, rundir
 from hpc_curator.attempt import Heartbeat, begin, end
 from hpc_curator.backends.base import JournalFailureCounter
 from hpc_curator.errors import AttemptError, CuratorError, UsageError
@@ -96,7 +96,7 @@ def _map_and_follow(
         except BaseException as exc:  # re-raised in the calling thread
             outcome["error"] = exc
 
-    follower = journal.JournalFollower(rd)
+    follower = follow.JournalFollower(rd)
     follower.poll()  # earlier attempts are not this launch's progress
     workers: set[int] = set()
     signalled: set[int] = set()
@@ -127,7 +127,7 @@ def _map_and_follow(
 
 
 def _feed(
-    follower: journal.JournalFollower,
+    follower: follow.JournalFollower,
     attempt: int,
     on_commit: OnCommit | None,
     workers: set[int],

@@ -147,18 +147,26 @@ def summarize(names: list[str], matrix: Any) -> dict[str, Any]:
     """``{"stages": {name: total/mean/max seconds, share}, "slowest_stage": name}``."""
     import numpy as np
 
-    if matrix is None or not len(names) or matrix.shape[0] == 0:
+    if matrix is None or matrix.shape[0] == 0:
         return {"stages": {}, "slowest_stage": None}
-    totals = np.nansum(matrix, axis=0)
+    with np.errstate(invalid="ignore"):
+        peak = np.fmax.reduce(matrix, axis=0)
+    return summarize_totals(names, np.nansum(matrix, axis=0), (~np.isnan(matrix)).sum(axis=0), peak)
+
+
+def summarize_totals(names: list[str], totals: Any, counts: Any, peaks: Any) -> dict[str, Any]:
+    """:func:`summarize` from per-stage sums, counts of recorded values and maxima (NaN or
+    -inf: none recorded), which add up over blocks of rows (:class:`hpc_curator.rows.Tally`)."""
+    if not len(names) or not len(totals):
+        return {"stages": {}, "slowest_stage": None}
     grand = float(totals.sum()) or 1.0
     out: dict[str, dict[str, Any]] = {}
-    for k, name in enumerate(names[: matrix.shape[1]]):
-        col = matrix[:, k]
-        have = col[~np.isnan(col)]
+    for k, name in enumerate(names[: len(totals)]):
+        have = int(counts[k]) > 0
         out[name] = {
             "total_s": round(float(totals[k]), 6),
-            "mean_s": round(float(have.mean()), 9) if len(have) else None,
-            "max_s": round(float(have.max()), 6) if len(have) else None,
+            "mean_s": round(float(totals[k]) / int(counts[k]), 9) if have else None,
+            "max_s": round(float(peaks[k]), 6) if have else None,
             "share": round(float(totals[k]) / grand, 4),
         }
     slowest = max(out, key=lambda n: float(out[n]["total_s"])) if out else None

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from hpc_curator import journal, rundir
+from hpc_curator import follow, rundir
 from hpc_curator.pipeline import Pipeline
 from hpc_curator.signals import StopFlag
 from hpc_curator.values import OnCommit, RunResult, RunSettings
@@ -113,7 +113,7 @@ class JournalFailureCounter:
         self.baseline = baseline
         self.local = 0
         self.others = 0
-        self._follower = journal.JournalFollower(self.rd)
+        self._follower = follow.JournalFollower(self.rd)
 
     def add(self, n: int) -> int:
         self.local += n

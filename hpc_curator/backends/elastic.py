@@ -19,7 +19,7 @@ from hpc_curator.attempt import LAUNCHER_PID_ENV, PARENT_ENV, Heartbeat
 from hpc_curator.backends.base import Launch, RunBackend, resolve_n_jobs
 from hpc_curator.backends.mpi import result_from_run_dir
 from hpc_curator.errors import UsageError
-from hpc_curator.journal import JournalFollower
+from hpc_curator.follow import JournalFollower
 from hpc_curator.signals import StopFlag, stop_on_signals
 from hpc_curator.values import OnCommit, RunResult
 

@@ -31,7 +31,7 @@ from hpc_curator.backends.base import (
 )
 from hpc_curator.container import Container
 from hpc_curator.errors import LaunchError
-from hpc_curator.journal import JournalFollower
+from hpc_curator.follow import JournalFollower
 from hpc_curator.partition import format_indices
 from hpc_curator.signals import StopFlag, stop_on_signals
 from hpc_curator.slurm import stale_shm
