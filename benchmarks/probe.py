@@ -210,6 +210,58 @@ def measure_manifest(run_dir: str) -> dict[str, Any]:
     }
 
 
+def measure_fold_manifest(run_dir: str) -> dict[str, Any]:
+    """The end of an attempt as attempt.end does it: fold, summarize, write (streamed above
+    ``HPC_CURATOR_MANIFEST_ROWS`` frozen indices)."""
+    from hpc_curator import fold, rundir
+
+    base = peak_rss_mib()
+    rd = rundir.RunDir(run_dir)
+    attempt = rundir.list_attempts(rd)[-1]["attempt"]
+    t0 = time.perf_counter()
+    folded = fold.fold(rd)
+    t1 = time.perf_counter()
+    doc = fold.summarize(rd, folded)
+    t2 = time.perf_counter()
+    fold.write(rd, folded, doc, attempt)
+    t3 = time.perf_counter()
+    return {
+        "seconds": t3 - t0,
+        "fold_s": t1 - t0,
+        "summarize_s": t2 - t1,
+        "write_s": t3 - t2,
+        "spilled": folded.spilled,
+        "buckets": folded.buckets,
+        "ok": doc["counts"]["ok"],
+        "failed": doc["counts"]["failed"],
+        "parquet_mib": rd.manifest_parquet.stat().st_size / 2**20,
+        "peak_rss_mib": peak_rss_mib(),
+        "baseline_rss_mib": base,
+    }
+
+
+def measure_fold_scan(run_dir: str) -> dict[str, Any]:
+    """The resume scan as attempt.begin does it: folded status, failed and pending."""
+    from hpc_curator import fold, partition, rundir
+
+    base = peak_rss_mib()
+    t0 = time.perf_counter()
+    rd = rundir.RunDir(run_dir)
+    info = rundir.load(rd)
+    status = fold.status(rd, info.indices)
+    failed = status.failed_indices()
+    todo = partition.pending(info.indices, status.recorded())
+    t1 = time.perf_counter()
+    return {
+        "seconds": t1 - t0,
+        "recorded": len(status.recorded()),
+        "failed": len(failed),
+        "pending": len(todo),
+        "peak_rss_mib": peak_rss_mib(),
+        "baseline_rss_mib": base,
+    }
+
+
 def _merge_inputs(run_dir: str) -> tuple[Any, list[str], Any]:
     """The segments :func:`build_segments` wrote and a pipeline whose FieldStats merges them."""
     from benchmarks.workloads import NoopSource
@@ -278,6 +330,8 @@ def measure_merge_tree(run_dir: str) -> dict[str, Any]:
 MEASURES = {
     "scan": measure_scan,
     "manifest": measure_manifest,
+    "fold_manifest": measure_fold_manifest,
+    "fold_scan": measure_fold_scan,
     "merge": measure_merge,
     "merge_tree": measure_merge_tree,
 }

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from hpc_curator import journal, manifest, rundir
+from hpc_curator import fold, journal, rundir
 from hpc_curator import spec as specmod
 from hpc_curator.backends import get_backend
 from hpc_curator.backends.base import Launch
@@ -188,9 +188,9 @@ def gather_pipeline(
     rd = rundir.RunDir(run_dir)
     info = rundir.load(rd)
     pipeline = pipeline or specmod.build(info.spec)
-    scan = journal.scan(rd)
-    outputs = merge_outputs(rd, pipeline, scan.segments, sums=scan.segment_sums)
+    folded = fold.fold(rd)
+    outputs = merge_outputs(rd, pipeline, folded.segments, sums=folded.segment_sums)
     attempts = rundir.list_attempts(rd)
-    doc = manifest.summarize(rd, scan, outputs=outputs)
-    manifest.write(rd, scan, doc, attempts[-1]["attempt"] if attempts else 0)
+    doc = fold.summarize(rd, folded, outputs=outputs)
+    fold.write(rd, folded, doc, attempts[-1]["attempt"] if attempts else 0)
     return outputs

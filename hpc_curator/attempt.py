@@ -37,9 +37,9 @@ import numpy as np
 
 from hpc_curator import (
     fingerprint,
+    fold,
     gpus,
     groups,
-    journal,
     manifest,
     partition,
     poison,
@@ -116,7 +116,7 @@ def begin(
         remove_stale_temps(rd.shard_dir(f.name))
         out = Path(f.output) if f.output else rd.output_path(f.name, f.suffix)
         remove_stale_temps(out.parent, out.name)  # only this output's: the dir may be shared
-    scan = journal.scan(rd, with_outputs=False)
+    scan = fold.status(rd, info.indices)  # in parts for a large run: bounded memory
     failed = scan.failed_indices()
     if settings.retry_failed:
         todo = info.indices[np.isin(info.indices, failed)]
@@ -156,12 +156,12 @@ def end(
     summaries: list[dict[str, Any]],
     pipeline: Pipeline,
     *,
-    scan: journal.JournalScan | None = None,
+    folded: fold.Folded | None = None,
     partials: dict[str, list[str]] | None = None,
 ) -> RunResult:
     """Merge outputs, write the manifest (last, atomically) and end the attempt.
 
-    ``scan`` and ``partials`` come from :func:`~hpc_curator.gather.merge_tree` when the ranks
+    ``folded`` and ``partials`` come from :func:`~hpc_curator.gather.merge_tree` when the ranks
     merged in a tree.
 
     Returns
@@ -171,9 +171,9 @@ def end(
         budget was exceeded), 3 when some are still pending (stopped by a signal or time limit).
     """
     rd = rundir.RunDir(plan.run_dir)
-    scan = journal.scan(rd) if scan is None else scan
-    outputs = merge_outputs(rd, pipeline, scan.segments, partials, scan.segment_sums)
-    doc = manifest.summarize(rd, scan, summaries=summaries, outputs=outputs)
+    folded = fold.fold(rd) if folded is None else folded
+    outputs = merge_outputs(rd, pipeline, folded.segments, partials, folded.segment_sums)
+    doc = fold.summarize(rd, folded, summaries=summaries, outputs=outputs)
     counts = doc["counts"]
     reasons = sorted({s.get("reason", "done") for s in summaries} - {"done"})
     rundir.end_attempt(
@@ -183,7 +183,7 @@ def end(
         counts=counts,
         world_size=len(summaries),
     )
-    manifest.write(rd, scan, doc, plan.attempt)
+    fold.write(rd, folded, doc, plan.attempt)
     status = doc["status"]
     message = manifest.one_line(doc, reasons)
     return RunResult(exit_code_for(status, reasons), status, counts, message, str(rd.path), doc)
@@ -287,7 +287,7 @@ def run_world(
             for stage in (scan, partials):  # an error of the tree merge, on any rank
                 if isinstance(stage, CuratorError):
                     raise stage
-            result = end(plan, summaries or [summary], pipeline, scan=scan, partials=partials)
+            result = end(plan, summaries or [summary], pipeline, folded=scan, partials=partials)
             errors = [s["error"] for s in summaries or [] if s.get("error")]
             if errors:  # the manifest above is honest (incomplete); the run still failed
                 result = AttemptError(

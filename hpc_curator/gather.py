@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hpc_curator import journal, rundir
+from hpc_curator import fold, rundir
 from hpc_curator.atomic import atomic_path, remove
 from hpc_curator.checksum import file_digest as file_digest
 from hpc_curator.checksum import size_of, verify_segment
@@ -131,7 +131,7 @@ def merge_tree(world: World, plan: Plan, pipeline: Pipeline) -> tuple[Any, Any]:
     Returns
     -------
     tuple
-        On rank 0 the :class:`~hpc_curator.journal.JournalScan` (or the error scanning
+        On rank 0 the journals read by :func:`~hpc_curator.fold.fold` (or the error scanning
         raised) and ``{filter: [partial names]}`` (or the first error of any rank);
         ``(None, None)`` elsewhere.
     """
@@ -141,7 +141,7 @@ def merge_tree(world: World, plan: Plan, pipeline: Pipeline) -> tuple[Any, Any]:
     sums: dict[tuple[str, str], list[Any]] = {}
     if world.is_root:
         try:
-            scan = journal.scan(rd)
+            scan = fold.fold(rd)
             segments = {k: v for k, v in scan.segments.items() if len(v) >= TREE_MIN_SEGMENTS}
             sums = {key: s for key, s in scan.segment_sums.items() if key[0] in segments}
         except Exception as exc:  # the others must not wait for ever in the bcast

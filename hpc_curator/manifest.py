@@ -19,7 +19,7 @@ from hpc_curator.rows import MAX_LISTED_FAILURES, Rows, Tally
 from hpc_curator.rows import table as rows_table
 
 FORMAT = "hpc-curator.manifest/1"
-__all__ = ["MAX_LISTED_FAILURES", "build_table", "document", "summarize", "write"]
+__all__ = ["MAX_LISTED_FAILURES", "build_table", "document", "summarize", "write", "write_document"]
 
 
 def summarize(
@@ -112,9 +112,14 @@ def write(rd: rundir.RunDir, scan: JournalScan, doc: dict[str, Any], attempt: in
     ``doc`` is the :func:`summarize` result; it is re-read for the attempt list so the
     attempt that just ended appears with its end time and reason.
     """
+    _write_table(rd, scan)
+    write_document(rd, doc, attempt)
+
+
+def write_document(rd: rundir.RunDir, doc: dict[str, Any], attempt: int) -> None:
+    """Write ``manifest.json`` (after ``manifest.parquet``: the last file of an attempt)."""
     doc["attempt"] = attempt
     doc["attempts"] = [_attempt_view(a) for a in rundir.list_attempts(rd)]
-    _write_table(rd, scan)
     atomic_write(rd.manifest_json, json.dumps(doc, indent=2, default=repr))
 
 

@@ -119,14 +119,17 @@ def read_current(path: Path) -> int:
 def crashes(rd: RunDir, ends: dict[tuple[int, int], Any], recorded: np.ndarray) -> dict[int, list]:
     """``{index: [(attempt, rank), ...]}``: ranks that died while running an unrecorded index."""
     found: dict[int, list[tuple[int, int]]] = defaultdict(list)
-    done = set(recorded.tolist()) if len(recorded) else set()
     for path in rd.current_files():
         attempt, rank = rd.parse_journal_name(path.with_suffix(".jsonl"))
         if (attempt, rank) in ends:
             continue
         index = read_current(path)
-        if index != IDLE and index not in done:
+        if index != IDLE:
             found[index].append((attempt, rank))
+    if found and len(recorded):  # a few candidates against up to 10^8 recorded indices
+        candidates = np.array(sorted(found), dtype=np.int64)
+        for index in candidates[np.isin(candidates, recorded)].tolist():
+            del found[index]
     return dict(found)
 
 

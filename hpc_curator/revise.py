@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from hpc_curator import journal, manifest, partition, rundir
+from hpc_curator import fold, journal, partition, rundir
 from hpc_curator.atomic import atomic_write, create_exclusive
 from hpc_curator.errors import UsageError
 
@@ -117,7 +117,7 @@ def extend(rd: rundir.RunDir, added: np.ndarray, source_length: int) -> rundir.R
 def _rewrite_manifest(rd: rundir.RunDir) -> None:
     if not rd.manifest_json.exists():
         return
-    scan = journal.scan(rd)
+    folded = fold.fold(rd)
     attempts = rundir.list_attempts(rd)
-    doc = manifest.summarize(rd, scan)
-    manifest.write(rd, scan, doc, attempts[-1]["attempt"] if attempts else 0)
+    doc = fold.summarize(rd, folded)
+    fold.write(rd, folded, doc, attempts[-1]["attempt"] if attempts else 0)

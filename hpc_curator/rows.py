@@ -111,8 +111,15 @@ def table(
     worker_info: list[dict[str, Any]],
     stage_names: list[str],
     group: Any = None,
+    *,
+    stage_width: int | None = None,
+    tracked: tuple[str, ...] | None = None,
 ) -> Any:
-    """The Arrow table of ``manifest.parquet`` for ``rows`` (built column-wise, in C)."""
+    """The Arrow table of ``manifest.parquet`` for ``rows`` (built column-wise, in C).
+
+    ``stage_width`` (stage columns) and ``tracked`` (``"pymem"``/``"gpumem"`` columns) fix
+    the columns for every block of a streamed manifest; by default they follow ``rows``.
+    """
     import pyarrow as pa
 
     ok = rows.ok == 1
@@ -135,13 +142,18 @@ def table(
     }
     if group is not None:
         columns["group"] = group
-    if rows.stages is not None:  # seconds in each stage (stages.py): time_source, time_1.Smooth...
-        for k, name in enumerate(stage_names[: rows.stages.shape[1]]):
-            col = rows.stages[:, k]
-            columns[f"time_{name}"] = pa.array(col, mask=np.isnan(col))
+    if stage_width is None:
+        stage_width = 0 if rows.stages is None else rows.stages.shape[1]
+    for k, name in enumerate(stage_names[:stage_width]):  # seconds per stage (stages.py)
+        have = rows.stages is not None and k < rows.stages.shape[1]
+        col = rows.stages[:, k] if have else np.full(n, np.nan)  # type: ignore[index]
+        columns[f"time_{name}"] = pa.array(col, mask=np.isnan(col), type=pa.float64())
+    if tracked is None:
+        tracked = tuple(k for k in ("pymem", "gpumem") if has_values(getattr(rows, k)))
     for key, name in (("pymem", "py_peak_bytes"), ("gpumem", "gpu_peak_bytes")):
-        values = getattr(rows, key)
-        if len(values) and not np.isnan(values).all():
+        if key in tracked:
+            values = getattr(rows, key)
+            values = values if len(values) == n else np.full(n, np.nan)
             columns[name] = pa.array(values, mask=np.isnan(values)).cast(pa.int64())
     for key, name in (("type", "error_type"), ("msg", "error_message"), ("tb", "traceback")):
         values = rows.errors.get(key)
@@ -149,6 +161,11 @@ def table(
             values = np.full(n, None, dtype=object)
         columns[name] = pa.array(np.where(ok, None, values), pa.string())
     return pa.table(columns)
+
+
+def has_values(values: np.ndarray) -> bool:
+    """Whether an optional column (NaN: not recorded) has any value."""
+    return bool(len(values)) and not bool(np.isnan(values).all())
 
 
 def _placement(codes: np.ndarray, worker_info: list[dict[str, Any]]) -> dict[str, Any]:
@@ -210,7 +227,7 @@ class Tally:
             self._add_stages(rows.stages)
         for key, name in (("pymem", "py_peak_bytes"), ("gpumem", "gpu_peak_bytes")):
             values = getattr(rows, key)
-            if len(values) and not np.isnan(values).all():
+            if has_values(values):
                 peak = int(np.nanmax(values))
                 self.peaks[name] = max(peak, self.peaks.get(name, peak))
 

@@ -10,6 +10,7 @@ Layout of a run directory ``D``::
     D/outputs/<filter>.h5          merged stateful-filter outputs
     D/logs/                        launcher and rank logs
     D/manifest.json, D/manifest.parquet   written last, atomically
+    D/manifest-spill/              a large run's manifest in index buckets while rank 0 writes it
 
 Who writes what: rank 0 (or the parent of an in-process pool) creates ``run.json``, the attempt
 record, merged outputs and the manifest; each rank writes its own journal and segments only.
@@ -87,6 +88,8 @@ class RunDir:
     logs_dir = property(lambda self: self.path / "logs")
     manifest_json = property(lambda self: self.path / "manifest.json")
     manifest_parquet = property(lambda self: self.path / "manifest.parquet")
+    #: scratch of a streamed manifest (fold.py): index buckets, removed when it is written
+    spill_dir = property(lambda self: self.path / "manifest-spill")
     slurm_dir = property(lambda self: self.path / "slurm")
 
     def exists(self) -> bool:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from hpc_curator import journal, ranklog, rundir
+from hpc_curator import fold, ranklog, rundir
 from hpc_curator import spec as specmod
 from hpc_curator.attempt import begin, end
 from hpc_curator.elastic import Board, committed_in, heartbeat, heartbeat_interval
@@ -121,9 +121,9 @@ def _finish_if_last(
 
 
 def _end(rd: rundir.RunDir, plan: Plan, pipeline: Pipeline) -> RunResult:
-    scan = journal.scan(rd)
-    summaries = [rec for (a, _), rec in sorted(scan.ends.items()) if a == plan.attempt]
-    return end(plan, summaries, pipeline, scan=scan)
+    folded = fold.fold(rd)
+    summaries = [rec for (a, _), rec in sorted(folded.ends.items()) if a == plan.attempt]
+    return end(plan, summaries, pipeline, folded=folded)
 
 
 def finalize(run_dir: str, attempt: int) -> RunResult | None:

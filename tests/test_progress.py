@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from hpc_curator import journal, manifest, rundir
+from hpc_curator import follow, journal, manifest, rundir
 from hpc_curator.console import LiveView, ProgressView
 from hpc_curator.progress import STALE_FLOOR, ProgressModel
 from tests.conftest import FIXTURE_PIPELINES, read_manifest
@@ -162,9 +162,10 @@ def test_refresh_reads_only_new_bytes_with_a_million_committed(
         monkeypatch.setattr(mod, name, forbidden)
     reads: list[int] = []
     real_open = open
-    monkeypatch.setattr(
-        journal, "open", lambda *a, **k: CountingFile(real_open(*a, **k), reads), raising=False
-    )
+    for mod in (journal, follow):  # the follower reads through follow.open
+        monkeypatch.setattr(
+            mod, "open", lambda *a, **k: CountingFile(real_open(*a, **k), reads), raising=False
+        )
 
     assert model.poll() == 0 and sum(reads) == 0  # nothing new: no byte read
 

@@ -5,8 +5,9 @@ One module per family: :mod:`~benchmarks.cases.overhead` (P1, P6: W0 no-op runs)
 :mod:`~benchmarks.cases.latency` (P4 CLI, P7 component timing),
 :mod:`~benchmarks.cases.imbalance` (P5), :mod:`~benchmarks.cases.elastic` (P8: job array vs
 MPI job on the local Slurm cluster; not in the default set), :mod:`~benchmarks.cases.startup`
-(P9: metadata operations at start-up, strace); what they share is in
-:mod:`~benchmarks.cases.common`.
+(P9: metadata operations at start-up, strace), :mod:`~benchmarks.cases.stream` (P10: the
+streamed manifest and resume scan at 10^6-10^8 indices; not in the default set); what they
+share is in :mod:`~benchmarks.cases.common`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from benchmarks.cases.latency import p4, p7
 from benchmarks.cases.merge_scan import p3
 from benchmarks.cases.overhead import p1, p6
 from benchmarks.cases.startup import p9
+from benchmarks.cases.stream import p10
 from benchmarks.cases.throughput import p2
 
 __all__ = ["CASES", "DEFAULT_CASES", "Config"]
@@ -35,8 +37,9 @@ CASES: dict[str, tuple[str, Callable[[Config], dict[str, Any]]]] = {
     "P7": ("component timing", p7),
     "P8": ("job array vs MPI job", p8),
     "P9": ("start-up metadata operations", p9),
+    "P10": ("streamed manifest and resume scan", p10),
 }
 
-#: Cases run when ``--case`` is not given (P8 starts a Slurm cluster, P9 needs strace: ask
-#: for them by name).
-DEFAULT_CASES = [k for k in CASES if k not in ("P8", "P9")]
+#: Cases run when ``--case`` is not given (P8 starts a Slurm cluster, P9 needs strace, P10
+#: writes gigabytes: ask for them by name).
+DEFAULT_CASES = [k for k in CASES if k not in ("P8", "P9", "P10")]

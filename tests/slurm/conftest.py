@@ -98,7 +98,8 @@ class SlurmCluster:
         With ``run_dir``, also the run's attempt records and the tails of its Slurm task logs,
         so that a failure on a CI machine can be diagnosed from the test output alone.
         """
-        parts = []
+        # The run dir's own logs first: CI keeps the head and the tail of long output.
+        parts = [_run_dir_tails(Path(run_dir))] if run_dir is not None else []
         for cmd in (
             ("sinfo", "-N", "-l"),
             ("squeue", "-t", "all", "-o", "%.12i %.9P %.12j %.10T %.10M %.6D %R"),
@@ -123,8 +124,6 @@ class SlurmCluster:
             except (OSError, subprocess.TimeoutExpired) as exc:
                 text = f"<{exc!r}>"
             parts.append(f"$ {' '.join(cmd)}\n{text.rstrip()}")
-        if run_dir is not None:
-            parts.append(_run_dir_tails(Path(run_dir)))
         parts.append(_log_tails(self.state_dir, 40))
         return "\n".join(parts)
 
@@ -136,7 +135,7 @@ class SlurmCluster:
 def _run_dir_tails(run_dir: Path, lines: int = 30) -> str:
     """Attempt records and task-log tails of a run directory."""
     out = []
-    for pattern in ("attempts/*.json", "logs/*", "slurm/logs/*"):
+    for pattern in ("attempts/*.json", "logs/*", "slurm/logs/*.out", "slurm/logs/*.err"):
         for path in sorted(run_dir.glob(pattern)):
             try:
                 tail = path.read_text(errors="replace").splitlines()[-lines:]
