@@ -242,7 +242,7 @@ def measure_fold_manifest(run_dir: str) -> dict[str, Any]:
 
 def measure_fold_scan(run_dir: str) -> dict[str, Any]:
     """The resume scan as attempt.begin does it: folded status, failed and pending."""
-    from hpc_curator import fold, partition, rundir
+    from hpc_curator import fold, rundir
 
     base = peak_rss_mib()
     t0 = time.perf_counter()
@@ -250,7 +250,7 @@ def measure_fold_scan(run_dir: str) -> dict[str, Any]:
     info = rundir.load(rd)
     status = fold.status(rd, info.indices)
     failed = status.failed_indices()
-    todo = partition.pending(info.indices, status.recorded())
+    todo = status.pending()
     t1 = time.perf_counter()
     return {
         "seconds": t1 - t0,

@@ -121,7 +121,7 @@ def begin(
     if settings.retry_failed:
         todo = info.indices[np.isin(info.indices, failed)]
     else:
-        todo = partition.pending(info.indices, scan.recorded())
+        todo = scan.pending()
     crashed, suspects = poison.crash_records(
         rd, scan.ends, scan.recorded(), settings.max_index_crashes
     )

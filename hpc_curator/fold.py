@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from hpc_curator import manifest, rundir, stages
+from hpc_curator import manifest, partition, rundir, stages
 from hpc_curator.atomic import fsync_dir, fsync_file
 from hpc_curator.journal import JournalScan, scan, scan_parts
 from hpc_curator.rows import ERROR_KEYS, Rows, Tally, has_values
@@ -39,7 +39,9 @@ from hpc_curator.rows import table as rows_table
 
 #: environment variable: frozen indices above which the journals are folded in parts
 ROWS_ENV = "HPC_CURATOR_MANIFEST_ROWS"
-DEFAULT_ROWS = 2_000_000
+DEFAULT_ROWS = 250_000
+#: most index buckets (open spill files at once); above it a bucket holds more than a part
+MAX_BUCKETS = 256
 _NUMERIC = (
     ("idx", "int64"),
     ("ok", "int8"),
@@ -102,7 +104,7 @@ def fold(rd: rundir.RunDir, rows: int | None = None) -> Folded:
         return Folded(scan(rd))
     shutil.rmtree(rd.spill_dir, ignore_errors=True)
     rd.spill_dir.mkdir()
-    buckets = max(1, math.ceil(len(frozen) / rows))
+    buckets = min(MAX_BUCKETS, max(1, math.ceil(len(frozen) / rows)))
     lo, hi = int(frozen.min()), int(frozen.max())
     span = hi - lo + 1
     writers: dict[int, Any] = {}
@@ -339,6 +341,8 @@ class Status:
     recorded_idx: np.ndarray
     failed_idx: np.ndarray
     ends: dict[tuple[int, int], dict[str, Any]]
+    #: the frozen indices with no record, in frozen order
+    pending_idx: np.ndarray
 
     def recorded(self) -> np.ndarray:
         """Indices with a committed record (ok or failed), sorted."""
@@ -347,6 +351,10 @@ class Status:
     def failed_indices(self) -> np.ndarray:
         """Indices whose latest record failed."""
         return self.failed_idx
+
+    def pending(self) -> np.ndarray:
+        """Frozen indices with no committed record, in frozen order."""
+        return self.pending_idx
 
 
 def status(rd: rundir.RunDir, frozen: np.ndarray, rows: int | None = None) -> Status:
@@ -358,7 +366,9 @@ def status(rd: rundir.RunDir, frozen: np.ndarray, rows: int | None = None) -> St
     rows = max_rows() if rows is None else rows
     if len(frozen) <= rows:
         whole = scan(rd, with_outputs=False)
-        return Status(whole.recorded(), whole.failed_indices(), whole.ends)
+        recorded = whole.recorded()
+        pending = partition.pending(frozen, recorded)
+        return Status(recorded, whole.failed_indices(), whole.ends, pending)
     lookup = _Frozen(rd, frozen)
     state = np.full(len(frozen), -1, dtype=np.int8)
     last: JournalScan | None = None
@@ -374,6 +384,10 @@ def status(rd: rundir.RunDir, frozen: np.ndarray, rows: int | None = None) -> St
         pos, member = lookup.positions(part.idx[pick])
         state[pos[member]] = part.ok[pick][member]
     assert last is not None
-    recorded = np.sort(frozen[state >= 0])  # state is by frozen position
-    failed = np.sort(frozen[state == 0])
-    return Status(recorded, failed, last.ends)
+    # state is by frozen position: no isin over the whole list, and sorted already if frozen is
+    pending = frozen[state < 0]
+    recorded, failed = frozen[state >= 0], frozen[state == 0]
+    if lookup.sorter is not None:
+        recorded.sort()
+        failed.sort()
+    return Status(recorded, failed, last.ends, pending)

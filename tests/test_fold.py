@@ -58,7 +58,7 @@ def test_a_folded_manifest_equals_the_in_memory_one(run_dir: Path) -> None:
     expected = manifest.build_table(rd, whole)
 
     folded = fold.fold(rd, rows=rows)
-    assert folded.spilled and folded.buckets == math.ceil(N / rows)
+    assert folded.spilled and folded.buckets == min(fold.MAX_BUCKETS, math.ceil(N / rows))
     spilled = sorted(p.name for p in rd.spill_dir.iterdir())
     assert len(spilled) == folded.buckets  # every bucket got rows
     doc = fold.summarize(rd, folded)
@@ -93,6 +93,7 @@ def test_the_folded_resume_status_equals_the_scan(run_dir: Path) -> None:
         assert status.failed_indices().tolist() == sorted(whole.failed_indices().tolist())
         assert status.failed_indices().tolist() == list(FAILING)
         assert status.ends.keys() == whole.ends.keys()
+        assert status.pending().tolist() == []
 
 
 def test_a_spilled_end_of_attempt_resumes_and_completes(tmp_path: Path) -> None:
@@ -130,3 +131,19 @@ def test_a_folded_run_with_nothing_recorded_yet(tmp_path: Path) -> None:
     assert pq.read_table(rd.manifest_parquet).num_rows == 0
     status = fold.status(rd, rundir.load(rd).indices, rows=10)
     assert len(status.recorded()) == 0 and len(status.failed_indices()) == 0
+    assert status.pending().tolist() == list(range(50))
+
+
+def test_the_folded_status_of_a_partly_done_run(tmp_path: Path) -> None:
+    from benchmarks.probe import build_journal_run
+
+    build_journal_run(tmp_path / "run", 400, 4, per_commit=10, failures=7)
+    rd = rundir.RunDir(tmp_path / "run")
+    next(rd.journal_dir.glob("*rank00003*")).unlink()  # rank 3's share is pending again
+    frozen = rundir.load(rd).indices
+    whole = fold.status(rd, frozen, rows=10**6)  # in memory
+    parts = fold.status(rd, frozen, rows=25)
+    assert parts.pending().tolist() == whole.pending().tolist() == list(range(3, 400, 4))
+    assert parts.recorded().tolist() == whole.recorded().tolist()
+    assert parts.failed_indices().tolist() == sorted(whole.failed_indices().tolist())
+    assert 0 < len(parts.failed_indices()) <= 7

@@ -91,7 +91,8 @@ def p10(cfg: Config) -> dict[str, Any]:
             f"{', '.join(f'{n:,}' for n in sizes)} "
             f"indices strided over {JOURNALS:,} journals, one output path per index, 100 failures "
             "with tracebacks. Streamed: fold.py with its default HPC_CURATOR_MANIFEST_ROWS "
-            "(2,000,000 rows per part; smaller runs take the in-memory path). Each measurement "
+            "(250,000 rows per part, at most 256 buckets; smaller runs take the in-memory path). "
+            "Each measurement "
             "in a fresh process; peak RSS from getrusage."
         ),
         "rows": rows,
