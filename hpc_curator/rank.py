@@ -9,7 +9,8 @@ Commit protocol (per rank): after every ``commit_every`` indices or ``commit_sec
 stateful filter's delta is written to a new segment (temp + fsync + rename), *then* one journal
 line commits the indices, their records and the segment names (write + fsync). A crash between
 the two leaves an orphan segment that no journal names; a crash before the line leaves the
-indices uncommitted, so they are re-run. Either way no index is lost or counted twice.
+indices uncommitted, so they are re-run. Either way no index is lost or counted twice. In a
+job of more than a few hundred ranks, commits are also spaced by :mod:`hpc_curator.pacing`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,17 @@ from typing import Any
 
 import numpy as np
 
-from hpc_curator import groups, journal, partition, ranklog, rundir, shards, stages, tracking
+from hpc_curator import (
+    groups,
+    journal,
+    pacing,
+    partition,
+    ranklog,
+    rundir,
+    shards,
+    stages,
+    tracking,
+)
 from hpc_curator import spec as specmod
 from hpc_curator.checksum import size_and_digest
 from hpc_curator.pipeline import Pipeline
@@ -117,6 +128,8 @@ class RankLoop:
         ru = getrusage(who)
         cpu_before = ru.ru_utime + ru.ru_stime
         due = perf() + seconds
+        spacing = pacing.interval(self.world.size)  # 0 up to 200 ranks: a large job's pace
+        not_before = perf() + pacing.first_offset(self.world.rank, spacing)
         try:
             watchdog.__enter__()
             for index in indices:
@@ -151,10 +164,11 @@ class RankLoop:
                      *(memory.peaks() if memory.on else (None, None)))
                 )  # fmt: skip
                 cpu_before = cpu_now
-                if len(batch) >= every or t1 >= due:
+                if (len(batch) >= every or t1 >= due) and t1 >= not_before:
                     self.commit()
                     batch = self.batch
                     due = perf() + seconds
+                    not_before = due - seconds + spacing
                     ru = getrusage(who)
                     cpu_before = ru.ru_utime + ru.ru_stime
                 if stop.reason is not None:
