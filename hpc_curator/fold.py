@@ -33,7 +33,7 @@ import orjson
 
 from hpc_curator import manifest, partition, rundir, stages
 from hpc_curator.atomic import fsync_dir, fsync_file
-from hpc_curator.journal import JournalScan, scan, scan_parts
+from hpc_curator.journal import JournalScan, latest_positions, scan, scan_parts
 from hpc_curator.rows import ERROR_KEYS, Rows, Tally, has_values
 from hpc_curator.rows import table as rows_table
 
@@ -376,11 +376,7 @@ def status(rd: rundir.RunDir, frozen: np.ndarray, rows: int | None = None) -> St
         last = part
         if not len(part.idx):
             continue
-        order = np.argsort(part.idx, kind="stable")
-        ranked = part.idx[order]
-        keep = np.ones(len(ranked), dtype=bool)
-        np.not_equal(ranked[1:], ranked[:-1], out=keep[:-1])  # the last record of each index
-        pick = order[keep]
+        pick = latest_positions(part.idx)  # the last record of each index in this part
         pos, member = lookup.positions(part.idx[pick])
         state[pos[member]] = part.ok[pick][member]
     assert last is not None

@@ -225,14 +225,7 @@ class JournalScan:
 
     def latest(self) -> np.ndarray:
         """Positions of the last occurrence of each index (current status), index-sorted."""
-        if len(self.idx) == 0:
-            return np.empty(0, dtype=np.int64)
-        order = np.argsort(self.idx, kind="stable")  # equal indices keep journal order
-        ranked = self.idx[order]
-        last = np.empty(len(ranked), dtype=bool)
-        last[-1] = True
-        np.not_equal(ranked[1:], ranked[:-1], out=last[:-1])
-        return order[last]
+        return latest_positions(self.idx)
 
     def recorded(self) -> np.ndarray:
         """Indices with a committed record (ok or failed)."""
@@ -242,6 +235,19 @@ class JournalScan:
         """Indices whose current status is failed."""
         pos = self.latest()
         return self.idx[pos][self.ok[pos] == 0]
+
+
+def latest_positions(idx: np.ndarray) -> np.ndarray:
+    """Positions of the last occurrence of each value of ``idx`` (journal order: its current
+    record), sorted by value."""
+    if len(idx) == 0:
+        return np.empty(0, dtype=np.int64)
+    order = np.argsort(idx, kind="stable")  # equal indices keep journal order
+    ranked = idx[order]
+    last = np.empty(len(ranked), dtype=bool)
+    last[-1] = True
+    np.not_equal(ranked[1:], ranked[:-1], out=last[:-1])
+    return order[last]
 
 
 def dropped_records(rd: RunDir) -> set[tuple[int, int, int]]:

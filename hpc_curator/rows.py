@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from hpc_curator import stages
-from hpc_curator.journal import JournalScan
+from hpc_curator.journal import JournalScan, latest_positions
 
 #: most failures listed in ``manifest.json`` (all of them are in ``manifest.parquet``)
 MAX_LISTED_FAILURES = 100
@@ -96,14 +96,7 @@ class Rows:
 
     def latest(self) -> np.ndarray:
         """Positions of each index's last row (rows are in journal order), index-sorted."""
-        if len(self.idx) == 0:
-            return np.empty(0, dtype=np.int64)
-        order = np.argsort(self.idx, kind="stable")  # equal indices keep journal order
-        ranked = self.idx[order]
-        last = np.empty(len(ranked), dtype=bool)
-        last[-1] = True
-        np.not_equal(ranked[1:], ranked[:-1], out=last[:-1])
-        return order[last]
+        return latest_positions(self.idx)
 
 
 def table(
