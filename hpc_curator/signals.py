@@ -86,9 +86,13 @@ def block_stop_signals(block: bool = True) -> None:
 
 def start_rank() -> tuple[World, StopFlag]:
     """Initialise MPI with stop signals held, then install the handlers and release them."""
-    from hpc_curator.world import detect_world, tune_malloc
+    from hpc_curator.world import detect_world, release_heap, tune_malloc
 
-    tune_malloc()
+    # MPICH's PMI wire-up sends buffers it did not fully initialise: heap left over from
+    # compiling and importing modules (text that does not compress) made its PMI-1 lines
+    # overflow Slurm 22.05's pmi2 limit and MPI_Init hang. Free heap pages go back to the
+    # kernel (reused, they are zero) and malloc keeps freed memory only from now on.
+    release_heap()
     block_stop_signals()
     try:
         world = detect_world()
@@ -96,4 +100,5 @@ def start_rank() -> tuple[World, StopFlag]:
         stop = StopFlag()
         install_signal_handlers(stop)
         block_stop_signals(False)
+    tune_malloc()
     return world, stop

@@ -216,6 +216,16 @@ def tune_malloc(mmap_mib: int = 4, trim_mib: int = 16) -> bool:
         return False
 
 
+def release_heap() -> bool:
+    """Give the heap's free pages back to the kernel (``malloc_trim(0)``, glibc only)."""
+    try:
+        import ctypes
+
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
 def expected_size() -> int | None:
     """World size the launcher promised, from our variable or the Slurm step."""
     value = os.environ.get(EXPECTED_SIZE_ENV)
