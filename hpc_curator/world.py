@@ -216,12 +216,17 @@ def tune_malloc(mmap_mib: int = 4, trim_mib: int = 16) -> bool:
         return False
 
 
-def release_heap() -> bool:
-    """Give the heap's free pages back to the kernel (``malloc_trim(0)``, glibc only)."""
+def zero_allocations(on: bool) -> bool:
+    """Make glibc's ``malloc`` return zero-filled memory (``M_PERTURB`` 0xff) or stop it.
+
+    For the few seconds of ``MPI_Init`` only: memory a library allocates and sends without
+    writing all of it then carries zeros, not what an earlier user of that memory left.
+    """
     try:
         import ctypes
 
-        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+        m_perturb = -6
+        return bool(ctypes.CDLL("libc.so.6").mallopt(m_perturb, 0xFF if on else 0))
     except (OSError, AttributeError):
         return False
 
