@@ -82,6 +82,8 @@ class Folded:
     tracked: tuple[str, ...] = ()
     #: the spill directory (``D/manifest-spill``) when spilled
     spill: Path | None = None
+    #: ``run.json`` as :func:`fold` read it (spilled runs: not read and hashed a second time)
+    info: rundir.RunInfo | None = None
 
     @property
     def segments(self) -> dict[str, list[str]]:
@@ -99,7 +101,8 @@ class Folded:
 def fold(rd: rundir.RunDir, rows: int | None = None) -> Folded:
     """Read the journals of ``rd`` for the end of an attempt (in parts above ``rows``)."""
     rows = max_rows() if rows is None else rows
-    frozen = rundir.load(rd).indices
+    info = rundir.load(rd)
+    frozen = info.indices
     if len(frozen) <= rows:
         return Folded(scan(rd))
     shutil.rmtree(rd.spill_dir, ignore_errors=True)
@@ -112,7 +115,7 @@ def fold(rd: rundir.RunDir, rows: int | None = None) -> Folded:
     try:
         for part in scan_parts(rd, max_rows=rows):
             if folded is None:
-                folded = Folded(part, spilled=True, buckets=buckets, spill=rd.spill_dir)
+                folded = Folded(part, spilled=True, buckets=buckets, spill=rd.spill_dir, info=info)
             folded.scan = part
             _spill(part, folded, writers, lo, span)
     finally:
@@ -125,10 +128,7 @@ def fold(rd: rundir.RunDir, rows: int | None = None) -> Folded:
 def _spill(part: JournalScan, folded: Folded, writers: dict[int, Any], lo: int, span: int) -> None:
     import pyarrow as pa
 
-    outputs = part.outputs_array()
-    folded.tally.add_records(
-        part.wall, part.cpu, part.time, None if outputs is None else len(outputs.flatten())
-    )
+    folded.tally.add_records(part.wall, part.cpu, part.time, manifest.count_outputs(part))
     if not len(part.idx):
         return
     rows = Rows.from_scan(part, np.arange(len(part.idx)))
@@ -282,7 +282,7 @@ def summarize(
         return manifest.summarize(rd, folded.scan, summaries=summaries, outputs=outputs)
     import pyarrow.parquet as pq
 
-    info = rundir.load(rd)
+    info = folded.info or rundir.load(rd)
     lookup = _Frozen(rd, info.indices)
     names = stages.recorded_names(folded.scan)
     tally = folded.tally

@@ -41,7 +41,7 @@ def summarize(
     tally = Tally()
     # a record of an index outside the frozen list counts for nothing
     tally.add_rows(latest.take(np.flatnonzero(np.isin(latest.idx, info.indices))), scan.workers)
-    tally.add_records(scan.wall, scan.cpu, scan.time, _count_outputs(scan))
+    tally.add_records(scan.wall, scan.cpu, scan.time, count_outputs(scan))
     return document(rd, info, tally, scan, summaries=summaries, outputs=outputs)
 
 
@@ -155,7 +155,8 @@ def group_column(labels: np.ndarray | None, frozen: np.ndarray, indices: np.ndar
     return pa.array(label, mask=~grouped)
 
 
-def _count_outputs(scan: JournalScan) -> int | None:
+def count_outputs(scan: JournalScan) -> int | None:
+    """How many output paths the records of ``scan`` name (``None``: scanned without)."""
     array = scan.outputs_array()
     return None if array is None else len(array.flatten())
 
