@@ -42,6 +42,7 @@ from hpc_curator.pipeline import Pipeline
 from hpc_curator.poison import CurrentIndex, Watchdog
 from hpc_curator.ranklog import RankLog
 from hpc_curator.signals import StopFlag
+from hpc_curator.slurm.stale_shm import segments_of
 from hpc_curator.values import OnCommit, Plan
 from hpc_curator.world import Counter, LocalCounter, World
 
@@ -110,6 +111,7 @@ class RankLoop:
                 "time": started,
                 "stages": names,
                 **self.world.identity(),
+                **({"shm": sorted(shm)} if (shm := segments_of([os.getpid()])) else {}),
             }
         )
         every, seconds = self.settings.commit_every, self.settings.commit_seconds

@@ -86,18 +86,12 @@ def block_stop_signals(block: bool = True) -> None:
 
 def start_rank() -> tuple[World, StopFlag]:
     """Initialise MPI with stop signals held, then install the handlers and release them."""
-    from hpc_curator.world import detect_world, tune_malloc, zero_allocations
+    from hpc_curator.world import detect_world, tune_malloc
 
-    # MPICH's PMI wire-up sends buffers it does not fully initialise: leftover heap text (of
-    # compiled modules) does not compress, made its PMI-1 lines overflow Slurm 22.05's pmi2
-    # limit and MPI_Init die or hang. While MPI starts, malloc hands out zeroed memory; malloc
-    # tuning (freed memory kept in the heap) starts after it.
-    zero_allocations(True)
     block_stop_signals()
     try:
         world = detect_world()
     finally:
-        zero_allocations(False)
         stop = StopFlag()
         install_signal_handlers(stop)
         block_stop_signals(False)

@@ -9,6 +9,7 @@ also ``SLURM_STEP_NUM_TASKS``), so ranks that came up as MPI singletons — ``sr
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 import sys
@@ -216,19 +217,59 @@ def tune_malloc(mmap_mib: int = 4, trim_mib: int = 16) -> bool:
         return False
 
 
-def zero_allocations(on: bool) -> bool:
-    """Make glibc's ``malloc`` return zero-filled memory (``M_PERTURB`` 0xff) or stop it.
+#: MPICH's variables that pick the network module (``ch4:ucx`` or ``ch4:ofi``)
+NETMOD_VARS = ("MPIR_CVAR_CH4_NETMOD", "MPICH_CH4_NETMOD")
 
-    For the few seconds of ``MPI_Init`` only: memory a library allocates and sends without
-    writing all of it then carries zeros, not what an earlier user of that memory left.
+
+def srun_netmod(library: str, environ: dict[str, str] | None = None) -> str | None:
+    """The MPICH network module a rank should ask for, or ``None`` to leave MPICH's choice.
+
+    Under ``srun --mpi=pmi2`` an MPICH built with both UCX and OFI (the PyPI ``mpich`` wheel:
+    ``MPICH Device: ch4:ucx ofi``) picks UCX, whose start-up exchange is ~4.5 KB per rank,
+    sent as PMI-1 ``put`` lines of up to the 1,024-byte value limit *plus* the command text.
+    Slurm 22.05's pmi2 plugin reads a longer line as two requests and ``MPI_Init`` dies or
+    hangs (pmodels/mpich#6924) -- measured: put lines of 595-1,083 bytes, depending on
+    uninitialised bytes in the address. OFI's exchange is one 73-byte line, and the step
+    starts faster (4 ranks on 2 virtual nodes: 0.32 s against 0.59 s). Only that build, only
+    under the pmi2 plugin, and never when the user chose a netmod.
     """
-    try:
-        import ctypes
+    env = os.environ if environ is None else environ
+    if env.get("SLURM_MPI_TYPE") != "pmi2" or any(v in env for v in NETMOD_VARS):
+        return None
+    for line in library.splitlines():
+        if line.startswith("MPICH Device:"):
+            device = line.split(":", 1)[1]
+            return "ofi" if "ucx" in device and "ofi" in device else None
+    return None
 
-        m_perturb = -6
-        return bool(ctypes.CDLL("libc.so.6").mallopt(m_perturb, 0xFF if on else 0))
-    except (OSError, AttributeError):
-        return False
+
+def _finalize(mpi: Any) -> None:
+    if not mpi.Is_finalized():
+        mpi.Finalize()
+
+
+def start_mpi() -> Any:
+    """Initialise MPI (thread level ``multiple``, finalised at exit); return ``mpi4py.MPI``.
+
+    MPI is not started by the import but after a look at the library, so that
+    :func:`srun_netmod` can choose MPICH's network module first.
+    """
+    import mpi4py
+
+    imported = "mpi4py.MPI" in sys.modules
+    if not imported:
+        mpi4py.rc.initialize = False
+        mpi4py.rc.finalize = True  # read once, at import
+    from mpi4py import MPI
+
+    if not MPI.Is_initialized():
+        netmod = srun_netmod(str(MPI.Get_library_version()))
+        if netmod:
+            os.environ[NETMOD_VARS[0]] = netmod
+        MPI.Init_thread(MPI.THREAD_MULTIPLE)
+        if imported and mpi4py.rc.finalize is False:  # imported only to read the version
+            atexit.register(_finalize, MPI)
+    return MPI
 
 
 def expected_size() -> int | None:
@@ -258,12 +299,14 @@ def mpi_description(mpi: Any) -> dict[str, Any]:
     # Open MPI's text ends in a NUL byte
     library = str(mpi.Get_library_version()).replace("\x00", "").strip().splitlines()
     text = library[0] if library else ""
+    netmods = [os.environ[v] for v in NETMOD_VARS if v in os.environ]
     return {
         "vendor": vendor_of(text) or name,
         "version": ".".join(map(str, version)),
         "standard": ".".join(map(str, mpi.Get_version())),
         "library": text[:200],
         "srun_plugin": os.environ.get("SLURM_MPI_TYPE"),
+        **({"netmod": netmods[0]} if netmods else {}),
     }
 
 
@@ -290,8 +333,7 @@ def detect_world(use_mpi: bool = True) -> World:
                 from hpc_curator.slurm.stale_shm import clear_stale_segments
 
                 clear_stale_segments()
-            from mpi4py import MPI
-
+            MPI = start_mpi()
             comm = MPI.COMM_WORLD
             size = comm.Get_size()
             world = World(rank=comm.Get_rank(), size=size, comm=comm if size > 1 else None)

@@ -71,3 +71,45 @@ def test_cli_resolves_auto_and_refuses_a_bad_explicit_plugin(tmp_path: Path) -> 
     assert len(bad.stderr.strip().splitlines()) == 1
     script = cli("sbatch-script", EXAMPLE, "--run-dir", str(d), "--mpi", "auto")
     assert script.returncode == 0 and "--mpi=pmi2" in script.stdout
+
+
+WHEEL = "MPICH Version:      5.0.2\nMPICH Device:       ch4:ucx ofi\nMPICH ABI: 18:2:6"
+
+
+@pytest.mark.parametrize(
+    ("library", "env", "expected"),
+    [
+        (WHEEL, {"SLURM_MPI_TYPE": "pmi2"}, "ofi"),
+        (WHEEL, {}, None),  # mpiexec: Hydra's PMI takes 4,096-byte lines
+        (WHEEL, {"SLURM_MPI_TYPE": "pmix"}, None),
+        (WHEEL, {"SLURM_MPI_TYPE": "pmi2", "MPIR_CVAR_CH4_NETMOD": "ucx"}, None),
+        (WHEEL, {"SLURM_MPI_TYPE": "pmi2", "MPICH_CH4_NETMOD": "ucx"}, None),
+        ("MPICH Version: 4.1\nMPICH Device: ch4:ucx", {"SLURM_MPI_TYPE": "pmi2"}, None),
+        ("MPICH Version: 4.1\nMPICH Device: ch4:ofi", {"SLURM_MPI_TYPE": "pmi2"}, None),
+        ("Intel(R) MPI Library 2021.18 for Linux* OS", {"SLURM_MPI_TYPE": "pmi2"}, None),
+    ],
+)
+def test_srun_netmod_only_for_a_dual_netmod_mpich_under_pmi2(
+    library: str, env: dict[str, str], expected: str | None
+) -> None:
+    from hpc_curator.world import srun_netmod
+
+    assert srun_netmod(library, env) == expected
+
+
+def test_the_chosen_netmod_starts_mpi(tmp_path: Path) -> None:
+    """A rank under pmi2 asks for OFI before MPI_Init, and MPI starts on it."""
+    import subprocess
+    import sys
+
+    code = (
+        "from hpc_curator.world import detect_world\n"
+        "w = detect_world()\n"
+        "print(w.size, w.mpi.get('netmod'))\n"
+    )
+    env = {**os.environ, "SLURM_MPI_TYPE": "pmi2"}
+    env.pop("HPC_CURATOR_EXPECTED_SIZE", None)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == "1 ofi", proc.stdout

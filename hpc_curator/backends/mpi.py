@@ -294,7 +294,7 @@ class MPIBackend(RunBackend):
                     proc.wait(timeout=0.3)
                     break
                 except subprocess.TimeoutExpired:
-                    _feed(follower, on_commit)
+                    _feed(follower, on_commit, owned)
                 # every 0.3 s until the ranks' segments are seen (a rank killed right after
                 # MPI_Init must not leave them behind), then every second
                 if time.monotonic() - looked > (1.0 if owned else 0.0):
@@ -308,7 +308,7 @@ class MPIBackend(RunBackend):
                     if flag.reason != "SIGINT":
                         proc.send_signal(signal.SIGINT)
                     forwarded = True
-        _feed(follower, on_commit)
+        _feed(follower, on_commit, owned)
         if proc.returncode:  # killed ranks never unlinked their shared memory: we do
             # mpiexec may exit before the ranks it signalled: they still map the segments
             _wait_gone(seen_pids, timeout=10.0)
@@ -385,12 +385,15 @@ def _death(rd: rundir.RunDir, returncode: int, n: int) -> str:
     return f"{ranks} ({how}, mpiexec -n {n})"
 
 
-def _feed(follower: JournalFollower, on_commit: OnCommit | None) -> None:
-    if on_commit is None:
-        return
+def _feed(follower: JournalFollower, on_commit: OnCommit | None, owned: set[str]) -> None:
+    """Pass new commit records to ``on_commit``; add the shared memory each rank's start
+    record names to ``owned`` (the parent's /proc polling can miss a rank killed early)."""
     for _, rec in follower.poll() if follower.rd.journal_dir.is_dir() else []:
-        if rec.get("t") == "commit":
+        kind = rec.get("t")
+        if kind == "commit" and on_commit is not None:
             on_commit(rec)
+        elif kind == "start" and isinstance(rec.get("shm"), list):
+            owned.update(p for p in rec["shm"] if isinstance(p, str))
 
 
 #: What to do after an incomplete run whose launcher was stopped from outside.

@@ -371,7 +371,10 @@ def test_sbatch_script_and_plain_sbatch(
     job = sbatch_script_job(slurm_cluster, d, tmp_path, "-p", "n=160")
     final = wait_until(lambda: finished(slurm_cluster, job), 120, "job", slurm_cluster)
     assert final == "COMPLETED", slurm_cluster.dump(d)
-    assert read_manifest(d)["status"] == "complete"
+    doc = read_manifest(d)
+    assert doc["status"] == "complete"
+    # the MPICH wheel (ch4:ucx ofi) under pmi2: the ranks asked for OFI (short PMI lines)
+    assert {a["mpi"].get("netmod") for a in doc["attempts"]} == {"ofi"}, doc["attempts"]
     assert_stats_equal(stats(d), reference)
 
 
