@@ -15,6 +15,7 @@ import socket
 import sys
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -219,28 +220,35 @@ def tune_malloc(mmap_mib: int = 4, trim_mib: int = 16) -> bool:
 
 #: MPICH's variables that pick the network module (``ch4:ucx`` or ``ch4:ofi``)
 NETMOD_VARS = ("MPIR_CVAR_CH4_NETMOD", "MPICH_CH4_NETMOD")
+#: libfabric: any provider but ``sockets`` (see :func:`srun_netmod`)
+NO_SOCKETS = {"FI_PROVIDER": "^sockets"}
 
 
-def srun_netmod(library: str, environ: dict[str, str] | None = None) -> str | None:
-    """The MPICH network module a rank should ask for, or ``None`` to leave MPICH's choice.
+def srun_netmod(library: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Variables that make MPICH start on OFI, or ``{}`` to leave MPICH's choice.
 
     Under ``srun --mpi=pmi2`` an MPICH built with both UCX and OFI (the PyPI ``mpich`` wheel:
-    ``MPICH Device: ch4:ucx ofi``) picks UCX, whose start-up exchange is ~4.5 KB per rank,
-    sent as PMI-1 ``put`` lines of up to the 1,024-byte value limit *plus* the command text.
-    Slurm 22.05's pmi2 plugin reads a longer line as two requests and ``MPI_Init`` dies or
-    hangs (pmodels/mpich#6924) -- measured: put lines of 595-1,083 bytes, depending on
-    uninitialised bytes in the address. OFI's exchange is one 73-byte line, and the step
-    starts faster (4 ranks on 2 virtual nodes: 0.32 s against 0.59 s). Only that build, only
-    under the pmi2 plugin, and never when the user chose a netmod.
+    ``MPICH Device: ch4:ucx ofi``) picks UCX, whose start-up allgather is 9 PMI-1 ``put``
+    lines of up to the 1,024-byte value limit *plus* the command text; bytes the buffer never
+    had written (leftover heap) do not compress, and Slurm 22.05's pmi2 plugin reads a longer
+    line as two requests: ``MPI_Init`` dies or hangs (pmodels/mpich#6924). Measured here: put
+    lines of 516-1,083 bytes. OFI's exchange is one 73-byte line. libfabric's ``sockets``
+    provider, which OFI picks first on a host without a fabric, sends a message only while
+    the sender is inside MPI: the other ranks waited for rank 0's whole share before they
+    could start (4 ranks: started 1.2-2.3 s after rank 0), so it is excluded (with it
+    excluded: all four start together, as under UCX). Only that build, only under the pmi2
+    plugin, never when the user chose a netmod; a provider the user chose is kept.
     """
     env = os.environ if environ is None else environ
     if env.get("SLURM_MPI_TYPE") != "pmi2" or any(v in env for v in NETMOD_VARS):
-        return None
+        return {}
     for line in library.splitlines():
         if line.startswith("MPICH Device:"):
             device = line.split(":", 1)[1]
-            return "ofi" if "ucx" in device and "ofi" in device else None
-    return None
+            if "ucx" in device and "ofi" in device:
+                return {NETMOD_VARS[0]: "ofi", **({} if "FI_PROVIDER" in env else NO_SOCKETS)}
+            return {}
+    return {}
 
 
 def _finalize(mpi: Any) -> None:
@@ -263,9 +271,7 @@ def start_mpi() -> Any:
     from mpi4py import MPI
 
     if not MPI.Is_initialized():
-        netmod = srun_netmod(str(MPI.Get_library_version()))
-        if netmod:
-            os.environ[NETMOD_VARS[0]] = netmod
+        os.environ.update(srun_netmod(str(MPI.Get_library_version())))
         MPI.Init_thread(MPI.THREAD_MULTIPLE)
         if imported and mpi4py.rc.finalize is False:  # imported only to read the version
             atexit.register(_finalize, MPI)

@@ -76,21 +76,26 @@ def test_cli_resolves_auto_and_refuses_a_bad_explicit_plugin(tmp_path: Path) -> 
 WHEEL = "MPICH Version:      5.0.2\nMPICH Device:       ch4:ucx ofi\nMPICH ABI: 18:2:6"
 
 
+OFI = {"MPIR_CVAR_CH4_NETMOD": "ofi", "FI_PROVIDER": "^sockets"}
+PMI2 = {"SLURM_MPI_TYPE": "pmi2"}
+
+
 @pytest.mark.parametrize(
     ("library", "env", "expected"),
     [
-        (WHEEL, {"SLURM_MPI_TYPE": "pmi2"}, "ofi"),
-        (WHEEL, {}, None),  # mpiexec: Hydra's PMI takes 4,096-byte lines
-        (WHEEL, {"SLURM_MPI_TYPE": "pmix"}, None),
-        (WHEEL, {"SLURM_MPI_TYPE": "pmi2", "MPIR_CVAR_CH4_NETMOD": "ucx"}, None),
-        (WHEEL, {"SLURM_MPI_TYPE": "pmi2", "MPICH_CH4_NETMOD": "ucx"}, None),
-        ("MPICH Version: 4.1\nMPICH Device: ch4:ucx", {"SLURM_MPI_TYPE": "pmi2"}, None),
-        ("MPICH Version: 4.1\nMPICH Device: ch4:ofi", {"SLURM_MPI_TYPE": "pmi2"}, None),
-        ("Intel(R) MPI Library 2021.18 for Linux* OS", {"SLURM_MPI_TYPE": "pmi2"}, None),
+        (WHEEL, PMI2, OFI),
+        (WHEEL, {**PMI2, "FI_PROVIDER": "verbs"}, {"MPIR_CVAR_CH4_NETMOD": "ofi"}),
+        (WHEEL, {}, {}),  # mpiexec: Hydra's PMI takes 4,096-byte lines
+        (WHEEL, {"SLURM_MPI_TYPE": "pmix"}, {}),
+        (WHEEL, {**PMI2, "MPIR_CVAR_CH4_NETMOD": "ucx"}, {}),
+        (WHEEL, {**PMI2, "MPICH_CH4_NETMOD": "ucx"}, {}),
+        ("MPICH Version: 4.1\nMPICH Device: ch4:ucx", PMI2, {}),
+        ("MPICH Version: 4.1\nMPICH Device: ch4:ofi", PMI2, {}),
+        ("Intel(R) MPI Library 2021.18 for Linux* OS", PMI2, {}),
     ],
 )
 def test_srun_netmod_only_for_a_dual_netmod_mpich_under_pmi2(
-    library: str, env: dict[str, str], expected: str | None
+    library: str, env: dict[str, str], expected: dict[str, str]
 ) -> None:
     from hpc_curator.world import srun_netmod
 
