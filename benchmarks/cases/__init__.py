@@ -6,8 +6,9 @@ One module per family: :mod:`~benchmarks.cases.overhead` (P1, P6: W0 no-op runs)
 :mod:`~benchmarks.cases.imbalance` (P5), :mod:`~benchmarks.cases.elastic` (P8: job array vs
 MPI job on the local Slurm cluster; not in the default set), :mod:`~benchmarks.cases.startup`
 (P9: metadata operations at start-up, strace), :mod:`~benchmarks.cases.stream` (P10: the
-streamed manifest and resume scan at 10^6-10^8 indices; not in the default set); what they
-share is in :mod:`~benchmarks.cases.common`.
+streamed manifest and resume scan at 10^6-10^8 indices; not in the default set),
+:mod:`~benchmarks.cases.peers` (P11, P12: W0 and W2 against every peer); what they share is
+in :mod:`~benchmarks.cases.common`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from benchmarks.cases.imbalance import p5
 from benchmarks.cases.latency import p4, p7
 from benchmarks.cases.merge_scan import p3
 from benchmarks.cases.overhead import p1, p6
+from benchmarks.cases.peers import p11, p12
 from benchmarks.cases.startup import p9
 from benchmarks.cases.stream import p10
 from benchmarks.cases.throughput import p2
@@ -38,6 +40,8 @@ CASES: dict[str, tuple[str, Callable[[Config], dict[str, Any]]]] = {
     "P8": ("job array vs MPI job", p8),
     "P9": ("start-up metadata operations", p9),
     "P10": ("streamed manifest and resume scan", p10),
+    "P11": ("W0 against every peer", p11),
+    "P12": ("W2 against every peer", p12),
 }
 
 #: Cases run when ``--case`` is not given (P8 starts a Slurm cluster, P9 needs strace, P10

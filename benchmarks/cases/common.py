@@ -41,14 +41,14 @@ class Config:
 REQUIRED = {
     "hpc_small", "hpc_big", "rank_small", "rank_big", "hpc_mpi", "hpc_pool",
     "merge", "manifest", "scan", "help", "dry_run", "strided", "dynamic", "run",
-    "sleep_call", "sleep_items",
+    "sleep_call", "sleep_items", "hpc_strided", "hpc_dynamic",
 }  # fmt: skip
 
 
 def interleave(contenders: list[Contender], reps: int, *, warmup: bool, log: Any):
     """:func:`harness.interleave` with hpc-curator's own contenders marked required."""
     for c in contenders:
-        c.required = c.name in REQUIRED
+        c.required = c.name.split("@")[0] in REQUIRED  # "name@size" in P11
     return h.interleave(contenders, reps, warmup=warmup, log=log)
 
 
