@@ -12,21 +12,19 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from hpc_curator import fold, journal, rundir
 from hpc_curator import spec as specmod
 from hpc_curator.backends import get_backend
-from hpc_curator.backends.base import Launch
+from hpc_curator.backends.base import RUNS_ROOT as RUNS_ROOT
+from hpc_curator.backends.base import Launch, default_backend, new_run_dir
 from hpc_curator.errors import UsageError
 from hpc_curator.gather import merge_outputs
 from hpc_curator.pipeline import Pipeline
 from hpc_curator.values import RunResult, RunSettings
 
 log = logging.getLogger("hpc_curator")
-RUNS_ROOT = "hpc-curator-runs"
 
 
 @dataclass(frozen=True)
@@ -56,22 +54,6 @@ class RunOutputs(list[list[str]]):
 
     result: RunResult
     run_dir: str
-
-
-def new_run_dir(root: str | os.PathLike[str] = RUNS_ROOT) -> str:
-    """A fresh run directory name under ``root`` (never in a home cache)."""
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    return str(Path(root).absolute() / f"{stamp}-{os.getpid()}")
-
-
-def default_backend(backend: str | None, n_jobs: int) -> str:
-    """``backend``, or what ``n_jobs`` asks for: several workers mean ``process_pool``.
-
-    (physicsnemo-curator ran ``n_jobs=4`` without a backend sequentially, silently.)
-    """
-    if backend is not None:
-        return backend
-    return "process_pool" if n_jobs != 1 else "sequential"
 
 
 #: physicsnemo-curator's ``run_pipeline`` keywords, and what replaces each here.

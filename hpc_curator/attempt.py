@@ -54,13 +54,16 @@ from hpc_curator.gather import merge_outputs, merge_tree
 from hpc_curator.pipeline import Pipeline
 from hpc_curator.rank import work
 from hpc_curator.signals import StopFlag, block_stop_signals, start_rank, stop_on_signals
-from hpc_curator.values import OnCommit, Plan, RunResult, RunSettings, exit_code_for
+from hpc_curator.values import (
+    LAUNCHER_PID_ENV,
+    PARENT_ENV,
+    OnCommit,
+    Plan,
+    RunResult,
+    RunSettings,
+    exit_code_for,
+)
 from hpc_curator.world import Counter, LocalCounter, World
-
-#: Set by launchers that report the result themselves (rank 0 then stays quiet).
-PARENT_ENV = "HPC_CURATOR_PARENT"
-#: PID of the local launcher (``hpc-curate run --ranks``): ``cancel`` signals it.
-LAUNCHER_PID_ENV = "HPC_CURATOR_LAUNCHER_PID"
 
 
 # -- begin ---------------------------------------------------------------------------------

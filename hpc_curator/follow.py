@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hpc_curator.journal import parse_line
+from hpc_curator.records import parse_line
 from hpc_curator.rundir import RunDir
 
 _attempt_rank = RunDir.parse_journal_name

@@ -34,6 +34,7 @@ import orjson
 
 from hpc_curator.partition import sorted_unique
 from hpc_curator.records import commit_problem
+from hpc_curator.records import parse_line as parse_line
 from hpc_curator.rundir import RunDir
 
 
@@ -61,17 +62,6 @@ class JournalWriter:
 def dumps(record: dict[str, Any]) -> bytes:
     """One journal line (orjson: the journal is the per-commit hot path and the resume scan)."""
     return orjson.dumps(record, default=repr, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
-
-
-def parse_line(line: bytes) -> dict[str, Any] | None:
-    """Decode one journal line; ``None`` for a torn or corrupt line."""
-    if not line.endswith(b"\n"):
-        return None
-    try:
-        rec = orjson.loads(line)
-    except ValueError:
-        return None
-    return rec if isinstance(rec, dict) else None
 
 
 _OUT_KEY = b',"out":'

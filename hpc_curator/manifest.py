@@ -17,6 +17,7 @@ from hpc_curator.atomic import atomic_path, atomic_write
 from hpc_curator.journal import JournalScan
 from hpc_curator.rows import MAX_LISTED_FAILURES, Rows, Tally
 from hpc_curator.rows import table as rows_table
+from hpc_curator.values import one_line as one_line
 
 FORMAT = "hpc-curator.manifest/1"
 __all__ = ["MAX_LISTED_FAILURES", "build_table", "document", "summarize", "write", "write_document"]
@@ -195,17 +196,3 @@ def _last_world_size(scan: JournalScan) -> int:
         return 0
     last = max(a for a, _ in scan.workers)
     return sum(1 for a, _ in scan.workers if a == last)
-
-
-def one_line(doc: dict[str, Any], reasons: list[str] | None = None) -> str:
-    """A one-line summary for the terminal."""
-    c = doc["counts"]
-    line = f"{c['ok']}/{c['total']} ok, {c['failed']} failed, {c['pending']} pending"
-    if doc["failure_types"]:
-        kinds = ", ".join(f"{k} x{v}" for k, v in list(doc["failure_types"].items())[:3])
-        line += f" ({kinds})"
-    if reasons:
-        line += f"; stopped early: {', '.join(reasons)}"
-    if doc.get("unmerged_outputs"):
-        line += f"; not merged yet: {', '.join(doc['unmerged_outputs'])}"
-    return line

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 _INT: frozenset[type] = frozenset({int})  # exactly int: a JSON true/false is a bool
 _NUMBER: frozenset[type] = frozenset({int, float})
 
@@ -70,3 +72,14 @@ def commit_problem(rec: dict[str, Any]) -> str | None:
     if not _is_number(rec.get("time", 0.0)):
         return "'time' is not a number"
     return None
+
+
+def parse_line(line: bytes) -> dict[str, Any] | None:
+    """Decode one journal line; ``None`` for a torn or corrupt line."""
+    if not line.endswith(b"\n"):
+        return None
+    try:
+        rec = orjson.loads(line)
+    except ValueError:
+        return None
+    return rec if isinstance(rec, dict) else None

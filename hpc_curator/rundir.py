@@ -28,13 +28,13 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from hpc_curator.atomic import atomic_path, atomic_write, create_exclusive
 from hpc_curator.errors import RunBusyError, RunDirError
-from hpc_curator.partition import from_ranges, to_ranges
+
+if TYPE_CHECKING:  # numpy is imported where an index list is read or written: the local
+    import numpy as np  # launcher reads only JSON records and stays light (start-up)
 
 FORMAT = "hpc-curator.run/1"
 MAX_INLINE_RANGES = 1024
@@ -135,11 +135,15 @@ class RunDir:
         if labels is None:
             self.groups_path.unlink(missing_ok=True)
             return
+        import numpy as np
+
         with atomic_path(self.groups_path) as tmp, open(tmp, "wb") as fh:
             np.save(fh, labels.astype(np.int64))
 
     def load_groups(self) -> np.ndarray | None:
         """Labels saved by :meth:`save_groups`, aligned with the frozen index list."""
+        import numpy as np
+
         try:
             return np.asarray(np.load(self.groups_path))
         except FileNotFoundError:
@@ -315,11 +319,17 @@ def _create(
         "versions": versions(),
     }
     atomic_write(rd.run_json, json.dumps(meta, indent=2, default=repr))
+    import numpy as np
+
     return RunInfo(spec, np.asarray(indices, dtype=np.int64), meta)
 
 
 def write_index_list(rd: RunDir, indices: np.ndarray, npy: Path) -> dict[str, Any]:
     """The ``run.json`` entry of an index list: inline ranges, or ``npy`` written first."""
+    import numpy as np
+
+    from hpc_curator.partition import to_ranges
+
     ranges = to_ranges(indices)
     if len(ranges) <= MAX_INLINE_RANGES:
         return {"kind": "ranges", "ranges": ranges}
@@ -345,6 +355,10 @@ def load(rd: RunDir) -> RunInfo:
         raise RunDirError(f"cannot read {rd.run_json}: {exc}") from exc
     if meta.get("format") != FORMAT:
         raise RunDirError(f"{rd.run_json} has unknown format {meta.get('format')!r}")
+    import numpy as np
+
+    from hpc_curator.partition import from_ranges
+
     idx = meta["indices"]
     if idx["kind"] == "ranges":
         indices = from_ranges(idx["ranges"])
@@ -356,6 +370,8 @@ def load(rd: RunDir) -> RunInfo:
 
 
 def _hash_indices(indices: np.ndarray) -> str:
+    import numpy as np
+
     return hashlib.sha256(np.ascontiguousarray(indices, dtype=np.int64).tobytes()).hexdigest()
 
 

@@ -14,6 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from hpc_curator.errors import UsageError
 
+#: Set by launchers that report the result themselves (rank 0 then stays quiet).
+PARENT_ENV = "HPC_CURATOR_PARENT"
+#: PID of the local launcher (``hpc-curate run --ranks``): ``cancel`` signals it.
+LAUNCHER_PID_ENV = "HPC_CURATOR_LAUNCHER_PID"
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -182,3 +187,17 @@ class RunResult:
     #: whether re-running the same command can finish an incomplete run (not when the job
     #: itself failed, e.g. in MPI_Init)
     resumable: bool = True
+
+
+def one_line(doc: dict[str, Any], reasons: list[str] | None = None) -> str:
+    """A one-line summary for the terminal."""
+    c = doc["counts"]
+    line = f"{c['ok']}/{c['total']} ok, {c['failed']} failed, {c['pending']} pending"
+    if doc["failure_types"]:
+        kinds = ", ".join(f"{k} x{v}" for k, v in list(doc["failure_types"].items())[:3])
+        line += f" ({kinds})"
+    if reasons:
+        line += f"; stopped early: {', '.join(reasons)}"
+    if doc.get("unmerged_outputs"):
+        line += f"; not merged yet: {', '.join(doc['unmerged_outputs'])}"
+    return line

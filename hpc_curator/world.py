@@ -10,6 +10,7 @@ also ``SLURM_STEP_NUM_TASKS``), so ranks that came up as MPI singletons — ``sr
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import socket
 import sys
@@ -17,7 +18,7 @@ import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from hpc_curator.errors import WorldError
 from hpc_curator.slurm.env import slurm_env
@@ -249,6 +250,26 @@ def srun_netmod(library: str, environ: Mapping[str, str] | None = None) -> dict[
                 return {NETMOD_VARS[0]: "ofi", **({} if "FI_PROVIDER" in env else NO_SOCKETS)}
             return {}
     return {}
+
+
+def exit_process(code: int) -> NoReturn:
+    """End a rank process now: flush, ``MPI_Finalize``, ``os._exit(code)``.
+
+    Everything durable is on disk before this (journals fsynced at each commit, the manifest
+    written and renamed by rank 0); what remains is the interpreter's teardown, which frees
+    every object of numpy, pyarrow and h5py one by one: ~40 ms per rank (measured), paid
+    again by every requeue. Only for the rank command's own process, never in a library call.
+    """
+    import logging
+
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    logging.shutdown()
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
+        mpi.Finalize()
+    os._exit(code)
 
 
 def _finalize(mpi: Any) -> None:

@@ -202,3 +202,37 @@ def test_status_of_a_finished_run_and_watch_returns(tmp_path: Path) -> None:
     assert "attempt 1 ended" in watch.stdout + watch.stderr
     failed = cli("failed", str(d))
     assert failed.returncode == 1 and "index 2" in failed.stdout
+
+
+def test_every_command_is_found_lazily_in_its_module() -> None:
+    """The command -> module map the group imports from lists exactly what the modules define."""
+    import importlib
+
+    import click
+
+    from hpc_curator.cli import COMMAND_MODULES
+
+    for module in set(COMMAND_MODULES.values()):
+        group = click.Group()
+        importlib.import_module(f"hpc_curator.cli.{module}").register(group)
+        mapped = {name for name, m in COMMAND_MODULES.items() if m == module}
+        assert set(group.commands) == mapped, module
+
+
+def test_the_rank_program_imports_no_other_command_module(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from hpc_curator.cli import main\n"
+        "try:\n"
+        "    main(['rank', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('hpc_curator.cli.')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (
+        out.stdout.strip().splitlines()[-1] == "['hpc_curator.cli.options', 'hpc_curator.cli.run']"
+    )

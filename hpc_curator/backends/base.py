@@ -13,6 +13,8 @@ import importlib.util
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, ClassVar
 
 from hpc_curator import follow, rundir
@@ -124,3 +126,23 @@ class JournalFailureCounter:
 
     def free(self) -> None:
         return None
+
+
+#: Parent of the run directories made when no ``--run-dir``/``run_dir`` is given
+RUNS_ROOT = "hpc-curator-runs"
+
+
+def new_run_dir(root: str | os.PathLike[str] = RUNS_ROOT) -> str:
+    """A fresh run directory name under ``root`` (never in a home cache)."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return str(Path(root).absolute() / f"{stamp}-{os.getpid()}")
+
+
+def default_backend(backend: str | None, n_jobs: int) -> str:
+    """``backend``, or what ``n_jobs`` asks for: several workers mean ``process_pool``.
+
+    (physicsnemo-curator ran ``n_jobs=4`` without a backend sequentially, silently.)
+    """
+    if backend is not None:
+        return backend
+    return "process_pool" if n_jobs != 1 else "sequential"

@@ -15,13 +15,13 @@ import sys
 import time
 
 from hpc_curator import portable, rundir
-from hpc_curator.attempt import LAUNCHER_PID_ENV, PARENT_ENV, Heartbeat
+from hpc_curator.attempt import Heartbeat
 from hpc_curator.backends.base import Launch, RunBackend, resolve_n_jobs
 from hpc_curator.backends.mpi import result_from_run_dir
 from hpc_curator.errors import UsageError
 from hpc_curator.follow import JournalFollower
 from hpc_curator.signals import StopFlag, stop_on_signals
-from hpc_curator.values import OnCommit, RunResult
+from hpc_curator.values import LAUNCHER_PID_ENV, PARENT_ENV, OnCommit, RunResult
 
 
 class ElasticBackend(RunBackend):

@@ -113,9 +113,8 @@ def run_cmd(
     Re-running the same command resumes: only indices not yet committed run again.
     """
     from hpc_curator import spec as specmod
-    from hpc_curator.api import new_run_dir
     from hpc_curator.backends import get_backend
-    from hpc_curator.backends.base import Launch
+    from hpc_curator.backends.base import Launch, default_backend, new_run_dir
     from hpc_curator.errors import UsageError
 
     settings = make_settings(kw)
@@ -129,8 +128,6 @@ def run_cmd(
         raise UsageError(
             f"--ranks starts MPI ranks; it cannot be combined with --backend {backend}"
         )
-    from hpc_curator.api import default_backend
-
     if elastic is not None:
         if ranks is not None or backend not in (None, "elastic"):
             raise UsageError("--elastic N starts its own processes; drop --ranks/--backend")
@@ -250,7 +247,9 @@ def rank_cmd(
     )
     blob = Path(pipeline_blob).read_bytes() if pipeline_blob else None
     _, result, _ = rank_main(target, settings, spec=frozen, indices=indices, pipeline_blob=blob)
-    sys.exit(result.exit_code)
+    from hpc_curator.world import exit_process
+
+    exit_process(result.exit_code)  # MPI finalised, no interpreter teardown
 
 
 @click.command("backends")
