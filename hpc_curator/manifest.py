@@ -159,7 +159,13 @@ def group_column(labels: np.ndarray | None, frozen: np.ndarray, indices: np.ndar
 def count_outputs(scan: JournalScan) -> int | None:
     """How many output paths the records of ``scan`` name (``None``: scanned without)."""
     array = scan.outputs_array()
-    return None if array is None else len(array.flatten())
+    if array is None:
+        return None
+    if array.null_count == 0:  # offsets, not flatten(): no pyarrow.compute import
+        return (
+            int(array.offsets[len(array)].as_py() - array.offsets[0].as_py()) if len(array) else 0
+        )
+    return len(array.flatten())
 
 
 def _attempt_view(rec: dict[str, Any]) -> dict[str, Any]:
