@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-CASES = ("P1", "P2", "P3", "P4", "P5", "P6", "P7")
+CASES = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P11", "P12")
 
 
 @pytest.mark.mpi
