@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from hpc_curator import rundir, stages
+from hpc_curator.arrow import count_items
 from hpc_curator.atomic import atomic_path, atomic_write
 from hpc_curator.journal import JournalScan
 from hpc_curator.rows import MAX_LISTED_FAILURES, Rows, Tally
@@ -159,13 +160,7 @@ def group_column(labels: np.ndarray | None, frozen: np.ndarray, indices: np.ndar
 def count_outputs(scan: JournalScan) -> int | None:
     """How many output paths the records of ``scan`` name (``None``: scanned without)."""
     array = scan.outputs_array()
-    if array is None:
-        return None
-    if array.null_count == 0:  # offsets, not flatten(): no pyarrow.compute import
-        return (
-            int(array.offsets[len(array)].as_py() - array.offsets[0].as_py()) if len(array) else 0
-        )
-    return len(array.flatten())
+    return None if array is None else count_items(array)
 
 
 def _attempt_view(rec: dict[str, Any]) -> dict[str, Any]:

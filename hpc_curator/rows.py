@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from hpc_curator import stages
+from hpc_curator.arrow import take
 from hpc_curator.journal import JournalScan, latest_positions
 
 #: most failures listed in ``manifest.json`` (all of them are in ``manifest.parquet``)
@@ -72,7 +73,7 @@ class Rows:
             cpu=scan.cpu[pos],
             rss=scan.rss[pos],
             time=scan.time[pos],
-            outputs=None if outputs is None else take_arrow(outputs, pos),
+            outputs=None if outputs is None else take(outputs, pos),
             stages=None if matrix is None else matrix[pos],
             pymem=scan.pymem[pos] if len(scan.pymem) else np.empty(0),
             gpumem=scan.gpumem[pos] if len(scan.gpumem) else np.empty(0),
@@ -87,7 +88,7 @@ class Rows:
             if f.name == "errors":
                 out[f.name] = {k: v[sel] for k, v in value.items()}
             elif f.name == "outputs":
-                out[f.name] = None if value is None else take_arrow(value, sel)
+                out[f.name] = None if value is None else take(value, sel)
             elif value is None or (value.ndim == 1 and len(value) == 0 and len(sel)):
                 out[f.name] = value  # absent column (stages None, pymem not tracked)
             else:
@@ -157,16 +158,6 @@ def table(
             values = np.full(n, None, dtype=object)
         columns[name] = pa.array(np.where(ok, None, values), pa.string())
     return pa.table(columns)
-
-
-def take_arrow(array: Any, sel: np.ndarray) -> Any:
-    """``array.take(sel)``, or ``array`` itself when ``sel`` is every position in order (a
-    run whose indices were each committed once): Arrow's ``take`` imports ``pyarrow.compute``,
-    ~30 ms and ~10 MB in rank 0 of every run."""
-    n = len(array)
-    if len(sel) == n and (n == 0 or (sel[0] == 0 and bool((np.diff(sel) == 1).all()))):
-        return array
-    return array.take(sel)
 
 
 def has_values(values: np.ndarray) -> bool:

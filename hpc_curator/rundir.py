@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 from hpc_curator.atomic import atomic_path, atomic_write, create_exclusive
 from hpc_curator.errors import RunBusyError, RunDirError
 
-if TYPE_CHECKING:  # numpy is imported where an index list is read or written: the local
-    import numpy as np  # launcher reads only JSON records and stays light (start-up)
+if TYPE_CHECKING:  # numpy only where index lists are read or written (a light launcher)
+    import numpy as np
 
 FORMAT = "hpc-curator.run/1"
 MAX_INLINE_RANGES = 1024
@@ -279,7 +279,7 @@ def create_or_open(
                 f"({_spec_label(info.spec)}, now {_spec_label(spec)})",
                 "use a new --run-dir, or resume it with the original spec",
             )
-        if indices is not None and _hash_indices(indices) != info.meta["indices_hash"]:
+        if indices is not None and hash_indices(indices) != info.meta["indices_hash"]:
             raise RunDirError(
                 f"run dir {rd.path} froze a different index list "
                 f"({info.n} indices, now {len(indices)})",
@@ -309,7 +309,7 @@ def _create(
         "spec": spec,
         "spec_hash": stable_hash(spec),
         "indices": {**index_meta, "count": len(indices)},
-        "indices_hash": _hash_indices(indices),
+        "indices_hash": hash_indices(indices),
         "settings": settings,
         "code": code,
         "cwd": os.getcwd(),
@@ -328,7 +328,7 @@ def write_index_list(rd: RunDir, indices: np.ndarray, npy: Path) -> dict[str, An
     """The ``run.json`` entry of an index list: inline ranges, or ``npy`` written first."""
     import numpy as np
 
-    from hpc_curator.partition import to_ranges
+    from hpc_curator.partition import to_ranges  # (numpy)
 
     ranges = to_ranges(indices)
     if len(ranges) <= MAX_INLINE_RANGES:
@@ -340,7 +340,9 @@ def write_index_list(rd: RunDir, indices: np.ndarray, npy: Path) -> dict[str, An
 
 def hash_indices(indices: np.ndarray) -> str:
     """The identity of an index list (order matters)."""
-    return _hash_indices(indices)
+    import numpy as np
+
+    return hashlib.sha256(np.ascontiguousarray(indices, dtype=np.int64).tobytes()).hexdigest()
 
 
 def load(rd: RunDir) -> RunInfo:
@@ -364,15 +366,9 @@ def load(rd: RunDir) -> RunInfo:
         indices = from_ranges(idx["ranges"])
     else:
         indices = np.load(rd.path / idx["file"])
-    if _hash_indices(indices) != meta["indices_hash"]:
+    if hash_indices(indices) != meta["indices_hash"]:
         raise RunDirError(f"the index list of {rd.path} does not match its recorded hash")
     return RunInfo(meta["spec"], indices, meta)
-
-
-def _hash_indices(indices: np.ndarray) -> str:
-    import numpy as np
-
-    return hashlib.sha256(np.ascontiguousarray(indices, dtype=np.int64).tobytes()).hexdigest()
 
 
 def _spec_label(spec: dict[str, Any]) -> str:
