@@ -20,6 +20,7 @@ from __future__ import annotations
 import abc
 import functools
 import inspect
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
@@ -377,23 +378,28 @@ def checked_paths(value: Any, sink: Any) -> list[str]:
     """A sink's return value as a list of path strings; ``TypeError`` for anything else.
 
     Only a list or tuple of ``str``/``os.PathLike`` (or ``None``: nothing written) is accepted:
-    a string would otherwise become one path per character, a dict one per key.
+    a string would otherwise become one path per character, a dict one per key. Called once
+    per index: the common cases (nothing written, a list of strings) take one pass.
     """
-    import os
-
     if value is None:
         return []
-    if not isinstance(value, list | tuple):
+    if not isinstance(value, _SEQUENCES):
         raise TypeError(
             f"{type(sink).__qualname__} returned a {type(value).__name__}, not a list of paths"
         )
-    bad = [v for v in value if not isinstance(v, str | os.PathLike)]
+    if all(type(v) is str for v in value):
+        return list(value)
+    bad = [v for v in value if not isinstance(v, _PATHS)]
     if bad:
         raise TypeError(
             f"{type(sink).__qualname__} returned a list holding a {type(bad[0]).__name__}, "
             "not only paths (str or os.PathLike)"
         )
     return [os.fspath(v) for v in value]
+
+
+_SEQUENCES = (list, tuple)
+_PATHS = (str, os.PathLike)
 
 
 def check_unique_names(filters: Iterable[StatefulFilter[Any]]) -> None:
