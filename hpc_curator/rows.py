@@ -180,18 +180,14 @@ def _placement(codes: np.ndarray, worker_info: list[dict[str, Any]]) -> dict[str
         distinct = sorted({v for v in values if v is not None})
         slot = {v: k for k, v in enumerate(distinct)}
         per_worker = np.array([-1 if v is None else slot[v] for v in values], dtype=np.int32)
-        picked = per_worker[codes] if len(per_worker) else np.zeros(0, np.int32)
+        picked = per_worker[codes]
         out[name] = pa.DictionaryArray.from_arrays(
             pa.array(picked, pa.int32(), mask=picked < 0), pa.array(distinct, pa.string())
         )
     pids = [w.get("pid") for w in worker_info]
     known = np.array([p is not None for p in pids], dtype=bool)
     pid = np.array([p if p is not None else 0 for p in pids], dtype=np.int64)
-    out["pid"] = (
-        pa.array(pid[codes], pa.int64(), mask=~known[codes])
-        if len(pids)
-        else (pa.array([], pa.int64()))
-    )
+    out["pid"] = pa.array(pid[codes], pa.int64(), mask=~known[codes])
     if any(w.get("array_task_id") is not None for w in worker_info):  # job-array runs
         for name in ("array_job_id", "array_task_id"):
             ids = np.array(

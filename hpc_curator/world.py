@@ -271,8 +271,8 @@ def exit_process(code: int) -> NoReturn:
             stream.flush()
     logging.shutdown()
     mpi = sys.modules.get("mpi4py.MPI")
-    if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
-        mpi.Finalize()
+    if mpi is not None:
+        _finalize(mpi)
     try:
         libc = ctypes.CDLL(None)
     except OSError:  # no C library to call: the interpreter's own exit
@@ -282,7 +282,8 @@ def exit_process(code: int) -> NoReturn:
 
 
 def _finalize(mpi: Any) -> None:
-    if not mpi.Is_finalized():
+    """``MPI_Finalize`` if MPI was started and not finalised yet."""
+    if mpi.Is_initialized() and not mpi.Is_finalized():
         mpi.Finalize()
 
 

@@ -35,39 +35,36 @@ from benchmarks.harness import Contender, run_timed
 WORKERS = 2
 
 
-def _contenders(
-    cfg: Config, workload: str, n: int, schedules: tuple[str, ...], tag: str
+#: A peer's run check: ``check(result, out_dir, k, name)`` raises if the run is wrong.
+Check = Callable[[dict[str, Any], Path, int, str], None]
+
+
+def peer_contenders(
+    cfg: Config,
+    workload: str,
+    sizes: Callable[[int], int],
+    tag: str,
+    check: Check | None = None,
 ) -> list[Contender]:
-    """hpc-curator (one contender per schedule) and every peer, on ``workload`` x ``n``."""
+    """Every peer of hpc-curator's MPI launcher on ``workload`` (P2, P11, P12): the raw
+    mpi4py loop, ``run_pipeline`` process_pool, joblib, dask, mpi4py.futures, datatrove and
+    (not ``--quick``) a sequential loop, each one command run in ``cfg.work/<tag>-<name>``.
+
+    ``sizes(rep)`` is the index count of repetition ``rep`` (``-1``: the warm-up); every run
+    must report every index done, then pass ``check``.
+    """
     mpx = h.mpiexec()
-    spec = f"{WORKLOADS}:{workload}"
-
-    def size(rep: int) -> int:
-        return n if rep >= 0 else min(n, 100)  # warm-up: small
-
-    def hpc(schedule: str) -> Callable[[int], tuple[float, dict[str, Any]]]:
-        def fn(rep: int) -> tuple[float, dict[str, Any]]:
-            k = size(rep)
-            d = cfg.fresh(f"{tag}-hpc-{schedule}")
-            cmd = [*h.hpc_curate(), "run", spec, "-p", f"n={k}", "--ranks", str(WORKERS)]
-            cmd += ["--schedule", schedule, "--run-dir", str(d / "run"), "-q"]
-            t_launch = time.time()
-            r = run_timed(cmd, env=cfg.env)
-            check_complete(d / "run", k)
-            extra = phases(d / "run", t_launch, r.seconds)
-            rm(d)
-            return r.seconds, extra
-
-        return fn
 
     def peer(argv_fn: Callable[[Path, int], list[str]], name: str):
         def fn(rep: int) -> tuple[float, dict[str, Any]]:
-            k = size(rep)
+            k = sizes(rep)
             d = cfg.fresh(f"{tag}-{name}")
             d.mkdir(parents=True)
             r = run_timed(argv_fn(d, k), env=cfg.env)
             if r.result.get("done") != k:
                 raise RuntimeError(f"{name} did {r.result.get('done')} of {k} indices")
+            if check is not None:
+                check(r.result, d, k, name)
             rm(d)
             return r.seconds, {"inner_s": r.result.get("inner_s")}
 
@@ -89,10 +86,6 @@ def _contenders(
     missing = None
     if importlib.util.find_spec("datatrove") is None:
         missing = "datatrove is not installed (pip install datatrove)"
-    out = [
-        Contender(f"hpc_{s}", hpc(s), label=f"hpc-curator: run --ranks 2 --schedule {s}")
-        for s in schedules
-    ]
     peers = [
         ("raw_mpi", raw_argv, "raw mpi4py strided loop (mpiexec -n 2)", None),
         ("hpc_pool", mod("hpc-pool"), "hpc-curator: run_pipeline process_pool, 2", None),
@@ -101,13 +94,44 @@ def _contenders(
         ("mpi_futures", fut_argv, "mpi4py.futures MPIPoolExecutor (2 workers)", None),
         ("datatrove", mod("datatrove"), "datatrove LocalPipelineExecutor (2)", missing),
     ]
-    out += [
+    out = [
         Contender(name, peer(argv, name), label=label, unavailable=why)
         for name, argv, label, why in peers
     ]
     if not cfg.quick:
         out.append(Contender("seq", peer(mod("seq"), "seq"), label="sequential loop (1 process)"))
     return out
+
+
+def _contenders(
+    cfg: Config, workload: str, n: int, schedules: tuple[str, ...], tag: str
+) -> list[Contender]:
+    """hpc-curator (one contender per schedule) and every peer, on ``workload`` x ``n``."""
+    spec = f"{WORKLOADS}:{workload}"
+
+    def size(rep: int) -> int:
+        return n if rep >= 0 else min(n, 100)  # warm-up: small
+
+    def hpc(schedule: str) -> Callable[[int], tuple[float, dict[str, Any]]]:
+        def fn(rep: int) -> tuple[float, dict[str, Any]]:
+            k = size(rep)
+            d = cfg.fresh(f"{tag}-hpc-{schedule}")
+            cmd = [*h.hpc_curate(), "run", spec, "-p", f"n={k}", "--ranks", str(WORKERS)]
+            cmd += ["--schedule", schedule, "--run-dir", str(d / "run"), "-q"]
+            t_launch = time.time()
+            r = run_timed(cmd, env=cfg.env)
+            check_complete(d / "run", k)
+            extra = phases(d / "run", t_launch, r.seconds)
+            rm(d)
+            return r.seconds, extra
+
+        return fn
+
+    ours = [
+        Contender(f"hpc_{s}", hpc(s), label=f"hpc-curator: run --ranks 2 --schedule {s}")
+        for s in schedules
+    ]
+    return ours + peer_contenders(cfg, workload, size, tag)
 
 
 def _table(data: dict[str, Any], ours: list[str]) -> list[dict[str, Any]]:

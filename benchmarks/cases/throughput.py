@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from benchmarks.cases.common import (
     rss_target,
     target,
 )
+from benchmarks.cases.peers import peer_contenders
 from benchmarks.harness import Contender, run_timed
 
 
@@ -32,31 +32,16 @@ def p2(cfg: Config) -> dict[str, Any]:
     n = 40 if cfg.quick else 1000
     workers = 2
     spec = f"{WORKLOADS}:w1"
-    mpx = h.mpiexec()
 
     def size(rep: int) -> int:
         return n if rep >= 0 else min(n, 20)  # warm-up: small (bytecode and page caches)
 
-    def verify(result: dict[str, Any], name: str, k: int) -> None:
-        if result.get("done") != k:
-            raise RuntimeError(f"{name} did {result.get('done')} of {k} indices")
+    def check(result: dict[str, Any], d: Path, k: int, name: str) -> None:
         if result.get("count") != k * W1_ELEMENTS:
             raise RuntimeError(f"{name} statistics count {result.get('count')} is wrong")
-
-    def contender(name: str, argv_fn: Callable[[Path, int], list[str]]):
-        def fn(rep: int) -> tuple[float, dict[str, Any]]:
-            k = size(rep)
-            d = cfg.fresh(f"p2-{name}")
-            d.mkdir(parents=True)
-            r = run_timed(argv_fn(d, k), env=cfg.env)
-            verify(r.result, name, k)
-            n_files = len(list((d / "fields").glob("*.h5")))
-            if n_files != k:
-                raise RuntimeError(f"{name} wrote {n_files} of {k} files")
-            rm(d)
-            return r.seconds, {"inner_s": r.result.get("inner_s")}
-
-        return fn
+        n_files = len(list((d / "fields").glob("*.h5")))
+        if n_files != k:
+            raise RuntimeError(f"{name} wrote {n_files} of {k} files")
 
     def hpc_mpi(rep: int) -> tuple[float, dict[str, Any]]:
         k = size(rep)
@@ -79,65 +64,10 @@ def p2(cfg: Config) -> dict[str, Any]:
         rm(d)
         return r.seconds, extra
 
-    def mod(name: str, *extra: str) -> Callable[[Path, int], list[str]]:
-        return lambda d, k: [
-            h.PYTHON,
-            "-m",
-            "benchmarks.contenders",
-            name,
-            "--workload",
-            "w1",
-            "--n",
-            str(k),
-            "--out",
-            str(d),
-            "--workers",
-            str(workers),
-            *extra,
-        ]
-
-    def raw_argv(d: Path, k: int) -> list[str]:
-        return [mpx, "-n", str(workers), *mod("raw-mpi")(d, k)]
-
-    def fut_argv(d: Path, k: int) -> list[str]:
-        futures = [h.PYTHON, "-m", "mpi4py.futures", *mod("mpi-futures")(d, k)[1:]]
-        return [mpx, "-n", str(workers + 1), *futures]
-
-    datatrove_missing = None
-    import importlib.util
-
-    if importlib.util.find_spec("datatrove") is None:
-        datatrove_missing = "datatrove is not installed (pip install datatrove)"
     contenders = [
         Contender("hpc_mpi", hpc_mpi, label="hpc-curator: hpc-curate run --ranks 2"),
-        Contender(
-            "raw_mpi",
-            contender("raw_mpi", raw_argv),
-            label="raw mpi4py strided loop (mpiexec -n 2)",
-        ),
-        Contender(
-            "hpc_pool",
-            contender("hpc_pool", mod("hpc-pool")),
-            label="hpc-curator: run_pipeline process_pool, 2",
-        ),
-        Contender("joblib", contender("joblib", mod("joblib")), label="joblib Parallel(loky, 2)"),
-        Contender("dask", contender("dask", mod("dask")), label="dask.bag processes, 2 workers"),
-        Contender(
-            "mpi_futures",
-            contender("mpi_futures", fut_argv),
-            label="mpi4py.futures MPIPoolExecutor (2 workers)",
-        ),
-        Contender(
-            "datatrove",
-            contender("datatrove", mod("datatrove")),
-            label="datatrove LocalPipelineExecutor (2)",
-            unavailable=datatrove_missing,
-        ),
+        *peer_contenders(cfg, "w1", size, "p2", check),
     ]
-    if not cfg.quick:
-        contenders.append(
-            Contender("seq", contender("seq", mod("seq")), label="sequential loop (1 process)")
-        )
     data = interleave(contenders, cfg.reps, warmup=not cfg.quick, log=cfg.log)
     rows = rows_from(data)
     seq_med = data.get("seq", {}).get("median")
