@@ -5,6 +5,12 @@ renamed over the final name, and the directory is fsynced so the rename itself i
 reader therefore sees either the old file or the complete new one, never a torn one, even after
 SIGKILL or a node crash. Temporary names start with ``.tmp-`` so readers and cleaners can skip
 them.
+
+Outputs written per index may be finished *behind* the caller: :func:`atomic_path` with
+``defer=True`` hands the temporary to the process's active write-behind publisher (see
+:mod:`hpc_curator.writebehind`, which the rank loop activates), which fsyncs and renames it on
+a background thread while the next index computes; the rank loop waits for it before it
+commits the index. Without an active publisher ``defer`` changes nothing.
 """
 
 from __future__ import annotations
@@ -12,11 +18,30 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 TMP_PREFIX = ".tmp-"
+
+
+class Deferral(Protocol):
+    """Where :func:`atomic_path` sends a finished temporary when ``defer=True``."""
+
+    def submit(self, tmp: Path, final: Path) -> None:
+        """Fsync ``tmp``, rename it to ``final`` and fsync the directory, later."""
+
+
+_local = threading.local()
+
+
+def set_deferral(target: Deferral | None) -> Deferral | None:
+    """Make ``target`` this thread's publisher for ``defer=True`` writes; return the previous."""
+    previous: Deferral | None = getattr(_local, "target", None)
+    _local.target = target
+    return previous
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -85,7 +110,9 @@ def remove_stale_temps(directory: Path, name: str | None = None) -> int:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str], *, durable: bool = True) -> Iterator[Path]:
+def atomic_path(
+    path: str | os.PathLike[str], *, durable: bool = True, defer: bool = False
+) -> Iterator[Path]:
     """Yield a temporary path to write; on success rename it to ``path`` atomically.
 
     Use this for libraries that open files themselves (h5py, pyarrow, zarr). The writer may
@@ -101,28 +128,46 @@ def atomic_path(path: str | os.PathLike[str], *, durable: bool = True) -> Iterat
         Final destination.
     durable
         Fsync the file and its directory (default). Turn off only for scratch data.
+    defer
+        When a write-behind publisher is active in this thread (inside the rank loop), return
+        as soon as the temporary is written and let the publisher fsync and rename it; the
+        rank loop commits the index only after that succeeded, so ``path`` may appear a
+        little later but never torn. For a sink's per-index outputs that nothing reads back
+        within the same index.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_name(final)
+    target: Deferral | None = getattr(_local, "target", None) if defer and durable else None
     try:
         yield tmp
-        if durable and tmp.is_dir():
-            _fsync_tree(tmp)
-        elif durable:
-            fsync_file(tmp)
-        if final.is_dir() or (tmp.is_dir() and final.exists()):
-            aside = temp_name(final)  # os.replace cannot replace a non-empty directory
-            os.replace(final, aside)
-            os.replace(tmp, final)
-            remove(aside)
-        else:
-            os.replace(tmp, final)
+        if target is not None:
+            target.submit(tmp, final)
+            return
+        finish(tmp, final, durable=durable)
     except BaseException:
         remove(tmp)
         raise
     if durable:
         fsync_dir(final.parent)
+
+
+def finish(tmp: Path, final: Path, *, durable: bool = True) -> None:
+    """Fsync ``tmp`` (a file or a directory tree) and rename it to ``final``.
+
+    The directory is not fsynced here: the caller does that, once per directory.
+    """
+    if durable and tmp.is_dir():
+        _fsync_tree(tmp)
+    elif durable:
+        fsync_file(tmp)
+    if final.is_dir() or (tmp.is_dir() and final.exists()):
+        aside = temp_name(final)  # os.replace cannot replace a non-empty directory
+        os.replace(final, aside)
+        os.replace(tmp, final)
+        remove(aside)
+    else:
+        os.replace(tmp, final)
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes | str, *, durable: bool = True) -> Path:

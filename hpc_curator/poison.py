@@ -87,6 +87,11 @@ class CurrentIndex:
         slots[3] = time.time_ns() // 1_000_000
         slots[0] = IDLE
 
+    def refail(self, n: int) -> None:
+        """Count ``n`` indices counted as done as failed after all (their output was lost)."""
+        self._failed += n
+        self.slots[2] = self._failed
+
     def close(self) -> None:
         """Mark idle and unmap."""
         self.slots[0] = IDLE

@@ -35,6 +35,7 @@ from hpc_curator import (
     shards,
     stages,
     tracking,
+    writebehind,
 )
 from hpc_curator import spec as specmod
 from hpc_curator.checksum import size_and_digest
@@ -78,6 +79,9 @@ class RankLoop:
         self.busy = 0.0
         self.segments: dict[str, list[str]] = {}
         self.log: RankLog | None = None  # set by work(): what user code prints goes there
+        #: finishes the sink's deferred outputs (fsync, rename) while the next index runs
+        self.publisher = writebehind.Publisher()
+        self.current: CurrentIndex | None = None
         #: checked before every commit; ``False`` drops the batch (an elastic chunk that was
         #: reclaimed meanwhile must not be committed twice)
         self.may_commit: Callable[[], bool] | None = None
@@ -122,7 +126,10 @@ class RankLoop:
         if self.plan.crashed and self.world.is_root:
             self._record_crashes()
         batch = self.batch  # after the crash records' commit, which starts a new batch
-        current = CurrentIndex(self.rd.current_path(self.plan.attempt, self.world.rank))
+        current = self.current = CurrentIndex(
+            self.rd.current_path(self.plan.attempt, self.world.rank)
+        )
+        publisher = self.publisher
         mark, finished = current.set, current.finished
         timed = self.settings.index_timeout is not None
         log = self.log
@@ -132,54 +139,57 @@ class RankLoop:
         due = perf() + seconds
         spacing = pacing.interval(self.world.size)  # 0 up to 200 ranks: a large job's pace
         not_before = perf() + pacing.first_offset(self.world.rank, spacing)
-        try:
-            watchdog.__enter__()
-            for index in indices:
-                t0 = perf()
-                mark(index)  # one store to shared memory: names the index if the process dies
-                if log is not None:
-                    log.index, self._log_from = index, log.size
-                if timed:
-                    watchdog.start(index)
-                if memory.on:
-                    memory.reset()
-                try:
-                    out = run_timed(pipeline, index, acc)
+        with publisher:  # closed after the last commit, which waits for its outputs
+            try:
+                watchdog.__enter__()
+                for index in indices:
+                    t0 = perf()
+                    mark(index)  # one store to shared memory: names the index if the rank dies
+                    if log is not None:
+                        log.index, self._log_from = index, log.size
                     if timed:
-                        watchdog.stop()
-                    ok = 1
-                except BaseException as exc:  # SystemExit, KeyboardInterrupt of user code too
-                    if timed:
-                        watchdog.stop()
-                    if isinstance(exc, GeneratorExit):
-                        raise
-                    out, ok = [], 0
-                    self._record_failure(exc, len(batch))
-                finished(ok)  # live counters between commits; marks the rank idle
-                if log is not None:
-                    log.index = None
-                t1 = perf()
-                ru = getrusage(who)
-                cpu_now = ru.ru_utime + ru.ru_stime
-                batch.append(
-                    (index, ok, t1 - t0, cpu_now - cpu_before, ru.ru_maxrss, out, tuple(acc),
-                     *(memory.peaks() if memory.on else (None, None)))
-                )  # fmt: skip
-                cpu_before = cpu_now
-                if (len(batch) >= every or t1 >= due) and t1 >= not_before:
-                    self.commit()
-                    batch = self.batch
-                    due = perf() + seconds
-                    not_before = due - seconds + spacing
+                        watchdog.start(index)
+                    publisher.tag = len(batch)  # which index a deferred output belongs to
+                    if memory.on:
+                        memory.reset()
+                    try:
+                        out = run_timed(pipeline, index, acc)
+                        if timed:
+                            watchdog.stop()
+                        ok = 1
+                    except BaseException as exc:  # SystemExit, KeyboardInterrupt of user code too
+                        if timed:
+                            watchdog.stop()
+                        if isinstance(exc, GeneratorExit):
+                            raise
+                        out, ok = [], 0
+                        self._record_failure(exc, len(batch))
+                    finished(ok)  # live counters between commits; marks the rank idle
+                    if log is not None:
+                        log.index = None
+                    t1 = perf()
                     ru = getrusage(who)
-                    cpu_before = ru.ru_utime + ru.ru_stime
-                if stop.reason is not None:
-                    break
-        finally:
-            watchdog.__exit__()
-            self.commit()
-            current.close()
-            memory.close()
+                    cpu_now = ru.ru_utime + ru.ru_stime
+                    batch.append(
+                        (index, ok, t1 - t0, cpu_now - cpu_before, ru.ru_maxrss, out, tuple(acc),
+                         *(memory.peaks() if memory.on else (None, None)))
+                    )  # fmt: skip
+                    cpu_before = cpu_now
+                    if (len(batch) >= every or t1 >= due) and t1 >= not_before:
+                        self.commit()
+                        batch = self.batch
+                        due = perf() + seconds
+                        not_before = due - seconds + spacing
+                        ru = getrusage(who)
+                        cpu_before = ru.ru_utime + ru.ru_stime
+                    if stop.reason is not None:
+                        break
+            finally:
+                watchdog.__exit__()
+                self.commit()
+                current.close()
+                self.current = None
+                memory.close()
         if self.stop:
             print(
                 f"hpc-curator rank {self.world.rank}: stopping on {self.stop.reason} after "
@@ -229,10 +239,54 @@ class RankLoop:
         if self.budget is not None and total > self.budget:
             self.stop.set("max_failures")
 
+    def _fail_unkept(self, unkept: list[writebehind.Unkept]) -> None:
+        """Record indices whose outputs the write-behind publisher could not keep as failed.
+
+        Without stateful filters only those indices fail. With them, every index of the batch
+        does: their contributions sit in one delta, which is dropped (a failed index must not
+        be counted), so the rest cannot be committed as done either; ``retry`` reruns them.
+        """
+        by_tag: dict[int, writebehind.Unkept] = {}
+        for lost in unkept:
+            by_tag.setdefault(lost.tag, lost)
+        stateful = self.pipeline.stateful_filters
+        for f in stateful:
+            f.drop_delta()
+        first = unkept[0]
+        positions = range(len(self.batch)) if stateful else sorted(by_tag)
+        n = 0
+        for pos in positions:
+            row = self.batch[pos]
+            if not row[1]:
+                continue  # failed already
+            own = by_tag.get(pos)
+            if own is not None:
+                msg = f"output {own.path} not kept: {own.msg}"
+                err = {"type": own.type, "msg": msg, "tb": own.tb}
+            else:
+                err = {
+                    "type": "OutputNotKept",
+                    "msg": f"index {self.batch[first.tag][0]} of the same commit lost its output "
+                    f"{first.path} ({first.msg}); this index's stateful-filter contributions "
+                    "were dropped with it",
+                    "tb": "",
+                }
+            self.b_err[str(pos)] = {**err, "stage": "sink"}
+            self.batch[pos] = (row[0], 0, *row[2:5], [], *row[6:])
+            n += 1
+        if self.current is not None:
+            self.current.refail(n)
+        total = self.failures.add(n)
+        if self.budget is not None and total > self.budget:
+            self.stop.set("max_failures")
+
     def commit(self) -> None:
         """Flush segments, then append the commit record (the commit point)."""
         if not self.batch:
             return
+        unkept = self.publisher.drain()  # the batch's outputs are durable from here on
+        if unkept:
+            self._fail_unkept(unkept)
         if self.may_commit is not None and not self.may_commit():
             for f in self.pipeline.stateful_filters:
                 f.drop_delta()

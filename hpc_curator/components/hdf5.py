@@ -86,7 +86,7 @@ class HDF5Sink(Sink):
 
         collected = list(items)
         path = self.out_dir / self.name.format(index=index)
-        with atomic_path(path) as tmp, h5py.File(tmp, "w") as fh:
+        with atomic_path(path, defer=True) as tmp, h5py.File(tmp, "w") as fh:
             if len(collected) == 1:
                 self._write_item(fh, collected[0])
             else:

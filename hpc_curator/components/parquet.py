@@ -40,7 +40,7 @@ class ParquetSink(Sink):
         rows = [_row(item) for item in items]
         table = pa.Table.from_pylist(rows)
         path = self.out_dir / self.name.format(index=index)
-        with atomic_path(path) as tmp:
+        with atomic_path(path, defer=True) as tmp:
             pq.write_table(table, tmp)
         return [str(path)]
 
