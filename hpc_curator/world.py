@@ -373,6 +373,10 @@ def detect_world(use_mpi: bool = True) -> World:
             MPI = start_mpi()
             comm = MPI.COMM_WORLD
             size = comm.Get_size()
+            if size == 1:
+                from hpc_curator.slurm.stale_shm import unlink_singleton_segments
+
+                unlink_singleton_segments()
             world = World(rank=comm.Get_rank(), size=size, comm=comm if size > 1 else None)
             world.mpi = mpi_description(MPI)
         except (ImportError, RuntimeError, OSError) as exc:

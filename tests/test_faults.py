@@ -282,6 +282,48 @@ def test_a_killed_rank_is_named_exit_3_and_its_shared_memory_is_removed(tmp_path
     assert [r["index"] for r in manifest_rows(d)] == list(range(300))
 
 
+@pytest.mark.mpi
+@pytest.mark.timeout(120)
+def test_a_killed_singleton_rank_leaves_no_shared_memory(tmp_path: Path) -> None:
+    # a rank started without a launcher (an array task, a script) is an MPI singleton: MPICH
+    # gives it /dev/shm/mpich_shm_<pid in hex>_0, which only MPI_Finalize would unlink
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    d = tmp_path / "run"
+    args = ["rank", "--spec", SPEC, "-p", "n=300", "-p", "sleep=0.02", "--commit-every", "2"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HPC_CURATOR_", "PMI"))}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hpc_curator", *args, "--run-dir", str(d)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        journal = d / "journal" / "a0001-rank00000.jsonl"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (
+            not journal.exists() or journal.read_bytes().count(b'"t":"commit"') < 2
+        ):
+            time.sleep(0.05)
+        start = json.loads(journal.read_text().splitlines()[0])
+        assert start["pid"] == proc.pid and start["size"] == 1
+        name = f"mpich_shm_{proc.pid:x}_0"
+        maps = Path(f"/proc/{proc.pid}/maps").read_text()
+        assert f"/dev/shm/{name} (deleted)" in maps  # MPICH made it; the rank unlinked it
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not Path("/dev/shm", name).exists()
+
+
 POISON = textwrap.dedent(
     """
     import os, signal, time

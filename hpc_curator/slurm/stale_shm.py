@@ -196,6 +196,27 @@ def segments_of(pids: list[int]) -> set[str]:
     return found
 
 
+def unlink_singleton_segments() -> list[str]:
+    """In an MPI world of one process: unlink the shared memory MPICH just created for it.
+
+    A singleton (a rank started without a launcher: an array task, a script calling the API)
+    still gets a ``/dev/shm/mpich_shm_<pid in hex>_0`` segment, which only ``MPI_Finalize``
+    unlinks: a singleton that is killed leaks it, and nobody else knows it is there. No other
+    process ever attaches to a singleton's segment, so the name can go at once; the mapping
+    stays valid until the process exits, whatever kills it (MPICH's own unlink at finalize
+    then finds nothing, silently).
+    """
+    removed = []
+    for path in sorted(segments_of([os.getpid()])):
+        if Path(path).name.startswith("mpich_"):
+            try:
+                os.unlink(path)
+            except OSError:
+                continue
+            removed.append(path)
+    return removed
+
+
 def remove_leftovers(owned: set[str]) -> list[Path]:
     """After local ranks were killed: remove the segments they had mapped (``owned``, seen in
     their /proc maps while they ran) that still exist and that no live process uses. Files
