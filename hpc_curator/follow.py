@@ -11,6 +11,8 @@ from hpc_curator.records import parse_line
 from hpc_curator.rundir import RunDir
 
 _attempt_rank = RunDir.parse_journal_name
+#: A start record is well below this (identity, stage names, shared-memory segments).
+_START_BYTES = 1 << 16
 
 
 class JournalFollower:
@@ -26,21 +28,39 @@ class JournalFollower:
         self._offsets: dict[Path, int] = {}
         self.last_poll = 0.0
 
-    def poll(self) -> list[tuple[tuple[int, int], dict[str, Any]]]:
-        """Return ``((attempt, rank), record)`` for every record appended since last poll."""
+    def skip_existing(self) -> None:
+        """Start after what the journals hold now (earlier attempts), without reading it."""
+        if not self.rd.journal_dir.is_dir():
+            return
+        for path in self.rd.journal_files():
+            try:
+                self._offsets[path] = path.stat().st_size
+            except FileNotFoundError:
+                continue
+
+    def poll(self, *, starts_only: bool = False) -> list[tuple[tuple[int, int], dict[str, Any]]]:
+        """Return ``((attempt, rank), record)`` for every record appended since last poll.
+
+        ``starts_only``: only each journal's first record (its start record); the rest of a
+        journal is never read, so a launcher that shows nothing spends no CPU on the commits.
+        """
         out: list[tuple[tuple[int, int], dict[str, Any]]] = []
         for path in self.rd.journal_files():
             offset = self._offsets.get(path, 0)
+            if starts_only and offset:
+                continue
             try:
                 size = path.stat().st_size
             except FileNotFoundError:
                 continue
             if size <= offset:
                 continue
+            if starts_only:
+                size = min(size, offset + _START_BYTES)
             with open(path, "rb") as fh:
                 fh.seek(offset)
                 data = fh.read(size - offset)
-            end = data.rfind(b"\n") + 1
+            end = (data.find(b"\n") if starts_only else data.rfind(b"\n")) + 1
             self._offsets[path] = offset + end
             key = _attempt_rank(path)
             for line in data[:end].splitlines(keepends=True):

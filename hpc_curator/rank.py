@@ -107,7 +107,8 @@ class RankLoop:
         the loop costs one system call per index). Hot path: keep it lean.
         """
         started = time.time()
-        names = stages.stage_names(self.pipeline)
+        runner = stages.StageRunner(self.pipeline)
+        names = runner.names
         self.writer.append(
             {
                 "t": "start",
@@ -120,8 +121,7 @@ class RankLoop:
         )
         every, seconds = self.settings.commit_every, self.settings.commit_seconds
         perf, getrusage, who = time.perf_counter, resource.getrusage, resource.RUSAGE_SELF
-        run_timed, pipeline, stop = stages.run_timed, self.pipeline, self.stop
-        acc = [0.0] * len(names)
+        stop, acc = self.stop, runner.acc
         memory = tracking.Peaks(self.settings.track_memory, self.settings.track_gpu)
         if self.plan.crashed and self.world.is_root:
             self._record_crashes()
@@ -153,7 +153,7 @@ class RankLoop:
                     if memory.on:
                         memory.reset()
                     try:
-                        out = run_timed(pipeline, index, acc)
+                        out = runner(index)
                         if timed:
                             watchdog.stop()
                         ok = 1

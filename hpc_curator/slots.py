@@ -97,7 +97,7 @@ def _map_and_follow(
             outcome["error"] = exc
 
     follower = follow.JournalFollower(rd)
-    follower.poll()  # earlier attempts are not this launch's progress
+    follower.skip_existing()  # earlier attempts are not this launch's progress
     workers: set[int] = set()
     signalled: set[int] = set()
     thread = threading.Thread(target=target, name="hpc-curator-pool", daemon=True)

@@ -26,11 +26,12 @@ def stage_names(pipeline: Pipeline) -> list[str]:
     return names + (["sink"] if pipeline.sink is not None else [])
 
 
-def _timed(it: Iterator[Item], inclusive: list[float], k: int, failed: list[int]) -> Iterator[Item]:
+def _timed(it: Iterator[Item], inclusive: list[float], k: int) -> Iterator[Item]:
     """Yield what ``it`` yields, adding the time spent inside it to ``inclusive[k]``.
 
     The loop is a ``for`` (StopIteration handled in C) inside one ``try``: cheaper than a
-    ``try`` around every ``next``. The first stage an exception passes marks ``failed``.
+    ``try`` around every ``next``. The first stage an exception passes is noted in the last
+    slot of ``inclusive`` (``-1``: none yet).
     """
     perf = time.perf_counter
     t = perf()
@@ -43,61 +44,77 @@ def _timed(it: Iterator[Item], inclusive: list[float], k: int, failed: list[int]
         raise
     except BaseException:
         inclusive[k] += perf() - t
-        if not failed:
-            failed.append(k)
+        if inclusive[-1] < 0:
+            inclusive[-1] = k
         raise
     inclusive[k] += perf() - t
 
 
-def run_timed(pipeline: Pipeline, index: int, acc: list[float]) -> list[str]:
-    """:meth:`Pipeline.run_index`, writing each stage's own seconds into ``acc``.
+class StageRunner:
+    """:meth:`Pipeline.run_index` that also writes each stage's own seconds into :attr:`acc`.
 
-    ``acc`` has one slot per :func:`stage_names` entry and is overwritten (also when the
-    index fails). On failure the exception gets ``hpc_curator_stage``: the failing stage's name.
+    Built once per rank loop (what the pipeline looks like is looked up once, not per index).
+    ``acc`` has one slot per :func:`stage_names` entry and is overwritten by every call (also
+    when the index fails). On failure the exception gets ``hpc_curator_stage``: the failing
+    stage's name.
     """
-    perf = time.perf_counter
-    n_filters = len(pipeline.filters)
-    inclusive = [0.0] * (n_filters + 1)
-    failed: list[int] = []
-    stateful = pipeline.stateful_filters
-    for f in stateful:
-        f.begin()
-    t0 = perf()
-    created = 0.0
-    try:
-        source = pipeline.source[index]
-        created = perf() - t0
-        items: Iterator[Item] = _timed(iter(source), inclusive, 0, failed)
-        for k, filt in enumerate(pipeline.filters, 1):
-            items = _timed(filt(items), inclusive, k, failed)
-        if pipeline.sink is None:
-            for _ in items:
-                pass
-            paths: list[str] = []
-        else:
-            paths = checked_paths(pipeline.sink(items, index), pipeline.sink)
-    except BaseException as exc:
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.names = stage_names(pipeline)
+        self.acc = [0.0] * len(self.names)
+        self._source = pipeline.source
+        self._filters = tuple(enumerate(pipeline.filters, 1))
+        self._sink = pipeline.sink
+        self._stateful = pipeline.stateful_filters
+        self._n = len(pipeline.filters)
+        self._blank = [0.0] * (self._n + 1) + [-1.0]  # inclusive seconds, failed stage
+
+    def __call__(self, index: int) -> list[str]:
+        """Run ``index`` through the sink; return the paths it wrote."""
+        perf = time.perf_counter
+        stateful, sink = self._stateful, self._sink
         for f in stateful:
-            f.discard()
-        names = stage_names(pipeline)
-        if failed:
-            where = names[failed[0]]
-        else:
-            where = "sink" if pipeline.sink is not None and created else "source"
-        _annotate(exc, where)
-        raise
-    finally:
-        total = perf() - t0
-        previous = 0.0
-        for k in range(n_filters + 1):
-            acc[k] = inclusive[k] - previous
-            previous = inclusive[k]
-        acc[0] += created
-        if pipeline.sink is not None:
-            acc[n_filters + 1] = max(0.0, total - inclusive[n_filters] - created)
-    for f in stateful:
-        f.accept()
-    return paths
+            f.begin()
+        inclusive = self._blank[:]
+        t0 = perf()
+        created = 0.0
+        try:
+            source = self._source[index]
+            created = perf() - t0
+            items: Iterator[Item] = _timed(iter(source), inclusive, 0)
+            for k, filt in self._filters:
+                items = _timed(filt(items), inclusive, k)
+            if sink is None:
+                for _ in items:
+                    pass
+                paths: list[str] = []
+            else:
+                value = sink(items, index)
+                # the common case (nothing written) without a call
+                paths = [] if type(value) is list and not value else checked_paths(value, sink)
+        except BaseException as exc:
+            for f in stateful:
+                f.discard()
+            k = int(inclusive[-1])
+            if k >= 0:
+                where = self.names[k]
+            else:
+                where = "sink" if sink is not None and created else "source"
+            _annotate(exc, where)
+            raise
+        finally:
+            total = perf() - t0
+            acc, n = self.acc, self._n
+            previous = 0.0
+            for k in range(n + 1):
+                acc[k] = inclusive[k] - previous
+                previous = inclusive[k]
+            acc[0] += created
+            if sink is not None:
+                acc[n + 1] = max(0.0, total - inclusive[n] - created)
+        for f in stateful:
+            f.accept()
+        return paths
 
 
 def _annotate(exc: BaseException, stage: str) -> None:

@@ -50,7 +50,7 @@ class ElasticBackend(RunBackend):
         env = dict(os.environ, **{PARENT_ENV: "elastic", LAUNCHER_PID_ENV: str(os.getpid())})
         env.pop("HPC_CURATOR_EXPECTED_SIZE", None)
         follower = JournalFollower(rd)
-        follower.poll()
+        follower.skip_existing()  # earlier attempts are not this launch's
         cmd = [sys.executable, "-m", "hpc_curator", "task", "--run-dir", plan.run_dir,
                "--attempt", str(plan.attempt)]  # fmt: skip
         with (

@@ -295,8 +295,7 @@ class MPIBackend(RunBackend):
     ) -> RunResult:
         attempts_before = len(rundir.list_attempts(rd))
         follower = JournalFollower(rd)
-        if rd.journal_dir.is_dir():
-            follower.poll()  # skip earlier attempts: progress counts this launch only
+        follower.skip_existing()  # earlier attempts: progress counts this launch only
         owned: set[str] = set()  # MPI shared memory our ranks mapped (seen in /proc)
         seen_pids: set[int] = set()
         looked = 0.0
@@ -430,7 +429,9 @@ def _death(rd: rundir.RunDir, returncode: int, n: int) -> str:
 def _feed(follower: JournalFollower, on_commit: OnCommit | None, owned: set[str]) -> None:
     """Pass new commit records to ``on_commit``; add the shared memory each rank's start
     record names to ``owned`` (the parent's /proc polling can miss a rank killed early)."""
-    for _, rec in follower.poll() if follower.rd.journal_dir.is_dir() else []:
+    if not follower.rd.journal_dir.is_dir():
+        return
+    for _, rec in follower.poll(starts_only=on_commit is None):
         kind = rec.get("t")
         if kind == "commit" and on_commit is not None:
             on_commit(rec)
