@@ -33,6 +33,9 @@ class Deferral(Protocol):
     def submit(self, tmp: Path, final: Path) -> None:
         """Fsync ``tmp``, rename it to ``final`` and fsync the directory, later."""
 
+    def sync(self, path: Path) -> None:
+        """Fsync ``path`` (written in place) and its directory, later."""
+
 
 _local = threading.local()
 
@@ -150,6 +153,20 @@ def atomic_path(
         raise
     if durable:
         fsync_dir(final.parent)
+
+
+def make_durable(path: str | os.PathLike[str], *, defer: bool = False) -> None:
+    """Fsync a file written in place and its directory (a Zarr chunk rewritten by zarr).
+
+    ``defer``: as for :func:`atomic_path`, hand it to this thread's write-behind publisher
+    when one is active (the rank loop waits for it before committing the index).
+    """
+    target: Deferral | None = getattr(_local, "target", None) if defer else None
+    if target is not None:
+        target.sync(Path(path))
+        return
+    fsync_file(path)
+    fsync_dir(Path(path).parent)
 
 
 def finish(tmp: Path, final: Path, *, durable: bool = True) -> None:

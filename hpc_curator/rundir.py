@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import socket
 import sys
 import time
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpc_curator.atomic import atomic_path, atomic_write, create_exclusive
 from hpc_curator.errors import RunBusyError, RunDirError
+from hpc_curator.versions import versions
 
 if TYPE_CHECKING:  # numpy only where index lists are read or written (a light launcher)
     import numpy as np
@@ -52,21 +52,6 @@ def stable_hash(obj: Any) -> str:
     """SHA-256 of the canonical JSON of ``obj``."""
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=repr)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def versions() -> dict[str, str]:
-    """Versions of Python, the package and its core dependencies."""
-    from importlib import metadata
-
-    out = {"python": platform.python_version()}
-    for pkg in ("hpc-curator", "numpy", "h5py", "pyarrow", "mpi4py", "submitit"):
-        module = sys.modules.get(pkg.replace("-", "_"))
-        version = getattr(module, "__version__", None)  # imported already: no metadata scan
-        try:
-            out[pkg] = str(version) if version else metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
 
 
 class RunDir:

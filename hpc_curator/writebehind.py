@@ -7,7 +7,8 @@ it. Inside the rank loop a :class:`Publisher` is active: :func:`hpc_curator.atom
 with ``defer=True`` (the built-in sinks use it) only writes the temporary and queues it; one
 background thread per process fsyncs each file and renames it into place, in order, and
 fsyncs each directory *once per commit* (not once per file), which also cuts the metadata
-load. ``fsync`` releases the GIL, so the next index computes meanwhile.
+load. ``fsync`` releases the GIL, so the next index computes meanwhile. Files written in place
+(a Zarr chunk) are only fsynced there (:func:`hpc_curator.atomic.make_durable`).
 
 The commit protocol is unchanged: before a rank writes a commit record it calls
 :meth:`Publisher.drain`, which waits until every queued output is durable and returns those
@@ -84,6 +85,10 @@ class Publisher:
             self._thread.start()
         self._queue.put((self.tag, tmp, final))
 
+    def sync(self, path: Path) -> None:
+        """Queue ``path`` (a file written in place) to be fsynced with its directory."""
+        self.submit(path, path)
+
     def drain(self) -> list[Unkept]:
         """Wait until every queued output is durable; return (and forget) those that are not."""
         if self._thread is not None:
@@ -114,9 +119,13 @@ class Publisher:
                 continue
             tag, tmp, final = item
             try:
-                atomic.finish(tmp, final)
+                if tmp == final:  # written in place: only made durable
+                    atomic.fsync_file(final)
+                else:
+                    atomic.finish(tmp, final)
             except BaseException as exc:  # reported to the rank loop by drain(), not lost
-                atomic.remove(tmp)
+                if tmp != final:
+                    atomic.remove(tmp)
                 self._fail(tag, final, exc)
             else:
                 self._dirs.setdefault(final.parent, []).append((tag, final))

@@ -151,3 +151,18 @@ def test_pool_workers_publish_behind_too(tmp_path: Path, backend: str) -> None:
     rows = manifest_rows(tmp_path / "r")
     assert [r["index"] for r in rows if r["status"] != "ok"] == [6]
     assert len(list((tmp_path / "out").iterdir())) == 11 and temps(tmp_path / "out") == []
+
+
+def test_files_written_in_place_are_synced_behind_and_never_removed(tmp_path: Path) -> None:
+    chunk, device = tmp_path / "c0", tmp_path / "dev"
+    chunk.write_bytes(b"sample")
+    os.symlink("/dev/null", device)
+    atomic.make_durable(chunk, defer=True)  # no publisher: inline
+    with Publisher() as pub:
+        pub.tag = 2
+        atomic.make_durable(chunk, defer=True)
+        pub.tag = 3
+        atomic.make_durable(device, defer=True)
+        unkept = pub.drain()
+    assert [(u.tag, u.type) for u in unkept] == [(3, "OSError")]
+    assert chunk.read_bytes() == b"sample" and device.is_symlink()  # in place: not removed

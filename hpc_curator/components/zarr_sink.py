@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from hpc_curator.atomic import fsync_dir, fsync_file
+from hpc_curator.atomic import make_durable
 from hpc_curator.pipeline import Param, Sink, Source
 
 
@@ -91,7 +91,7 @@ class ZarrSink(Sink):
                 )
             array[index] = value
             path = self._chunk_file(name, index, value.ndim)
-            _fsync(path)
+            make_durable(path, defer=True)  # before the commit; behind, in the rank loop
             paths.append(str(path))
         return paths
 
@@ -137,8 +137,3 @@ class ZarrSink(Sink):
         state = dict(self.__dict__)
         state["_arrays"] = {}  # open arrays stay in the process that opened them
         return state
-
-
-def _fsync(path: Path) -> None:
-    fsync_file(path)
-    fsync_dir(path.parent)
