@@ -165,14 +165,38 @@ def slice_for(indices: np.ndarray, rank: int, size: int, schedule: str = "stride
     raise UsageError(f"unknown static schedule {schedule!r}", f"choose one of {SCHEDULES}")
 
 
-def chunk(indices: np.ndarray, number: int, chunk_size: int) -> np.ndarray:
-    """Return chunk ``number`` of ``indices`` for the dynamic schedule (empty past the end)."""
-    return indices[number * chunk_size : (number + 1) * chunk_size]
-
-
 def default_chunk_size(n_pending: int, size: int) -> int:
     """Chunk size for the dynamic schedule: about 16 chunks per rank, 1..256 indices each."""
     return int(max(1, min(256, n_pending // max(1, size * 16))))
+
+
+#: Tapered tail of the dynamic schedule: chunks per rank at each halved chunk size.
+TAPER_CHUNKS_PER_RANK = 2
+
+
+def dynamic_bounds(n: int, size: int, chunk_size: int, *, taper: bool = True) -> np.ndarray:
+    """Where the dynamic schedule's chunks start, as positions in the pending list (``n`` last).
+
+    Chunks of ``chunk_size`` positions, claimed in order from a shared counter. With
+    ``taper``, the last ones shrink: ``TAPER_CHUNKS_PER_RANK * size`` chunks of half the size,
+    then of a quarter, ... down to single indices. The ranks then run out of work within about
+    one index of each other, not one chunk (a chunk of heavy-tailed indices can cost seconds),
+    for ``~2 * size * log2(chunk_size)`` more claims. Every rank computes the same bounds.
+    """
+    n, chunk_size = max(0, int(n)), max(1, int(chunk_size))
+    levels = [chunk_size >> k for k in range(1, chunk_size.bit_length())] if taper else []
+    tail = np.repeat(np.asarray(levels, dtype=np.int64), TAPER_CHUNKS_PER_RANK * max(1, size))
+    ends_from_end = np.cumsum(tail[::-1])  # positions covered by the last k tail chunks
+    if len(tail) and ends_from_end[-1] >= n:  # the tail alone covers everything
+        k = int(np.searchsorted(ends_from_end, n))  # the last k+1 chunks, the first one cut
+        sizes = tail[len(tail) - k - 1 :].copy()
+        sizes[0] -= int(ends_from_end[k]) - n
+    else:
+        head = n - (int(ends_from_end[-1]) if len(tail) else 0)
+        full, rest = divmod(head, chunk_size)
+        partial = np.asarray([rest] if rest else [], np.int64)
+        sizes = np.concatenate([np.full(full, chunk_size, np.int64), partial, tail])
+    return np.concatenate([[0], np.cumsum(sizes[sizes > 0])]).astype(np.int64)
 
 
 def format_indices(indices: Sequence[int] | np.ndarray) -> str:

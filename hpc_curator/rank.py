@@ -369,18 +369,16 @@ def my_indices(plan: Plan, world: World, chunks: Counter | None, stop: StopFlag)
         yield from share.tolist()  # Python ints: no per-index conversion in the hot loop
         return
     assert chunks is not None
-    size = plan.settings.chunk_size or partition.default_chunk_size(len(plan.pending), world.size)
-    starts = groups.chunk_bounds(bounds, size) if bounds is not None else None
+    n, fixed = len(plan.pending), plan.settings.chunk_size  # a chunk size the user set holds
+    size = fixed or partition.default_chunk_size(n, world.size)
+    starts = partition.dynamic_bounds(n, world.size, size, taper=not fixed)
+    if bounds is not None:
+        starts = groups.snap_bounds(starts, bounds)
     while not stop:
         number = chunks.add(1) - 1
-        if starts is not None:
-            if number + 1 >= len(starts):
-                return
-            part = plan.pending[starts[number] : starts[number + 1]]
-        else:
-            part = partition.chunk(plan.pending, number, size)
-        if len(part) == 0:
+        if number + 1 >= len(starts):
             return
+        part = plan.pending[starts[number] : starts[number + 1]]
         for index in part.tolist():
             yield index
             if stop:

@@ -10,11 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hpc_curator.errors import CuratorError, UsageError
+from hpc_curator.groups import snap_bounds
 from hpc_curator.partition import (
     SCHEDULES,
+    TAPER_CHUNKS_PER_RANK,
     check_indices,
-    chunk,
     default_chunk_size,
+    dynamic_bounds,
     format_indices,
     from_ranges,
     parse_indices,
@@ -243,21 +245,7 @@ def test_slice_for_errors() -> None:
     assert "dynamic" in SCHEDULES
 
 
-# -- chunk / default_chunk_size --------------------------------------------------------------
-
-
-@pytest.mark.parametrize("size", [1, 3, 7, 64])
-def test_chunks_cover_everything(size: int) -> None:
-    indices = np.arange(1000, 1100, dtype=np.int64)[::-1]
-    parts = []
-    number = 0
-    while len(c := chunk(indices, number, size)):
-        assert len(c) <= size
-        parts.append(c)
-        number += 1
-    np.testing.assert_array_equal(np.concatenate(parts), indices)
-    assert number == -(-len(indices) // size)
-    assert len(chunk(indices, number + 5, size)) == 0
+# -- default_chunk_size --------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -282,3 +270,39 @@ def test_default_chunk_size_bounds(n_pending: int, size: int) -> None:
     c = default_chunk_size(n_pending, size)
     assert isinstance(c, int)
     assert 1 <= c <= 256
+
+
+# -- dynamic_bounds / snap_bounds -------------------------------------------------------------
+
+
+@FAST
+@given(st.integers(0, 5000), st.integers(1, 64), st.integers(1, 300), st.booleans())
+def test_dynamic_bounds_cover_every_position_once(n: int, size: int, c: int, taper: bool) -> None:
+    b = dynamic_bounds(n, size, c, taper=taper)
+    sizes = np.diff(b)
+    assert b[0] == 0 and b[-1] == n and (sizes > 0).all()
+    assert sizes.max(initial=0) <= c
+    if not taper:  # the plain schedule: chunks of chunk_size, the last one what is left
+        np.testing.assert_array_equal(b, np.unique(np.r_[np.arange(0, n, c), n]))
+    elif n >= TAPER_CHUNKS_PER_RANK * size * c:  # the tail fits: it ends in single indices
+        last = TAPER_CHUNKS_PER_RANK * size
+        assert sizes[-last:].tolist() == [1] * last
+        assert (np.diff(sizes) > 0).sum() <= 1  # shrinking, but for the head's partial chunk
+        assert len(sizes) <= -(-n // c) + 1 + last * c.bit_length()
+
+
+def test_tapered_chunks_end_within_an_index_of_each_other() -> None:
+    # 1,000 indices on 2 ranks, default chunk 31: 28 chunks of 31, then 15, 7, 3, 1 (4 each)
+    sizes = np.diff(dynamic_bounds(1000, 2, default_chunk_size(1000, 2)))
+    assert sizes[:28].tolist() == [31] * 28
+    assert sizes[-16:].tolist() == [15] * 4 + [7] * 4 + [3] * 4 + [1] * 4
+    assert sizes.sum() == 1000
+
+
+@FAST
+@given(st.lists(st.integers(1, 20), min_size=1, max_size=60), st.integers(1, 8), st.integers(1, 40))
+def test_snapped_chunks_hold_whole_units(units: list[int], size: int, chunk: int) -> None:
+    bounds = np.concatenate([[0], np.cumsum(units)]).astype(np.int64)
+    starts = snap_bounds(dynamic_bounds(int(bounds[-1]), size, chunk), bounds)
+    assert starts[0] == 0 and starts[-1] == bounds[-1] and (np.diff(starts) > 0).all()
+    assert set(starts.tolist()) <= set(bounds.tolist())
