@@ -307,11 +307,14 @@ def summarize(
                 tracked=folded.tracked,
             )
             if writer is None:
-                writer = pq.ParquetWriter(str(folded.spill / _TABLE), table.schema)
+                options = manifest.parquet_options(table.schema)
+                writer = pq.ParquetWriter(str(folded.spill / _TABLE), table.schema, **options)
             writer.write_table(table)
             path.unlink()
         if writer is None:  # no index recorded yet: the in-memory path's empty table
-            pq.write_table(manifest.build_table(rd, folded.scan), str(folded.spill / _TABLE))
+            empty = manifest.build_table(rd, folded.scan)
+            options = manifest.parquet_options(empty.schema)
+            pq.write_table(empty, str(folded.spill / _TABLE), **options)
     finally:
         if writer is not None:
             writer.close()

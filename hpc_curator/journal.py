@@ -22,6 +22,7 @@ works on Lustre and GPFS.
 from __future__ import annotations
 
 import gc
+import hashlib
 import os
 from collections import defaultdict
 from collections.abc import Iterator
@@ -107,7 +108,11 @@ def _parse_outputs(commits: list[tuple[int, bytes | None]]) -> Any:
         try:
             table = pj.read_json(
                 io.BytesIO(buf),
-                read_options=pj.ReadOptions(block_size=max(1 << 24, longest + 64)),
+                # 1 MiB blocks in this thread: 200,000 indices in 9-36 ms instead of 33-96 ms
+                # with 16 MiB blocks, and 7 MiB less memory (a line must fit in one block)
+                read_options=pj.ReadOptions(
+                    block_size=max(1 << 20, longest + 64), use_threads=False
+                ),
                 parse_options=pj.ParseOptions(
                     explicit_schema=pa.schema([("o", pa.list_(paths))]), newlines_in_values=False
                 ),
@@ -134,13 +139,14 @@ def read_records(path: Path, *, with_outputs: bool = True) -> tuple[list[dict[st
     With ``with_outputs=False`` commit records come back without their ``"out"`` lists
     (resume scans and progress need only indices and statuses; this halves their cost).
     """
-    records, raws, torn = _read_split(path, with_outputs)
-    for rec in records:
+    complete: list[dict[str, Any]] = []
+    torn = 0
+    for rec, raw in _read_split(path, with_outputs):
+        if rec is None:
+            torn += 1
+            continue
         rec.pop(_LINE, None)
-    if not with_outputs:
-        return records, torn
-    complete = []
-    for rec, raw in zip(records, raws, strict=True):
+        rec.pop(_DIGEST, None)
         try:
             if raw is not None:
                 rec["out"] = orjson.loads(raw)
@@ -321,14 +327,16 @@ def _journal_commits(
     """The valid, not invalidated commit records of one journal, with their ``"out"`` text,
     attempt, rank and writer code; start/end records, torn lines, malformed and repeated
     records go into ``shared``."""
-    records, raws, n_torn = _read_split(path, with_outputs)
-    if n_torn:
-        shared.torn[path.name] = n_torn
     attempt, rank = _attempt_rank(path)
     code = len(shared.worker_info)
     shared.worker_info.append({})
-    seen: dict[int, dict[str, Any]] = {}
-    for rec, raw in zip(records, raws, strict=True):
+    # one line at a time, and only a digest of each commit kept: a journal's records are
+    # never all in memory (~250 bytes per index as Python objects)
+    seen: dict[int, bytes] = {}
+    for rec, raw in _read_split(path, with_outputs):
+        if rec is None:
+            shared.torn[path.name] = shared.torn.get(path.name, 0) + 1
+            continue
         kind = rec.get("t")
         if kind == "start":
             shared.workers[(attempt, rank)] = rec
@@ -337,16 +345,17 @@ def _journal_commits(
             shared.ends[(attempt, rank)] = rec
         elif kind == "commit":
             line = rec.pop(_LINE, None)
+            digest = rec.pop(_DIGEST, b"")
             problem = commit_problem(rec)
             if problem is None and rec["seq"] in seen:
-                if seen[rec["seq"]] == rec:
+                if seen[rec["seq"]] == digest:  # the same line written again
                     shared.duplicates[path.name] = shared.duplicates.get(path.name, 0) + 1
                     continue
                 problem = f"a second commit record with seq {rec['seq']}"
             if problem is not None:
                 shared.bad.append({"file": str(path), "line": line, "reason": problem})
                 continue
-            seen[rec["seq"]] = rec
+            seen[rec["seq"]] = digest
             if shared.drops and (attempt, rank, rec["seq"]) in shared.drops:
                 continue
             for name, digest in (rec.get("segsum") or {}).items():
@@ -457,30 +466,30 @@ def _stage_block(value: Any, n: int) -> Any:
 
 #: key under which :func:`_read_split` leaves a commit record's line number (popped by scan)
 _LINE = "\x00line"
+#: key of a commit line's digest (repeated lines are recognised by it)
+_DIGEST = "\x00digest"
 
 
 def _read_split(
     path: Path, with_outputs: bool
-) -> tuple[list[dict[str, Any]], list[bytes | None], int]:
-    """Records of one journal parsed without ``"out"``, that member's raw JSON, torn count."""
-    records: list[dict[str, Any]] = []
-    raws: list[bytes | None] = []
-    torn = 0
+) -> Iterator[tuple[dict[str, Any] | None, bytes | None]]:
+    """Records of one journal, one line at a time, parsed without ``"out"``, and that
+    member's raw JSON; ``(None, None)`` for a torn or corrupt line. Commit records carry
+    their line number and a digest of the line (popped by the readers)."""
     with open(path, "rb") as fh:
         for number, line in enumerate(fh, start=1):
             head, raw = _split_outputs(line)
             rec = parse_line(head)
             if rec is None:
-                torn += 1
+                yield None, None
                 continue
             if "out" in rec:  # the line could not be cut: "out" was parsed with the rest
                 out = rec.pop("out")
                 raw = orjson.dumps(out) if with_outputs else None
             if rec.get("t") == "commit":
                 rec[_LINE] = number
-            records.append(rec)
-            raws.append(raw if with_outputs else None)
-    return records, raws, torn
+                rec[_DIGEST] = hashlib.blake2b(line, digest_size=16).digest()
+            yield rec, raw if with_outputs else None
 
 
 _attempt_rank = RunDir.parse_journal_name

@@ -130,7 +130,21 @@ def _write_table(rd: rundir.RunDir, scan: JournalScan) -> None:
 
     table = build_table(rd, scan)
     with atomic_path(rd.manifest_parquet) as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, **parquet_options(table.schema))
+
+
+def parquet_options(schema: Any) -> dict[str, Any]:
+    """How ``manifest.parquet`` is written: dictionary encoding only for the text columns.
+
+    Times, sizes and indices are nearly all distinct: their dictionaries only grow until
+    Parquet falls back to plain encoding. Measured on 200,000 rows: 83 -> 25 ms and 45 -> 5 MiB
+    of writer memory, for a file 35% larger (1.6 MB).
+    """
+    import pyarrow as pa
+
+    numeric = (pa.types.is_integer, pa.types.is_floating)
+    text = [f.name for f in schema if not any(is_(f.type) for is_ in numeric)]
+    return {"use_dictionary": text}
 
 
 def build_table(rd: rundir.RunDir, scan: JournalScan) -> Any:

@@ -268,12 +268,13 @@ def exit_process(code: int) -> NoReturn:
     ``exit``). Only for the rank command's own process, never in a library call.
     """
     import ctypes
-    import logging
 
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
-    logging.shutdown()
+    logging = sys.modules.get("logging")
+    if logging is not None:  # user code logged: flush its handlers (not imported to do nothing)
+        logging.shutdown()
     mpi = sys.modules.get("mpi4py.MPI")
     if mpi is not None:
         _finalize(mpi)
