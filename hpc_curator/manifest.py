@@ -42,7 +42,8 @@ def summarize(
     latest = Rows.from_scan(scan, scan.latest())
     tally = Tally()
     # a record of an index outside the frozen list counts for nothing
-    tally.add_rows(latest.take(np.flatnonzero(np.isin(latest.idx, info.indices))), scan.workers)
+    member = np.isin(latest.idx, info.indices)
+    tally.add_rows(latest if member.all() else latest.take(np.flatnonzero(member)), scan.workers)
     tally.add_records(scan.wall, scan.cpu, scan.time, count_outputs(scan))
     return document(rd, info, tally, scan, summaries=summaries, outputs=outputs)
 

@@ -56,8 +56,11 @@ class Rows:
     def from_scan(cls, scan: JournalScan, pos: np.ndarray) -> Rows:
         """The rows at scan positions ``pos``."""
         ok = scan.ok[pos]
-        errors = {key: np.full(len(pos), None, dtype=object) for key in ERROR_KEYS}
-        for row in np.flatnonzero(ok == 0):
+        failed = np.flatnonzero(ok == 0)
+        errors: dict[str, np.ndarray] = {}  # no error columns at all when nothing failed
+        if len(failed):
+            errors = {key: np.full(len(pos), None, dtype=object) for key in ERROR_KEYS}
+        for row in failed:
             err = scan.errors.get(int(pos[row])) or {}
             for key in ERROR_KEYS:
                 errors[key][row] = err.get(key)
@@ -153,10 +156,11 @@ def table(
                 np.where(missing, 0, values).astype(np.int64), pa.int64(), mask=missing
             )
     for key, name in (("type", "error_type"), ("msg", "error_message"), ("tb", "traceback")):
-        values = rows.errors.get(key)
-        if values is None or len(values) != n:
-            values = np.full(n, None, dtype=object)
-        columns[name] = pa.array(np.where(ok, None, values), pa.string())
+        values: Any = rows.errors.get(key)
+        if values is None or len(values) != n or ok.all():
+            columns[name] = pa.nulls(n, pa.string())
+        else:
+            columns[name] = pa.array(np.where(ok, None, values), pa.string())
     return pa.table(columns)
 
 
