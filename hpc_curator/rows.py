@@ -156,11 +156,11 @@ def table(
                 np.where(missing, 0, values).astype(np.int64), pa.int64(), mask=missing
             )
     for key, name in (("type", "error_type"), ("msg", "error_message"), ("tb", "traceback")):
-        values: Any = rows.errors.get(key)
-        if values is None or len(values) != n or ok.all():
+        text = rows.errors.get(key)
+        if text is None or len(text) != n or ok.all():
             columns[name] = pa.nulls(n, pa.string())
         else:
-            columns[name] = pa.array(np.where(ok, None, values), pa.string())
+            columns[name] = pa.array(np.where(ok, np.array(None), text), pa.string())
     return pa.table(columns)
 
 
