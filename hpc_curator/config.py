@@ -35,7 +35,6 @@ reuse the options recorded with the run and apply a profile only when one is nam
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,6 +86,8 @@ class Layer:
 
 
 def _read(path: Path) -> dict[str, Any]:
+    import tomllib  # only when a config file exists: the rank program never reads one
+
     try:
         with path.open("rb") as fh:
             doc = tomllib.load(fh)

@@ -37,7 +37,6 @@ import contextlib
 import json
 import os
 import pickle
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -50,6 +49,7 @@ from hpc_curator import groups, journal, partition, rundir
 from hpc_curator.atomic import atomic_path, create_exclusive
 from hpc_curator.slurm.env import slurm_env
 from hpc_curator.values import Plan
+from hpc_curator.world import hostname
 
 STALE_ENV = "HPC_CURATOR_CLAIM_STALE_S"
 DEFAULT_STALE_S = 300.0
@@ -201,7 +201,7 @@ class Board:
     def _take(self, chunk: int, generation: int, task: int) -> bool:
         doc = {
             "task": task,
-            "host": socket.gethostname(),
+            "host": hostname(),
             "pid": os.getpid(),
             "time": time.time(),
             "slurm_job": slurm_env().job_id,
@@ -269,7 +269,7 @@ class Board:
 
 def _here(doc: dict[str, Any]) -> bool:
     """Whether claim ``doc`` was taken on this host (its pid can be checked here)."""
-    return doc.get("host") == socket.gethostname()
+    return doc.get("host") == hostname()
 
 
 def _pid_alive(pid: Any) -> bool:

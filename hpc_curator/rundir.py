@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from hpc_curator.atomic import atomic_path, atomic_write, create_exclusive
 from hpc_curator.errors import RunBusyError, RunDirError
 from hpc_curator.versions import versions
+from hpc_curator.world import hostname
 
 if TYPE_CHECKING:  # numpy only where index lists are read or written (a light launcher)
     import numpy as np
@@ -299,7 +299,7 @@ def _create(
         "code": code,
         "cwd": os.getcwd(),
         "created": now_iso(),
-        "host": socket.gethostname(),
+        "host": hostname(),
         "argv": sys.argv,
         "versions": versions(),
     }
@@ -385,7 +385,7 @@ def attempt_alive(rd: RunDir, rec: dict[str, Any], now: float | None = None) -> 
     """
     if rec.get("ended"):
         return False
-    if rec.get("host") == socket.gethostname() and rec.get("pid") is not None:
+    if rec.get("host") == hostname() and rec.get("pid") is not None:
         if not _pid_running(rec.get("pid")):
             return False
         if not rec.get("job_id"):
@@ -394,7 +394,7 @@ def attempt_alive(rd: RunDir, rec: dict[str, Any], now: float | None = None) -> 
     if job:
         from hpc_curator.slurm.env import slurm_env
 
-        if job == slurm_env().job_id and rec.get("host") != socket.gethostname():
+        if job == slurm_env().job_id and rec.get("host") != hostname():
             return False
         from hpc_curator.slurm.status import job_state
 

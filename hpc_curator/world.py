@@ -12,7 +12,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import socket
 import sys
 import time
 import warnings
@@ -22,6 +21,12 @@ from typing import Any, NoReturn, Protocol
 
 from hpc_curator.errors import WorldError
 from hpc_curator.slurm.env import slurm_env
+
+
+def hostname() -> str:
+    """This host's name (``gethostname``; read from ``uname``: no ``socket`` import)."""
+    return os.uname().nodename
+
 
 EXPECTED_SIZE_ENV = "HPC_CURATOR_EXPECTED_SIZE"
 NO_MPI_ENV = "HPC_CURATOR_NO_MPI"
@@ -108,7 +113,7 @@ class World:
 
     rank: int = 0
     size: int = 1
-    host: str = field(default_factory=socket.gethostname)
+    host: str = field(default_factory=hostname)
     node: str = ""
     job_id: str | None = None
     step_id: str | None = None
