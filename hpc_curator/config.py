@@ -86,17 +86,18 @@ class Layer:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    import tomllib  # only when a config file exists: the rank program never reads one
-
     try:
         with path.open("rb") as fh:
-            doc = tomllib.load(fh)
+            import tomllib  # only once a config file exists: most commands never read one
+
+            try:
+                doc = tomllib.load(fh)
+            except tomllib.TOMLDecodeError as exc:
+                raise UsageError(
+                    f"config file {path} is not valid TOML: {exc}", "fix or remove it"
+                ) from None
     except FileNotFoundError:
         return {}
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(
-            f"config file {path} is not valid TOML: {exc}", "fix or remove it"
-        ) from None
     except OSError as exc:
         raise UsageError(f"cannot read config file {path}: {exc.strerror}") from None
     unknown = sorted(set(doc) - set(_TOP_KEYS))

@@ -8,6 +8,7 @@ from the manifest rank 0 wrote.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -16,7 +17,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -272,9 +272,12 @@ class MPIBackend(RunBackend):
         on_commit: OnCommit | None,
     ) -> RunResult:
         blob = portable.payload(launch.pipeline)
-        with tempfile.TemporaryDirectory(prefix="hpc-curator-") as tmp:
+        with contextlib.ExitStack() as stack:
             blob_path = None
             if blob is not None:  # objects the ranks cannot rebuild from the spec
+                import tempfile
+
+                tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="hpc-curator-"))
                 blob_path = str(Path(tmp) / "pipeline.pkl")
                 Path(blob_path).write_bytes(blob)
             flags = [*mpiexec_flags(exe, n), *self.extra_args]
