@@ -285,14 +285,14 @@ class RankLoop:
         if not self.batch:
             return
         unkept = self.publisher.drain()  # the batch's outputs are durable from here on
-        if unkept:
-            self._fail_unkept(unkept)
         if self.may_commit is not None and not self.may_commit():
             for f in self.pipeline.stateful_filters:
                 f.drop_delta()
             self.dropped += len(self.batch)
             self._reset_batch()
             return
+        if unkept:
+            self._fail_unkept(unkept)
         segs: dict[str, str] = {}
         sums: dict[str, list[Any]] = {}
         for f in self.pipeline.stateful_filters:

@@ -22,6 +22,7 @@ syncs is slowed to the disk's pace instead of piling up temporaries.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import traceback
@@ -65,6 +66,7 @@ class Publisher:
         self._unkept: list[Unkept] = []
         self._dirs: dict[Path, list[tuple[int, Path]]] = {}
         self._previous: atomic.Deferral | None = None
+        self._pid = os.getpid()
 
     def __enter__(self) -> Publisher:
         self._previous = atomic.set_deferral(self)
@@ -77,7 +79,18 @@ class Publisher:
         self.close()
 
     def submit(self, tmp: Path, final: Path) -> None:
-        """Queue ``tmp`` to be fsynced and renamed to ``final`` (blocks while the queue is full)."""
+        """Queue ``tmp`` to be fsynced and renamed to ``final`` (blocks while the queue is full).
+
+        In a child that user code forked meanwhile (no thread of ours runs there), the output
+        is finished at once instead.
+        """
+        if os.getpid() != self._pid:
+            if tmp == final:
+                atomic.fsync_file(final)
+            else:
+                atomic.finish(tmp, final)
+            atomic.fsync_dir(final.parent)
+            return
         if self._thread is None:
             self._thread = threading.Thread(
                 target=self._run, name="hpc-curator-write-behind", daemon=True

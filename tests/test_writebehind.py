@@ -166,3 +166,22 @@ def test_files_written_in_place_are_synced_behind_and_never_removed(tmp_path: Pa
         unkept = pub.drain()
     assert [(u.tag, u.type) for u in unkept] == [(3, "OSError")]
     assert chunk.read_bytes() == b"sample" and device.is_symlink()  # in place: not removed
+
+
+def test_a_forked_child_finishes_its_outputs_itself(tmp_path: Path) -> None:
+    # user code may fork inside an index; the child has no write-behind thread to wait for
+    with Publisher() as pub:
+        with atomic.atomic_path(tmp_path / "parent.txt", defer=True) as tmp:
+            tmp.write_text("p")
+        pid = os.fork()
+        if pid == 0:  # the child: write, exit without any cleanup of the parent's
+            try:
+                with atomic.atomic_path(tmp_path / "child.txt", defer=True) as tmp:
+                    tmp.write_text("c")
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert (tmp_path / "child.txt").read_text() == "c"  # in place before any drain
+        assert pub.drain() == []
+    assert (tmp_path / "parent.txt").read_text() == "p" and temps(tmp_path) == []
