@@ -397,7 +397,8 @@ def rank_main(
         from hpc_curator.slurm.requeue import request_requeue
 
         requeued = request_requeue()  # acted on by the job script, if it is ours
-    world.idle_barrier()
+    if result.exit_code == 3:  # the others sleep while rank 0 may ask Slurm for a requeue
+        world.idle_barrier()
     block_stop_signals()  # until exit: MPI finalisation talks PMI too
     if world.is_root and not os.environ.get(PARENT_ENV) and not requeued:
         print(f"hpc-curate: {result.status}: {result.message}", file=sys.stderr, flush=True)
