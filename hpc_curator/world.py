@@ -271,15 +271,21 @@ def exit_process(code: int) -> NoReturn:
     MPI library's among them); ``os._exit`` skipped them too, and Hydra then killed a rank
     now and then (4 ranks: "BAD TERMINATION ... signal 9" in 1 run of 3; none in 24 with
     ``exit``). Only for the rank command's own process, never in a library call.
+
+    The functions user code registered with :mod:`atexit` still run, first (newest first, as
+    at a normal exit: MPI is still up for them): a component that flushes something at exit
+    must not lose it silently.
     """
+    import atexit
     import ctypes
 
+    try:
+        atexit._run_exitfuncs()  # logging's shutdown and mpi4py's finaliser are among them
+    except Exception as exc:  # what the interpreter would print at exit, and go on
+        print(f"hpc-curator: an exit handler failed: {exc!r}", file=sys.stderr)
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
-    logging = sys.modules.get("logging")
-    if logging is not None:  # user code logged: flush its handlers (not imported to do nothing)
-        logging.shutdown()
     mpi = sys.modules.get("mpi4py.MPI")
     if mpi is not None:
         _finalize(mpi)

@@ -344,3 +344,25 @@ def test_a_corrupt_segment_in_another_ranks_share_fails_cleanly(tmp_path: Path) 
     assert "modified after its commit" in proc.stderr and victim.name in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not list((d / "shards").rglob(".partial-*"))
+
+
+def test_user_exit_handlers_run_in_every_rank(tmp_path: Path) -> None:
+    # ranks end without the interpreter's teardown (world.exit_process); what user code
+    # registered with atexit must still run, while MPI is still up
+    pipe = tmp_path / "pipe.py"
+    pipe.write_text(
+        "import atexit, os\n"
+        "from mpi4py import MPI\n"
+        "from hpc_curator import Pipeline\n"
+        "from hpc_curator.components import SyntheticSource\n"
+        "def flush():\n"
+        f"    open(os.path.join({str(tmp_path)!r}, 'flushed-%d' % MPI.COMM_WORLD.Get_rank()), 'w')"
+        ".write(str(MPI.Is_finalized()))\n"
+        "def build(n='8'):\n"
+        "    atexit.register(flush)\n"
+        "    return Pipeline(SyntheticSource(n=int(n), shape=(2, 2), fields=('u',)))\n"
+    )
+    proc = cli("run", f"{pipe}:build", "--ranks", "2", "--run-dir", str(tmp_path / "r"), "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in tmp_path.glob("flushed-*")) == ["flushed-0", "flushed-1"]
+    assert {p.read_text() for p in tmp_path.glob("flushed-*")} == {"False"}
