@@ -7,9 +7,33 @@ selection, which the arrays' own buffers give.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
+
+
+def preload() -> threading.Thread:
+    """Import what writing the manifest needs (``pyarrow``, its Parquet and JSON readers:
+    ~45 ms of CPU) on a daemon thread, while the rank loop runs.
+
+    Rank 0 needs them only at the end, where every other rank waits for it. Imports mostly
+    hold the GIL, but an index that sleeps, does I/O or runs numpy releases it: then the
+    import is hidden behind the work instead of adding to the run's end (W2 on 2 ranks: ~45 ms
+    off a 2.6 s run). The end's own imports wait for this one if it is still going.
+    """
+
+    def load() -> None:
+        import contextlib
+
+        with contextlib.suppress(Exception):  # the end imports again and reports any error
+            import pyarrow
+            import pyarrow.json
+            import pyarrow.parquet  # noqa: F401
+
+    thread = threading.Thread(target=load, name="hpc-curator-preload", daemon=True)
+    thread.start()
+    return thread
 
 
 def list_values(chunks: list[Any]) -> Any:

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from hpc_curator import (
+    arrow,
     fingerprint,
     fold,
     gpus,
@@ -265,6 +266,8 @@ def run_world(
     )
     chunks = world.counter(0) if settings.schedule == "dynamic" else None
     beating = Heartbeat(rd.heartbeat_path(plan.attempt)) if world.is_root else nullcontext()
+    if world.is_root:
+        arrow.preload()  # the end's imports, behind this rank's share of the work
     with beating:
         try:
             summary = work(
