@@ -236,6 +236,18 @@ def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def wait_for_commits(journal: Path, n: int, timeout: float = 60.0) -> Path:
+    """Wait until ``journal`` holds ``n`` commit records (a rank is well into its loop)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (
+        not journal.exists() or journal.read_bytes().count(b'"t":"commit"') < n
+    ):
+        time.sleep(0.05)
+    return journal
+
+
 @pytest.mark.mpi
 @pytest.mark.timeout(120)
 def test_a_killed_rank_is_named_exit_3_and_its_shared_memory_is_removed(tmp_path: Path) -> None:
@@ -244,7 +256,6 @@ def test_a_killed_rank_is_named_exit_3_and_its_shared_memory_is_removed(tmp_path
     import signal
     import subprocess
     import sys
-    import time
 
     shm = Path("/dev/shm")
     before = {p.name for p in shm.iterdir()} if shm.is_dir() else set()
@@ -260,12 +271,7 @@ def test_a_killed_rank_is_named_exit_3_and_its_shared_memory_is_removed(tmp_path
         env=env,
     )
     try:
-        journal = d / "journal" / "a0001-rank00001.jsonl"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and (
-            not journal.exists() or journal.read_bytes().count(b'"t":"commit"') < 3
-        ):
-            time.sleep(0.05)
+        journal = wait_for_commits(d / "journal" / "a0001-rank00001.jsonl", 3)
         os.kill(json.loads(journal.read_text().splitlines()[0])["pid"], signal.SIGKILL)
         _, err = proc.communicate(timeout=60)
     finally:
@@ -292,7 +298,6 @@ def test_a_killed_singleton_rank_leaves_no_shared_memory(tmp_path: Path) -> None
     import signal
     import subprocess
     import sys
-    import time
 
     d = tmp_path / "run"
     args = ["rank", "--spec", SPEC, "-p", "n=300", "-p", "sleep=0.02", "--commit-every", "2"]
@@ -304,12 +309,7 @@ def test_a_killed_singleton_rank_leaves_no_shared_memory(tmp_path: Path) -> None
         env=env,
     )
     try:
-        journal = d / "journal" / "a0001-rank00000.jsonl"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and (
-            not journal.exists() or journal.read_bytes().count(b'"t":"commit"') < 2
-        ):
-            time.sleep(0.05)
+        journal = wait_for_commits(d / "journal" / "a0001-rank00000.jsonl", 2)
         start = json.loads(journal.read_text().splitlines()[0])
         assert start["pid"] == proc.pid and start["size"] == 1
         name = f"mpich_shm_{proc.pid:x}_0"
