@@ -32,8 +32,9 @@ from types import TracebackType
 
 from hpc_curator import atomic
 
-#: Outputs queued and not yet durable, per process; ``submit`` blocks beyond it.
-MAX_PENDING = 64
+#: Outputs queued and not yet durable, per process; ``submit`` blocks beyond it. A few are
+#: enough to ride out a slow fsync; each is a ``.tmp-`` file a killed rank leaves behind.
+MAX_PENDING = 8
 
 
 @dataclass(frozen=True)
