@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from hpc_curator import groups, journal, partition, rundir
+from hpc_curator import journal, partition, rundir
 from hpc_curator.atomic import atomic_path, create_exclusive
 from hpc_curator.slurm.env import slurm_env
 from hpc_curator.values import Plan
@@ -119,10 +119,9 @@ class Board:
         """Write the plan and the chunk bounds; return the number of chunks."""
         self.dir.mkdir(parents=True, exist_ok=True)
         size = plan.settings.chunk_size or default_chunk_size(len(plan.pending), n_tasks)
-        if plan.unit_bounds is not None:
-            bounds = groups.chunk_bounds(plan.unit_bounds, size)
-        else:
-            bounds = np.unique(np.append(np.arange(0, len(plan.pending), size), len(plan.pending)))
+        bounds = partition.dynamic_bounds(
+            len(plan.pending), n_tasks, size, taper=False, units=plan.unit_bounds
+        )
         with atomic_path(self.dir / "chunks.npy") as tmp, open(tmp, "wb") as fh:
             np.save(fh, bounds.astype(np.int64))
         with atomic_path(self.dir / "plan.pkl") as tmp:

@@ -134,21 +134,6 @@ def share(
     return np.concatenate([ordered[bounds[u] : bounds[u + 1]] for u in mine])
 
 
-def chunk_bounds(bounds: np.ndarray, chunk_size: int) -> np.ndarray:
-    """Positions in the ordered pending list where dynamic chunks of whole units start/end."""
-    starts = bounds[:-1]
-    chunk_of_unit = starts // max(1, chunk_size)
-    new = np.flatnonzero(np.diff(chunk_of_unit, prepend=-1) != 0)
-    return np.concatenate([starts[new], bounds[-1:]]).astype(np.int64)
-
-
-def snap_bounds(positions: np.ndarray, bounds: np.ndarray) -> np.ndarray:
-    """Chunk bounds (positions, :func:`~hpc_curator.partition.dynamic_bounds`) moved forward to
-    the next unit boundary, so that every chunk holds whole units (duplicates dropped)."""
-    at = np.minimum(np.searchsorted(bounds, positions), len(bounds) - 1)
-    return np.unique(np.concatenate([[0], bounds[at], bounds[-1:]])).astype(np.int64)
-
-
 def plan_units(
     pending: np.ndarray,
     frozen: np.ndarray,

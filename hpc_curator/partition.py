@@ -174,14 +174,25 @@ def default_chunk_size(n_pending: int, size: int) -> int:
 TAPER_CHUNKS_PER_RANK = 2
 
 
-def dynamic_bounds(n: int, size: int, chunk_size: int, *, taper: bool = True) -> np.ndarray:
+def dynamic_bounds(
+    n: int,
+    size: int,
+    chunk_size: int,
+    *,
+    taper: bool = True,
+    units: np.ndarray | None = None,
+) -> np.ndarray:
     """Where the dynamic schedule's chunks start, as positions in the pending list (``n`` last).
 
-    Chunks of ``chunk_size`` positions, claimed in order from a shared counter. With
-    ``taper``, the last ones shrink: ``TAPER_CHUNKS_PER_RANK * size`` chunks of half the size,
-    then of a quarter, ... down to single indices. The ranks then run out of work within about
-    one index of each other, not one chunk (a chunk of heavy-tailed indices can cost seconds),
-    for ``~2 * size * log2(chunk_size)`` more claims. Every rank computes the same bounds.
+    Chunks of ``chunk_size`` positions, claimed in order from a shared counter (MPI ranks) or
+    by claim files (array tasks). With ``taper``, the last ones shrink:
+    ``TAPER_CHUNKS_PER_RANK * size`` chunks of half the size, then of a quarter, ... down to
+    single indices. The ranks then run out of work within about one index of each other, not
+    one chunk (a chunk of heavy-tailed indices can cost seconds), for
+    ``~2 * size * log2(chunk_size)`` more claims. Every rank computes the same bounds.
+
+    ``units``: bounds of index groups (:mod:`hpc_curator.groups`, ``n`` last); each chunk
+    bound moves forward to the next unit bound, so that a chunk holds whole units.
     """
     n, chunk_size = max(0, int(n)), max(1, int(chunk_size))
     levels = [chunk_size >> k for k in range(1, chunk_size.bit_length())] if taper else []
@@ -196,7 +207,11 @@ def dynamic_bounds(n: int, size: int, chunk_size: int, *, taper: bool = True) ->
         full, rest = divmod(head, chunk_size)
         partial = np.asarray([rest] if rest else [], np.int64)
         sizes = np.concatenate([np.full(full, chunk_size, np.int64), partial, tail])
-    return np.concatenate([[0], np.cumsum(sizes[sizes > 0])]).astype(np.int64)
+    starts = np.concatenate([[0], np.cumsum(sizes[sizes > 0])]).astype(np.int64)
+    if units is None:
+        return starts
+    at = np.minimum(np.searchsorted(units, starts), len(units) - 1)
+    return np.unique(np.concatenate([[0], units[at], units[-1:]])).astype(np.int64)
 
 
 def format_indices(indices: Sequence[int] | np.ndarray) -> str:

@@ -371,9 +371,7 @@ def my_indices(plan: Plan, world: World, chunks: Counter | None, stop: StopFlag)
     assert chunks is not None
     n, fixed = len(plan.pending), plan.settings.chunk_size  # a chunk size the user set holds
     size = fixed or partition.default_chunk_size(n, world.size)
-    starts = partition.dynamic_bounds(n, world.size, size, taper=not fixed)
-    if bounds is not None:
-        starts = groups.snap_bounds(starts, bounds)
+    starts = partition.dynamic_bounds(n, world.size, size, taper=not fixed, units=bounds)
     while not stop:
         number = chunks.add(1) - 1
         if number + 1 >= len(starts):

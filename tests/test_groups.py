@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hpc_curator import groups
+from hpc_curator import groups, partition
 from tests.conftest import FIXTURE_PIPELINES, assert_stats_equal, cli, manifest_rows, stats
 
 SPEC = f"{FIXTURE_PIPELINES}:zarr_store"
@@ -54,7 +54,7 @@ def test_every_schedule_hands_out_whole_units_exactly_once(
         assert len(pending) == 0
         return
     if schedule == "dynamic":
-        starts = groups.chunk_bounds(bounds, chunk)
+        starts = partition.dynamic_bounds(len(ordered), size, chunk, taper=False, units=bounds)
         shares = [ordered[a:b] for a, b in itertools.pairwise(starts)]
         assert set(starts.tolist()) <= set(bounds.tolist())  # a chunk never cuts a unit
     else:

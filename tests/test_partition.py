@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hpc_curator.errors import CuratorError, UsageError
-from hpc_curator.groups import snap_bounds
 from hpc_curator.partition import (
     SCHEDULES,
     TAPER_CHUNKS_PER_RANK,
@@ -303,6 +302,6 @@ def test_tapered_chunks_end_within_an_index_of_each_other() -> None:
 @given(st.lists(st.integers(1, 20), min_size=1, max_size=60), st.integers(1, 8), st.integers(1, 40))
 def test_snapped_chunks_hold_whole_units(units: list[int], size: int, chunk: int) -> None:
     bounds = np.concatenate([[0], np.cumsum(units)]).astype(np.int64)
-    starts = snap_bounds(dynamic_bounds(int(bounds[-1]), size, chunk), bounds)
+    starts = dynamic_bounds(int(bounds[-1]), size, chunk, units=bounds)
     assert starts[0] == 0 and starts[-1] == bounds[-1] and (np.diff(starts) > 0).all()
     assert set(starts.tolist()) <= set(bounds.tolist())
