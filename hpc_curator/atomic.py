@@ -42,9 +42,14 @@ _local = threading.local()
 
 def set_deferral(target: Deferral | None) -> Deferral | None:
     """Make ``target`` this thread's publisher for ``defer=True`` writes; return the previous."""
-    previous: Deferral | None = getattr(_local, "target", None)
+    previous = _deferral()
     _local.target = target
     return previous
+
+
+def _deferral() -> Deferral | None:
+    """This thread's write-behind publisher, if one is active."""
+    return getattr(_local, "target", None)
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -141,7 +146,7 @@ def atomic_path(
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_name(final)
-    target: Deferral | None = getattr(_local, "target", None) if defer and durable else None
+    target = _deferral() if defer and durable else None
     try:
         yield tmp
         if target is not None:
@@ -161,7 +166,7 @@ def make_durable(path: str | os.PathLike[str], *, defer: bool = False) -> None:
     ``defer``: as for :func:`atomic_path`, hand it to this thread's write-behind publisher
     when one is active (the rank loop waits for it before committing the index).
     """
-    target: Deferral | None = getattr(_local, "target", None) if defer else None
+    target = _deferral() if defer else None
     if target is not None:
         target.sync(Path(path))
         return

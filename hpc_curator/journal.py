@@ -146,7 +146,6 @@ def read_records(path: Path, *, with_outputs: bool = True) -> tuple[list[dict[st
             torn += 1
             continue
         rec.pop(_LINE, None)
-        rec.pop(_DIGEST, None)
         try:
             if raw is not None:
                 rec["out"] = orjson.loads(raw)
@@ -333,7 +332,7 @@ def _journal_commits(
     # one line at a time, and only a digest of each commit kept: a journal's records are
     # never all in memory (~250 bytes per index as Python objects)
     seen: dict[int, bytes] = {}
-    for rec, raw in _read_split(path, with_outputs):
+    for rec, raw in _read_split(path, with_outputs, digests=True):
         if rec is None:
             shared.torn[path.name] = shared.torn.get(path.name, 0) + 1
             continue
@@ -345,17 +344,17 @@ def _journal_commits(
             shared.ends[(attempt, rank)] = rec
         elif kind == "commit":
             line = rec.pop(_LINE, None)
-            digest = rec.pop(_DIGEST, b"")
+            line_digest = rec.pop(_DIGEST, b"")
             problem = commit_problem(rec)
             if problem is None and rec["seq"] in seen:
-                if seen[rec["seq"]] == digest:  # the same line written again
+                if seen[rec["seq"]] == line_digest:  # the same line written again
                     shared.duplicates[path.name] = shared.duplicates.get(path.name, 0) + 1
                     continue
                 problem = f"a second commit record with seq {rec['seq']}"
             if problem is not None:
                 shared.bad.append({"file": str(path), "line": line, "reason": problem})
                 continue
-            seen[rec["seq"]] = digest
+            seen[rec["seq"]] = line_digest
             if shared.drops and (attempt, rank, rec["seq"]) in shared.drops:
                 continue
             for name, digest in (rec.get("segsum") or {}).items():
@@ -471,11 +470,11 @@ _DIGEST = "\x00digest"
 
 
 def _read_split(
-    path: Path, with_outputs: bool
+    path: Path, with_outputs: bool, *, digests: bool = False
 ) -> Iterator[tuple[dict[str, Any] | None, bytes | None]]:
     """Records of one journal, one line at a time, parsed without ``"out"``, and that
     member's raw JSON; ``(None, None)`` for a torn or corrupt line. Commit records carry
-    their line number and a digest of the line (popped by the readers)."""
+    their line number and, with ``digests``, a digest of the line (popped by the readers)."""
     with open(path, "rb") as fh:
         for number, line in enumerate(fh, start=1):
             head, raw = _split_outputs(line)
@@ -488,7 +487,8 @@ def _read_split(
                 raw = orjson.dumps(out) if with_outputs else None
             if rec.get("t") == "commit":
                 rec[_LINE] = number
-                rec[_DIGEST] = hashlib.blake2b(line, digest_size=16).digest()
+                if digests:
+                    rec[_DIGEST] = hashlib.blake2b(line, digest_size=16).digest()
             yield rec, raw if with_outputs else None
 
 

@@ -276,7 +276,6 @@ def exit_process(code: int) -> NoReturn:
     at a normal exit: MPI is still up for them): a component that flushes something at exit
     must not lose it silently.
     """
-    import atexit
     import ctypes
 
     try:

@@ -13,8 +13,9 @@ load. ``fsync`` releases the GIL, so the next index computes meanwhile. Files wr
 The commit protocol is unchanged: before a rank writes a commit record it calls
 :meth:`Publisher.drain`, which waits until every queued output is durable and returns those
 that could not be kept (a full disk, an I/O error). A crash before the commit leaves the batch
-uncommitted (re-run on resume) and at worst ``.tmp-`` files, which the next attempt removes;
-a reader sees the old file or the complete new one, never a torn one.
+uncommitted (re-run on resume) and at worst :data:`MAX_PENDING` ``.tmp-`` files per rank,
+which no manifest names (they are not removed: an output directory may be shared); a reader
+sees the old file or the complete new one, never a torn one.
 
 The queue is bounded (:data:`MAX_PENDING`), so a sink that writes faster than the disk
 syncs is slowed to the disk's pace instead of piling up temporaries.
@@ -86,10 +87,7 @@ class Publisher:
         is finished at once instead.
         """
         if os.getpid() != self._pid:
-            if tmp == final:
-                atomic.fsync_file(final)
-            else:
-                atomic.finish(tmp, final)
+            _complete(tmp, final)
             atomic.fsync_dir(final.parent)
             return
         if self._thread is None:
@@ -133,10 +131,7 @@ class Publisher:
                 continue
             tag, tmp, final = item
             try:
-                if tmp == final:  # written in place: only made durable
-                    atomic.fsync_file(final)
-                else:
-                    atomic.finish(tmp, final)
+                _complete(tmp, final)
             except BaseException as exc:  # reported to the rank loop by drain(), not lost
                 if tmp != final:
                     atomic.remove(tmp)
@@ -156,3 +151,12 @@ class Publisher:
     def _fail(self, tag: int, final: Path, exc: BaseException) -> None:
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         self._unkept.append(Unkept(tag, str(final), type(exc).__qualname__, str(exc), tb))
+
+
+def _complete(tmp: Path, final: Path) -> None:
+    """Fsync ``tmp`` and rename it to ``final``; only fsync a file written in place
+    (``tmp == final``, :meth:`Publisher.sync`). Its directory is the caller's."""
+    if tmp == final:
+        atomic.fsync_file(final)
+    else:
+        atomic.finish(tmp, final)
