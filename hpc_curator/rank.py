@@ -235,7 +235,11 @@ class RankLoop:
             rel = self.log.path.relative_to(self.rd.path).as_posix()
             span = [self._log_from, self.log.size]
             self.b_err[str(position)]["log"] = {"file": rel, "bytes": span}
-        total = self.failures.add(1)
+        self._count_failures(1)
+
+    def _count_failures(self, n: int) -> None:
+        """Add ``n`` failures to the run's count; stop every rank past the failure budget."""
+        total = self.failures.add(n)
         if self.budget is not None and total > self.budget:
             self.stop.set("max_failures")
 
@@ -276,9 +280,7 @@ class RankLoop:
             n += 1
         if self.current is not None:
             self.current.refail(n)
-        total = self.failures.add(n)
-        if self.budget is not None and total > self.budget:
-            self.stop.set("max_failures")
+        self._count_failures(n)
 
     def commit(self) -> None:
         """Flush segments, then append the commit record (the commit point)."""
@@ -334,8 +336,7 @@ class RankLoop:
         if self.on_commit is not None:
             self.on_commit(record)
         self._reset_batch()
-        if self.budget is not None and self.failures.add(0) > self.budget:
-            self.stop.set("max_failures")
+        self._count_failures(0)  # other ranks' failures count too
 
 
 def _round_stages(stage: tuple[tuple[float, ...], ...]) -> list[list[float]]:

@@ -180,7 +180,7 @@ def _placement(codes: np.ndarray, worker_info: list[dict[str, Any]]) -> dict[str
     codes = np.asarray(codes, dtype=np.int64)
     out = {}
     for name in ("host", "node", "job_id"):
-        values = [None if w.get(name) is None else str(w.get(name)) for w in worker_info]
+        values = [_text(w.get(name)) for w in worker_info]
         distinct = sorted({v for v in values if v is not None})
         slot = {v: k for k, v in enumerate(distinct)}
         per_worker = np.array([-1 if v is None else slot[v] for v in values], dtype=np.int32)
@@ -195,7 +195,7 @@ def _placement(codes: np.ndarray, worker_info: list[dict[str, Any]]) -> dict[str
     if any(w.get("array_task_id") is not None for w in worker_info):  # job-array runs
         for name in ("array_job_id", "array_task_id"):
             ids = np.array(
-                [None if w.get(name) is None else str(w.get(name)) for w in worker_info],
+                [_text(w.get(name)) for w in worker_info],
                 dtype=object,
             )
             out[name] = pa.array(ids[codes], pa.string())
@@ -297,3 +297,8 @@ def _failure(
         "pid": worker.get("pid"),
         "job_id": worker.get("job_id"),
     }
+
+
+def _text(value: Any) -> str | None:
+    """A start record's member as text (``None`` stays missing)."""
+    return None if value is None else str(value)
