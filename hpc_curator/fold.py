@@ -32,6 +32,7 @@ import numpy as np
 import orjson
 
 from hpc_curator import manifest, partition, rundir, stages
+from hpc_curator.arrow import column
 from hpc_curator.atomic import fsync_dir, fsync_file
 from hpc_curator.journal import JournalScan, latest_positions, scan, scan_parts
 from hpc_curator.rows import ERROR_KEYS, Rows, Tally, has_values
@@ -176,7 +177,7 @@ def _batch(rows: Rows) -> Any:
         values = getattr(rows, name)
         if name in ("pymem", "gpumem") and len(values) != n:
             values = np.full(n, np.nan)
-        arrays.append(pa.array(values, getattr(pa, kind)()))
+        arrays.append(column(values, getattr(pa, kind)()))
     if rows.outputs is None:
         arrays.append(pa.nulls(n, pa.list_(pa.string())))
     else:
@@ -187,7 +188,7 @@ def _batch(rows: Rows) -> Any:
         arrays.append(pa.nulls(n, pa.list_(pa.float64())))
     else:
         width = rows.stages.shape[1]
-        flat = pa.array(np.ascontiguousarray(rows.stages).ravel(), pa.float64())
+        flat = column(rows.stages.ravel(), pa.float64())
         fixed = pa.FixedSizeListArray.from_arrays(flat, width)
         arrays.append(fixed.cast(pa.list_(pa.float64())))
     err: list[str | None] = [None] * n
@@ -262,11 +263,10 @@ class _Frozen:
         return pos, member
 
     def group(self, pos: np.ndarray) -> Any:
-        import pyarrow as pa
 
         if self.labels is None or self.grouped is None:
             return None
-        return pa.array(self.labels[pos], mask=~self.grouped[pos])
+        return column(self.labels[pos], mask=~self.grouped[pos])
 
 
 def summarize(

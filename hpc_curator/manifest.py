@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from hpc_curator import rundir, stages
-from hpc_curator.arrow import count_items
+from hpc_curator.arrow import column, count_items
 from hpc_curator.atomic import atomic_path, atomic_write
 from hpc_curator.journal import JournalScan
 from hpc_curator.rows import MAX_LISTED_FAILURES, Rows, Tally
@@ -161,7 +161,6 @@ def build_table(rd: rundir.RunDir, scan: JournalScan) -> Any:
 
 def group_column(labels: np.ndarray | None, frozen: np.ndarray, indices: np.ndarray) -> Any:
     """Each row's index group (the smallest index of its group; null: not in a group)."""
-    import pyarrow as pa
 
     if labels is None:
         return None
@@ -169,7 +168,7 @@ def group_column(labels: np.ndarray | None, frozen: np.ndarray, indices: np.ndar
     label = labels[sorter[np.searchsorted(frozen, indices, sorter=sorter)]]
     sizes = np.unique(labels, return_counts=True)
     grouped = np.isin(label, sizes[0][sizes[1] > 1])
-    return pa.array(label, mask=~grouped)
+    return column(label, mask=~grouped)
 
 
 def count_outputs(scan: JournalScan) -> int | None:

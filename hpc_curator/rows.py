@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from hpc_curator import stages
-from hpc_curator.arrow import take
+from hpc_curator.arrow import column, take
 from hpc_curator.journal import JournalScan, latest_positions
 
 #: most failures listed in ``manifest.json`` (all of them are in ``manifest.parquet``)
@@ -122,17 +122,17 @@ def table(
     ok = rows.ok == 1
     n = len(rows)
     columns: dict[str, Any] = {
-        "index": pa.array(rows.idx, pa.int64()),
+        "index": column(rows.idx, pa.int64()),
         "status": pa.DictionaryArray.from_arrays(
-            pa.array(np.where(ok, 0, 1).astype(np.int32)), pa.array(["ok", "failed"])
+            column(np.where(ok, 0, 1), pa.int32()), pa.array(["ok", "failed"])
         ),
-        "attempt": pa.array(rows.attempt, pa.int32()),
-        "rank": pa.array(rows.rank, pa.int32()),
+        "attempt": column(rows.attempt, pa.int32()),
+        "rank": column(rows.rank, pa.int32()),
         **_placement(rows.worker, worker_info),
-        "wall_s": pa.array(rows.wall, pa.float64()),
-        "cpu_s": pa.array(rows.cpu, pa.float64()),
-        "peak_rss": pa.array(rows.rss, pa.int64()),
-        "committed_at": pa.array(rows.time, pa.float64()),
+        "wall_s": column(rows.wall, pa.float64()),
+        "cpu_s": column(rows.cpu, pa.float64()),
+        "peak_rss": column(rows.rss, pa.int64()),
+        "committed_at": column(rows.time, pa.float64()),
         "outputs": rows.outputs
         if rows.outputs is not None
         else pa.array([[]] * n, pa.list_(pa.string())),
@@ -144,7 +144,7 @@ def table(
     for k, name in enumerate(stage_names[:stage_width]):  # seconds per stage (stages.py)
         have = rows.stages is not None and k < rows.stages.shape[1]
         col = rows.stages[:, k] if have else np.full(n, np.nan)  # type: ignore[index]
-        columns[f"time_{name}"] = pa.array(col, mask=np.isnan(col), type=pa.float64())
+        columns[f"time_{name}"] = column(col, pa.float64(), mask=np.isnan(col))
     if tracked is None:
         tracked = tuple(k for k in ("pymem", "gpumem") if has_values(getattr(rows, k)))
     for key, name in (("pymem", "py_peak_bytes"), ("gpumem", "gpu_peak_bytes")):
@@ -152,15 +152,13 @@ def table(
             values = getattr(rows, key)
             values = values if len(values) == n else np.full(n, np.nan)
             missing = np.isnan(values)
-            columns[name] = pa.array(
-                np.where(missing, 0, values).astype(np.int64), pa.int64(), mask=missing
-            )
+            columns[name] = column(np.where(missing, 0, values), pa.int64(), mask=missing)
     for key, name in (("type", "error_type"), ("msg", "error_message"), ("tb", "traceback")):
         text = rows.errors.get(key)
         if text is None or len(text) != n or ok.all():
             columns[name] = pa.nulls(n, pa.string())
         else:
-            columns[name] = pa.array(np.where(ok, np.array(None), text), pa.string())
+            columns[name] = pa.array(np.where(ok, np.array(None), text).tolist(), pa.string())
     return pa.table(columns)
 
 
@@ -186,19 +184,19 @@ def _placement(codes: np.ndarray, worker_info: list[dict[str, Any]]) -> dict[str
         per_worker = np.array([-1 if v is None else slot[v] for v in values], dtype=np.int32)
         picked = per_worker[codes]
         out[name] = pa.DictionaryArray.from_arrays(
-            pa.array(picked, pa.int32(), mask=picked < 0), pa.array(distinct, pa.string())
+            column(picked, pa.int32(), mask=picked < 0), pa.array(distinct, pa.string())
         )
     pids = [w.get("pid") for w in worker_info]
     known = np.array([p is not None for p in pids], dtype=bool)
     pid = np.array([p if p is not None else 0 for p in pids], dtype=np.int64)
-    out["pid"] = pa.array(pid[codes], pa.int64(), mask=~known[codes])
+    out["pid"] = column(pid[codes], pa.int64(), mask=~known[codes])
     if any(w.get("array_task_id") is not None for w in worker_info):  # job-array runs
         for name in ("array_job_id", "array_task_id"):
             ids = np.array(
                 [_text(w.get(name)) for w in worker_info],
                 dtype=object,
             )
-            out[name] = pa.array(ids[codes], pa.string())
+            out[name] = pa.array(ids[codes].tolist(), pa.string())
     return out
 
 
