@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
@@ -68,7 +66,7 @@ def temp_name(path: Path) -> Path:
     format from the suffix, or add their own when it is missing, write what they would write
     to ``path``.
     """
-    return path.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}.{path.name}")
+    return path.with_name(f"{TMP_PREFIX}{os.urandom(6).hex()}.{path.name}")
 
 
 def fsync_file(path: str | os.PathLike[str]) -> None:
@@ -91,6 +89,8 @@ def _fsync_tree(root: Path) -> None:
 def remove(path: Path) -> None:
     """Remove a file or a directory tree; nothing if it is gone."""
     if path.is_dir() and not path.is_symlink():
+        import shutil
+
         shutil.rmtree(path, ignore_errors=True)
     else:
         with contextlib.suppress(FileNotFoundError):

@@ -7,7 +7,6 @@ merged silently. ``hpc-curate verify`` checks every recorded checksum without me
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,8 @@ def file_digest(path: str | os.PathLike[str]) -> str:
     A tree's digest covers each file's relative path and content, so a renamed, added,
     removed or edited chunk changes it.
     """
+    import hashlib
+
     root = Path(path)
     if root.is_dir():
         h = hashlib.sha256(b"hpc-curator tree v1\0")
@@ -44,6 +45,7 @@ def file_digest(path: str | os.PathLike[str]) -> str:
 
 def size_of(path: str | os.PathLike[str]) -> int:
     """Bytes of a file, or of every file below a directory."""
+
     root = Path(path)
     if root.is_dir():
         return sum(f.stat().st_size for f in _tree(root))

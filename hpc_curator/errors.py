@@ -6,6 +6,9 @@ Every error carries a one-line ``message`` (what is wrong, echoing the value) an
 
 from __future__ import annotations
 
+import sys
+from typing import NoReturn
+
 
 class CuratorError(Exception):
     """Base class of every error hpc-curator raises on purpose.
@@ -109,3 +112,14 @@ class ShardError(CuratorError):
     """A shard segment that cannot be read or merged."""
 
     exit_code = 4
+
+
+def exit_with(exc: CuratorError | OSError) -> NoReturn:
+    """The command line's one error edge: ``Error: <one line>`` on stderr, then exit with the
+    error's code. An OSError (a full disk, a read-only or missing directory) says what
+    happened to which file; an error another rank already reported (``relayed``) is not
+    repeated."""
+    error = exc if isinstance(exc, CuratorError) else from_exception(exc, "cannot write")
+    if not getattr(exc, "relayed", False):
+        print(f"Error: {error.format()}", file=sys.stderr, flush=True)
+    sys.exit(error.exit_code)

@@ -10,7 +10,6 @@ which the attempt records.
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import sysconfig
 from pathlib import Path
@@ -62,6 +61,8 @@ def code_files(pipeline: Pipeline, spec: dict[str, Any]) -> list[Path]:
 
 def fingerprint(pipeline: Pipeline, spec: dict[str, Any]) -> dict[str, str]:
     """``{path: sha256}`` of :func:`code_files`."""
+    import hashlib
+
     return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in code_files(pipeline, spec)}
 
 

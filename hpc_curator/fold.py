@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,6 +105,8 @@ def fold(rd: rundir.RunDir, rows: int | None = None) -> Folded:
     frozen = info.indices
     if len(frozen) <= rows:
         return Folded(scan(rd))
+    import shutil
+
     shutil.rmtree(rd.spill_dir, ignore_errors=True)
     rd.spill_dir.mkdir()
     buckets = min(MAX_BUCKETS, max(1, math.ceil(len(frozen) / rows)))
@@ -333,6 +334,8 @@ def write(rd: rundir.RunDir, folded: Folded, doc: dict[str, Any], attempt: int) 
     os.replace(table, rd.manifest_parquet)
     fsync_dir(rd.path)
     manifest.write_document(rd, doc, attempt)
+    import shutil
+
     shutil.rmtree(folded.spill, ignore_errors=True)
 
 

@@ -22,7 +22,6 @@ works on Lustre and GPFS.
 from __future__ import annotations
 
 import gc
-import hashlib
 import os
 from collections import defaultdict
 from collections.abc import Iterator
@@ -475,6 +474,8 @@ def _read_split(
     """Records of one journal, one line at a time, parsed without ``"out"``, and that
     member's raw JSON; ``(None, None)`` for a torn or corrupt line. Commit records carry
     their line number and, with ``digests``, a digest of the line (popped by the readers)."""
+    import hashlib
+
     with open(path, "rb") as fh:
         for number, line in enumerate(fh, start=1):
             head, raw = _split_outputs(line)

@@ -18,7 +18,6 @@ record, merged outputs and the manifest; each rank writes its own journal and se
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -50,6 +49,8 @@ def now_iso() -> str:
 
 def stable_hash(obj: Any) -> str:
     """SHA-256 of the canonical JSON of ``obj``."""
+    import hashlib
+
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=repr)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -325,6 +326,8 @@ def write_index_list(rd: RunDir, indices: np.ndarray, npy: Path) -> dict[str, An
 
 def hash_indices(indices: np.ndarray) -> str:
     """The identity of an index list (order matters)."""
+    import hashlib
+
     import numpy as np
 
     return hashlib.sha256(np.ascontiguousarray(indices, dtype=np.int64).tobytes()).hexdigest()

@@ -18,7 +18,6 @@ pipeline from it, so the identity of a run never depends on ``__module__`` or pi
 from __future__ import annotations
 
 import copy
-import hashlib
 import importlib
 import importlib.util
 import json
@@ -230,6 +229,8 @@ def _import_attr(ref: str, what: str) -> Any:
 def _load_file(path: Path) -> Any:
     if not path.is_file():
         raise SpecError(f"pipeline file {str(path)!r} does not exist", "check the path")
+    import hashlib
+
     digest = hashlib.sha1(str(path.absolute()).encode()).hexdigest()[:10]
     name = f"{USER_MODULE_PREFIX}{path.stem}_{digest}"
     if name in sys.modules:

@@ -1,4 +1,4 @@
-"""mpi backend: start ``mpiexec -n N python -m hpc_curator rank ...`` and follow its journals.
+"""mpi backend: start ``mpiexec -n N python -m hpc_curator.rankprog`` and follow its journals.
 
 The ranks run the same rank program as under ``srun``; this module only finds an ``mpiexec``
 that matches the MPI library mpi4py was built against (the PyPI ``mpich`` wheel installs both
@@ -186,10 +186,25 @@ def settings_args(settings: RunSettings) -> list[str]:
     return args
 
 
+def launched_command(
+    launch: Launch, python: Sequence[str] | None = None, pipeline_blob: str | None = None
+) -> list[str]:
+    """The command every rank of ``run --ranks`` runs: the rank program with one JSON
+    argument (:mod:`hpc_curator.rankprog`: no click on the ranks' start-up)."""
+    from hpc_curator.partition import format_indices
+    from hpc_curator.rankprog import argument
+
+    text = launch.indices
+    indices = text if text is None or isinstance(text, str) else format_indices(text)
+    doc = argument(launch.run_dir, launch.settings, launch.spec, indices, pipeline_blob)
+    return [*(python or [sys.executable]), "-m", "hpc_curator.rankprog", doc]
+
+
 def rank_command(
     launch: Launch, python: Sequence[str] | None = None, pipeline_blob: str | None = None
 ) -> list[str]:
-    """The command every rank runs: ``python -m hpc_curator rank --run-dir D ...``."""
+    """The command line of the rank program for people and scripts (``sbatch-script``):
+    ``python -m hpc_curator rank --run-dir D ...``."""
     cmd = [*(python or [sys.executable]), "-m", "hpc_curator", "rank", "--run-dir", launch.run_dir]
     if pipeline_blob is not None:
         cmd += ["--pipeline-blob", pipeline_blob]
@@ -270,7 +285,7 @@ class MPIBackend(RunBackend):
                 blob_path = str(Path(tmp) / "pipeline.pkl")
                 Path(blob_path).write_bytes(blob)
             flags = [*mpiexec_flags(exe, n), *self.extra_args]
-            ranks = rank_command(launch, python, pipeline_blob=blob_path)
+            ranks = launched_command(launch, python, pipeline_blob=blob_path)
             if box.active:
                 ranks = box.wrap(ranks, launch.run_dir, workdir)
             cmd = [exe, *flags, "-n", str(n), *ranks]

@@ -7,14 +7,13 @@ commands, so ``hpc-curate --help`` stays fast.
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import click
 
 from hpc_curator import __version__
 from hpc_curator.config import ENV_PREFIX
-from hpc_curator.errors import CuratorError, from_exception
+from hpc_curator.errors import CuratorError, exit_with
 
 
 class CuratorGroup(click.Group):
@@ -35,14 +34,8 @@ class CuratorGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except CuratorError as exc:
-            if not getattr(exc, "relayed", False):
-                click.echo(f"Error: {exc.format()}", err=True)
-            sys.exit(exc.exit_code)
-        except OSError as exc:  # a full disk, a read-only or missing directory: one line
-            error = from_exception(exc, "cannot write")
-            click.echo(f"Error: {error.format()}", err=True)
-            sys.exit(error.exit_code)
+        except (CuratorError, OSError) as exc:  # OSError: a full disk, a read-only dir
+            exit_with(exc)
 
 
 @click.group(cls=CuratorGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -230,11 +230,9 @@ def rank_cmd(
     Start it N times with mpiexec -n N or srun --mpi=pmi2; alone it is a world of one. Rank 0
     creates the run dir (from --spec) if it does not exist yet; the other ranks wait for it.
     """
-    from pathlib import Path
-
     from hpc_curator import spec as specmod
-    from hpc_curator.attempt import rank_main
     from hpc_curator.errors import UsageError
+    from hpc_curator.rankprog import run_rank
 
     target = run_dir or run_dir_arg
     if not target:
@@ -245,11 +243,7 @@ def rank_cmd(
         if spec_json
         else (specmod.make_spec(spec, specmod.parse_params(params)) if spec else None)
     )
-    blob = Path(pipeline_blob).read_bytes() if pipeline_blob else None
-    _, result, _ = rank_main(target, settings, spec=frozen, indices=indices, pipeline_blob=blob)
-    from hpc_curator.world import exit_process
-
-    exit_process(result.exit_code)  # MPI finalised, no interpreter teardown
+    run_rank(target, settings, frozen, indices, pipeline_blob)
 
 
 @click.command("backends")

@@ -31,10 +31,8 @@ session directory (:func:`session_dir`).
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import sys
-import tempfile
 from pathlib import Path
 
 from hpc_curator.slurm.env import SlurmEnv
@@ -167,6 +165,8 @@ def session_dir(pid: int) -> Path | None:
     ``$TMPDIR/ompi.<pid>/`` and removes it when it ends normally; when its ranks were killed
     (measured: SIGKILL of ``run --ranks 4``'s ranks) it stays behind, about 300 kB.
     """
+    import tempfile
+
     path = Path(tempfile.gettempdir()) / f"ompi.{pid}"
     try:
         st = path.lstat()
@@ -223,6 +223,8 @@ def remove_leftovers(owned: set[str]) -> list[Path]:
     of anyone else -- another run, another user's MPI job on this node -- are never touched."""
     if not owned:
         return []
+    import shutil
+
     dirs = tuple(name + "/" for name in owned if Path(name).is_dir())
     used = _mapped_anywhere(("/dev/shm/", *dirs))
     removed = []
