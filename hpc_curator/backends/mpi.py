@@ -191,11 +191,13 @@ def launched_command(
 ) -> list[str]:
     """The command every rank of ``run --ranks`` runs: the rank program with one JSON
     argument (:mod:`hpc_curator.rankprog`: no click on the ranks' start-up)."""
-    from hpc_curator.partition import format_indices
     from hpc_curator.rankprog import argument
 
-    text = launch.indices
-    indices = text if text is None or isinstance(text, str) else format_indices(text)
+    indices = launch.indices
+    if indices is not None and not isinstance(indices, str):
+        from hpc_curator.partition import format_indices  # numpy: not for every launch
+
+        indices = format_indices(indices)
     doc = argument(launch.run_dir, launch.settings, launch.spec, indices, pipeline_blob)
     return [*(python or [sys.executable]), "-m", "hpc_curator.rankprog", doc]
 

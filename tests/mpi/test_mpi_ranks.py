@@ -366,3 +366,48 @@ def test_user_exit_handlers_run_in_every_rank(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in tmp_path.glob("flushed-*")) == ["flushed-0", "flushed-1"]
     assert {p.read_text() for p in tmp_path.glob("flushed-*")} == {"False"}
+
+
+def test_run_ranks_launches_light_processes(tmp_path: Path) -> None:
+    """``run --ranks``: the parent starts mpiexec before importing numpy, and the ranks run
+    the rank program from its JSON command line (:mod:`hpc_curator.rankprog`) without click."""
+    user = tmp_path / "user.py"
+    user.write_text(
+        "import sys\n"
+        "from hpc_curator import Pipeline, Sink\n"
+        "from hpc_curator.components import SyntheticSource\n"
+        "class Records(Sink):\n"
+        "    def __init__(self, out):\n"
+        "        self.out = out\n"
+        "    def __call__(self, items, index):\n"
+        "        for _ in items:\n"
+        "            pass\n"
+        "        heavy = sorted(m for m in ('click', 'hpc_curator.cli') if m in sys.modules)\n"
+        "        with open(f'{self.out}/{index}.txt', 'w') as fh:\n"
+        "            fh.write(repr(heavy))\n"
+        "        return []\n"
+        "def build(out):\n"
+        "    src = SyntheticSource(n=6, shape=(2,), fields=('u',))\n"
+        "    return Pipeline(src).write(Records(out))\n"
+    )
+    out = tmp_path / "seen"
+    out.mkdir()
+    code = (
+        "import subprocess, sys\n"
+        "real = subprocess.Popen.__init__\n"
+        "def popen(self, args, *a, **k):\n"
+        "    if '-n' in args:\n"
+        "        print('numpy before mpiexec:', 'numpy' in sys.modules, flush=True)\n"
+        "    return real(self, args, *a, **k)\n"
+        "subprocess.Popen.__init__ = popen\n"
+        "from hpc_curator.cli import main\n"
+        f"main(['run', {str(user) + ':build'!r}, '-p', 'out={out}', '--ranks', '2',\n"
+        f"      '--run-dir', {str(tmp_path / 'run')!r}, '-q'])\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "numpy before mpiexec: False" in proc.stdout, proc.stdout
+    seen = sorted(p.read_text() for p in out.glob("*.txt"))
+    assert seen == ["[]"] * 6, seen
