@@ -270,7 +270,8 @@ def exit_process(code: int) -> NoReturn:
     again by every requeue. ``exit(3)`` still runs the C libraries' own exit handlers (the
     MPI library's among them); ``os._exit`` skipped them too, and Hydra then killed a rank
     now and then (4 ranks: "BAD TERMINATION ... signal 9" in 1 run of 3; none in 24 with
-    ``exit``). Only for the rank command's own process, never in a library call.
+    ``exit``). Only for the process of a command (the rank program, ``run``), never in a
+    library call.
 
     The functions user code registered with :mod:`atexit` still run, first (newest first, as
     at a normal exit: MPI is still up for them): a component that flushes something at exit
