@@ -51,7 +51,7 @@ from hpc_curator import (
 from hpc_curator import spec as specmod
 from hpc_curator.atomic import remove_stale_temps
 from hpc_curator.errors import AttemptError, CuratorError, UsageError, from_exception
-from hpc_curator.gather import merge_outputs, merge_tree
+from hpc_curator.gather import merge_outputs, merge_tree, own_journal
 from hpc_curator.pipeline import Pipeline
 from hpc_curator.rank import work
 from hpc_curator.signals import StopFlag, block_stop_signals, start_rank, stop_on_signals
@@ -281,12 +281,15 @@ def run_world(
             )
         except Exception as exc:  # e.g. a full disk at a commit: reported, nobody hangs
             summary = _failed_summary(plan, world, from_exception(exc, f"rank {world.rank}"))
+    own = own_journal(world, plan)  # read while slower ranks still work: rank 0 does not
     world.idle_barrier()  # early finishers sleep instead of spinning on shared cores
     failures.free()
     if chunks is not None:
         chunks.free()
-    summaries = world.gather(summary)
-    scan, partials = merge_tree(world, plan, pipeline) if world.size > 1 else (None, None)
+    gathered = world.gather((summary, own))
+    summaries = [s for s, _ in gathered] if gathered is not None else None
+    blocks = dict(b for _, b in gathered or [] if b is not None)
+    scan, partials = merge_tree(world, plan, pipeline, blocks) if world.size > 1 else (None, None)
     result: Any = None
     if world.is_root:
         try:

@@ -98,13 +98,16 @@ class Folded:
         return self.scan.ends
 
 
-def fold(rd: rundir.RunDir, rows: int | None = None) -> Folded:
-    """Read the journals of ``rd`` for the end of an attempt (in parts above ``rows``)."""
+def fold(
+    rd: rundir.RunDir, rows: int | None = None, blocks: dict[str, Any] | None = None
+) -> Folded:
+    """Read the journals of ``rd`` for the end of an attempt (in parts above ``rows``);
+    ``blocks``: journals read already (:func:`hpc_curator.gather.own_journal`)."""
     rows = max_rows() if rows is None else rows
     info = rundir.load(rd)
     frozen = info.indices
     if len(frozen) <= rows:
-        return Folded(scan(rd))
+        return Folded(scan(rd, blocks=blocks))
     import shutil
 
     shutil.rmtree(rd.spill_dir, ignore_errors=True)

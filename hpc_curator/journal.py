@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import gc
 import os
-from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,8 +32,8 @@ import numpy as np
 import orjson
 
 from hpc_curator.arrow import list_values
+from hpc_curator.journalread import LINE, Part, Shared, join, journal_commits, read_split
 from hpc_curator.partition import sorted_unique
-from hpc_curator.records import commit_problem
 from hpc_curator.records import parse_line as parse_line
 from hpc_curator.rundir import RunDir
 
@@ -63,27 +62,6 @@ class JournalWriter:
 def dumps(record: dict[str, Any]) -> bytes:
     """One journal line (orjson: the journal is the per-commit hot path and the resume scan)."""
     return orjson.dumps(record, default=repr, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
-
-
-_OUT_KEY = b',"out":'
-
-
-def _split_outputs(line: bytes) -> tuple[bytes, bytes | None]:
-    """Cut a commit line's trailing ``"out"`` member off before parsing (it is the bulk).
-
-    Returns the line without that member and the member's JSON text. Writers put ``"out"``
-    last; inside JSON strings a quote is always escaped, so the first ``,"out":`` is the key
-    itself, and ``],"`` cannot occur inside a list of lists of strings -- if it does, members
-    follow ``"out"`` (a writer that did not put it last) and the line is returned whole, with
-    ``None``. A torn line stays torn (no trailing newline is added).
-    """
-    cut = line.find(_OUT_KEY)
-    if cut < 0 or not line.endswith(b"}\n"):
-        return line, None
-    raw = line[cut + len(_OUT_KEY) : -2]
-    if b'],"' in raw:
-        return line, None
-    return line[:cut] + b"}\n", raw
 
 
 def _parse_outputs(commits: list[tuple[int, bytes | None]]) -> Any:
@@ -140,11 +118,11 @@ def read_records(path: Path, *, with_outputs: bool = True) -> tuple[list[dict[st
     """
     complete: list[dict[str, Any]] = []
     torn = 0
-    for rec, raw in _read_split(path, with_outputs):
+    for rec, raw in read_split(path, with_outputs):
         if rec is None:
             torn += 1
             continue
-        rec.pop(_LINE, None)
+        rec.pop(LINE, None)
         try:
             if raw is not None:
                 rec["out"] = orjson.loads(raw)
@@ -259,15 +237,33 @@ def dropped_records(rd: RunDir) -> set[tuple[int, int, int]]:
     return out
 
 
-def scan(rd: RunDir, *, with_outputs: bool = True) -> JournalScan:
+def scan(
+    rd: RunDir,
+    *,
+    with_outputs: bool = True,
+    blocks: Mapping[str, tuple[Part, Shared]] | None = None,
+) -> JournalScan:
     """Read every journal of ``rd`` into a :class:`JournalScan` (less invalidated records).
 
     Holds the whole run in memory (about 120 bytes per recorded index without outputs); the
     manifest of a large run streams the journals instead (:func:`scan_parts`,
-    :mod:`hpc_curator.fold`).
+    :mod:`hpc_curator.fold`). ``blocks`` maps journal file names to what
+    :func:`~hpc_curator.journalread.read_block` read from them already (the ranks' own
+    journals at the end of an attempt); the other journals are read here, and the result is
+    the same as reading them all.
     """
-    (whole,) = scan_parts(rd, with_outputs=with_outputs)
-    return whole
+    if not blocks:
+        (whole,) = scan_parts(rd, with_outputs=with_outputs)
+        return whole
+    from hpc_curator.journalread import read_block
+
+    drops = dropped_records(rd)
+    parts = []
+    for path in rd.journal_files():
+        given = blocks.get(path.name)
+        parts.append(given if given is not None else read_block([path], drops, with_outputs))
+    part, shared = join(parts, with_outputs)
+    return JournalScan(**part.columns(shared))
 
 
 def scan_parts(
@@ -284,213 +280,21 @@ def scan_parts(
     of short-lived containers and no cycles, and each full collection would walk all of them
     (measured: 10^7 indices took 20x the time of 10^6 with it on).
     """
-    shared = _Shared(drops=dropped_records(rd))
-    part = _Part(with_outputs)
+    shared = Shared(drops=dropped_records(rd))
+    part = Part(with_outputs)
     enabled = gc.isenabled()
     gc.disable()
     try:
         for path in rd.journal_files():
-            for rec, raw, attempt, rank, code in _journal_commits(path, shared, with_outputs):
+            for rec, raw, attempt, rank, code in journal_commits(path, shared, with_outputs):
                 part.add(rec, raw, attempt, rank, code)
                 if max_rows is not None and part.position >= max_rows:
-                    full, part = part, _Part(with_outputs)
+                    full, part = part, Part(with_outputs)
                     if enabled:
                         gc.enable()
-                    yield full.build(shared)
+                    yield JournalScan(**full.columns(shared))
                     gc.disable()
     finally:
         if enabled:
             gc.enable()
-    yield part.build(shared)
-
-
-@dataclass
-class _Shared:
-    """What a scan collects for the whole run (small: per journal or per commit, not index)."""
-
-    drops: set[tuple[int, int, int]]
-    segments: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
-    workers: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
-    ends: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
-    torn: dict[str, int] = field(default_factory=dict)
-    segment_sums: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
-    bad: list[dict[str, Any]] = field(default_factory=list)
-    duplicates: dict[str, int] = field(default_factory=dict)
-    worker_info: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _journal_commits(
-    path: Path, shared: _Shared, with_outputs: bool
-) -> Iterator[tuple[dict[str, Any], bytes | None, int, int, int]]:
-    """The valid, not invalidated commit records of one journal, with their ``"out"`` text,
-    attempt, rank and writer code; start/end records, torn lines, malformed and repeated
-    records go into ``shared``."""
-    attempt, rank = _attempt_rank(path)
-    code = len(shared.worker_info)
-    shared.worker_info.append({})
-    # one line at a time, and only a digest of each commit kept: a journal's records are
-    # never all in memory (~250 bytes per index as Python objects)
-    seen: dict[int, bytes] = {}
-    for rec, raw in _read_split(path, with_outputs, digests=True):
-        if rec is None:
-            shared.torn[path.name] = shared.torn.get(path.name, 0) + 1
-            continue
-        kind = rec.get("t")
-        if kind == "start":
-            shared.workers[(attempt, rank)] = rec
-            shared.worker_info[code] = rec
-        elif kind == "end":
-            shared.ends[(attempt, rank)] = rec
-        elif kind == "commit":
-            line = rec.pop(_LINE, None)
-            line_digest = rec.pop(_DIGEST, b"")
-            problem = commit_problem(rec)
-            if problem is None and rec["seq"] in seen:
-                if seen[rec["seq"]] == line_digest:  # the same line written again
-                    shared.duplicates[path.name] = shared.duplicates.get(path.name, 0) + 1
-                    continue
-                problem = f"a second commit record with seq {rec['seq']}"
-            if problem is not None:
-                shared.bad.append({"file": str(path), "line": line, "reason": problem})
-                continue
-            seen[rec["seq"]] = line_digest
-            if shared.drops and (attempt, rank, rec["seq"]) in shared.drops:
-                continue
-            for name, digest in (rec.get("segsum") or {}).items():
-                if name in rec["seg"]:
-                    shared.segment_sums[(name, rec["seg"][name])] = digest
-            for name, seg in rec.get("seg", {}).items():
-                shared.segments[name].append(seg)
-            yield rec, raw, attempt, rank, code
-
-
-class _Part:
-    """Per-index columns of consecutive commit records, turned into numpy per commit (the
-    record's Python lists, ~200 bytes per index, are freed with it)."""
-
-    def __init__(self, with_outputs: bool) -> None:
-        self.cols: dict[str, list[np.ndarray]] = defaultdict(list)
-        self.raw_outputs: list[tuple[int, bytes | None]] | None = [] if with_outputs else None
-        self.errors: dict[int, dict[str, Any]] = {}
-        self.stage_records: list[tuple[int, Any]] = []
-        self.per_commit: list[tuple[int, int, int, int, float]] = []  # n, a, rank, code, time
-        self.optional: dict[str, list[tuple[int, np.ndarray]]] = defaultdict(list)
-        self.position = 0
-
-    def add(
-        self, rec: dict[str, Any], raw: bytes | None, attempt: int, rank: int, code: int
-    ) -> None:
-        n = len(rec["idx"])
-        for key, dtype in _COLUMNS:
-            self.cols[key].append(np.asarray(rec[key], dtype=dtype))
-        self.per_commit.append((n, attempt, rank, code, float(rec.get("time", 0.0))))
-        if self.raw_outputs is not None:
-            self.raw_outputs.append((n, raw))
-        self.stage_records.append((n, _stage_block(rec.get("stage"), n)))
-        for key in ("pymem", "gpumem"):
-            v = rec.get(key)
-            if isinstance(v, list) and len(v) == n:
-                self.optional[key].append((self.position, np.asarray(v, dtype=np.float64)))
-        for pos, err in rec.get("err", {}).items():
-            self.errors[self.position + int(pos)] = err
-        self.position += n
-
-    def build(self, shared: _Shared) -> JournalScan:
-        def cat(key: str, dtype: Any) -> np.ndarray:
-            parts = self.cols.pop(key, None)
-            return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
-
-        counts = np.array([c[0] for c in self.per_commit], dtype=np.int64)
-
-        def repeat(k: int, dtype: Any) -> np.ndarray:
-            return np.repeat(np.array([c[k] for c in self.per_commit], dtype=dtype), counts)
-
-        def spread(key: str) -> np.ndarray:
-            """A column only some commits carry (NaN elsewhere); empty when none does."""
-            if not self.optional.get(key):
-                return np.empty(0)
-            out = np.full(self.position, np.nan)
-            for at, values in self.optional[key]:
-                out[at : at + len(values)] = values
-            return out
-
-        return JournalScan(
-            idx=cat("idx", np.int64),
-            ok=cat("ok", np.int8),
-            attempt=repeat(1, np.int32),
-            rank=repeat(2, np.int32),
-            worker=repeat(3, np.int32),
-            worker_info=shared.worker_info,
-            wall=cat("wall", np.float64),
-            cpu=cat("cpu", np.float64),
-            rss=cat("rss", np.int64),
-            time=repeat(4, np.float64),
-            raw_outputs=self.raw_outputs,
-            errors=self.errors,
-            segments=shared.segments,  # type: ignore[arg-type]
-            workers=shared.workers,
-            ends=shared.ends,
-            torn=shared.torn,
-            segment_sums=shared.segment_sums,
-            bad=shared.bad,
-            duplicates=shared.duplicates,
-            stage_records=self.stage_records,
-            pymem=spread("pymem"),
-            gpumem=spread("gpumem"),
-        )
-
-
-#: per-index members of a commit record kept by :func:`scan`, with their array types
-_COLUMNS = (
-    ("idx", np.int64),
-    ("ok", np.int8),
-    ("wall", np.float64),
-    ("cpu", np.float64),
-    ("rss", np.int64),
-)
-
-
-def _stage_block(value: Any, n: int) -> Any:
-    """A commit's per-index stage seconds as an ``(n, stages)`` array; ragged rows (crash
-    records have none) stay a list; ``None`` when not recorded."""
-    if not isinstance(value, list) or len(value) != n:
-        return None
-    try:
-        block = np.asarray(value, dtype=np.float64)
-    except (ValueError, TypeError):
-        return value
-    return block if block.ndim == 2 else value
-
-
-#: key under which :func:`_read_split` leaves a commit record's line number (popped by scan)
-_LINE = "\x00line"
-#: key of a commit line's digest (repeated lines are recognised by it)
-_DIGEST = "\x00digest"
-
-
-def _read_split(
-    path: Path, with_outputs: bool, *, digests: bool = False
-) -> Iterator[tuple[dict[str, Any] | None, bytes | None]]:
-    """Records of one journal, one line at a time, parsed without ``"out"``, and that
-    member's raw JSON; ``(None, None)`` for a torn or corrupt line. Commit records carry
-    their line number and, with ``digests``, a digest of the line (popped by the readers)."""
-    import hashlib
-
-    with open(path, "rb") as fh:
-        for number, line in enumerate(fh, start=1):
-            head, raw = _split_outputs(line)
-            rec = parse_line(head)
-            if rec is None:
-                yield None, None
-                continue
-            if "out" in rec:  # the line could not be cut: "out" was parsed with the rest
-                out = rec.pop("out")
-                raw = orjson.dumps(out) if with_outputs else None
-            if rec.get("t") == "commit":
-                rec[_LINE] = number
-                if digests:
-                    rec[_DIGEST] = hashlib.blake2b(line, digest_size=16).digest()
-            yield rec, raw if with_outputs else None
-
-
-_attempt_rank = RunDir.parse_journal_name
+    yield JournalScan(**part.columns(shared))

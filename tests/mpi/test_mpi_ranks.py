@@ -411,3 +411,42 @@ def test_run_ranks_launches_light_processes(tmp_path: Path) -> None:
     assert "numpy before mpiexec: False" in proc.stdout, proc.stdout
     seen = sorted(p.read_text() for p in out.glob("*.txt"))
     assert seen == ["[]"] * 6, seen
+
+
+def test_the_end_reads_rank_journals_apart_and_gets_what_one_scan_gets(tmp_path: Path) -> None:
+    """Each rank reads its own journal after its loop (gather.own_journal) and rank 0 joins
+    them with the journals of earlier attempts: the manifest is what a plain scan says."""
+    import numpy as np
+
+    from hpc_curator import journal
+    from hpc_curator.rundir import RunDir
+
+    d, out = tmp_path / "run", tmp_path / "out"
+    base = ["run", SPEC, "-p", "n=45", "-p", "fail=4,17", "-p", f"out={out}"]
+    first = cli(*base, "--ranks", "3", "--run-dir", str(d), "--commit-every", "4", "-q")
+    assert first.returncode == 1, first.stderr  # two failures
+    again = cli(*base, "--ranks", "2", "--run-dir", str(d), "--retry-failed", "-q")
+    assert again.returncode == 1, again.stderr  # they fail again, in attempt 2
+    scan = journal.scan(RunDir(d))
+    pos = scan.latest()
+    rows = manifest_rows(d)
+    assert [r["index"] for r in rows] == scan.idx[pos].tolist() == list(range(45))
+    assert [r["status"] == "ok" for r in rows] == (scan.ok[pos] == 1).tolist()
+    assert [r["attempt"] for r in rows] == scan.attempt[pos].tolist()
+    assert [r["rank"] for r in rows] == scan.rank[pos].tolist()
+    assert [r["outputs"] for r in rows] == [scan.outputs[p] for p in pos.tolist()]
+    assert np.array_equal([r["wall_s"] for r in rows], scan.wall[pos])
+    doc = read_manifest(d)
+    assert doc["counts"]["failed"] == 2 and doc["counts"]["ok"] == 43
+    assert sorted(f["index"] for f in doc["failures"]) == [4, 17]
+    assert {f["attempt"] for f in doc["failures"]} == {2}
+    for f in doc["failures"]:
+        assert f["message"] == f"injected failure at index {f['index']}", f
+    messages = {r["index"]: r["error_message"] for r in rows if r["status"] == "failed"}
+    assert messages == {i: f"injected failure at index {i}" for i in (4, 17)}
+    pids = [scan.worker_info[w]["pid"] for w in scan.worker[pos].tolist()]
+    assert [r["pid"] for r in rows] == pids
+    assert len(set(pids)) > 1  # written by several ranks and attempts
+    assert doc["outputs"]["stats"]["segments"] == len(
+        [s for segs in scan.segments.values() for s in segs]
+    )
