@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -172,6 +172,14 @@ class JournalScan:
     gpumem: np.ndarray = field(default_factory=lambda: np.empty(0))
     _outputs: Any = field(default=None, init=False, repr=False, compare=False)
     _stage_matrix: Any = field(default=None, init=False, repr=False, compare=False)
+    _memo: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def memo(self, key: str, make: Callable[[], Any]) -> Any:
+        """``make()``, computed once per scan: what several readers of one scan need (the
+        manifest's summary and its table both take the latest rows)."""
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
 
     def outputs_array(self) -> Any:
         """Output paths per position (Arrow ``list<string>``), or ``None`` without outputs."""

@@ -39,7 +39,7 @@ def summarize(
     ``incomplete`` and ``unmerged_outputs`` names the filters.
     """
     info = rundir.load(rd)
-    latest = Rows.from_scan(scan, scan.latest())
+    latest = latest_rows(scan)
     tally = Tally()
     # a record of an index outside the frozen list counts for nothing
     member = np.isin(latest.idx, info.indices)
@@ -154,9 +154,14 @@ def build_table(rd: rundir.RunDir, scan: JournalScan) -> Any:
     The rows of ``manifest.parquet``, as an Arrow table (from the journals: also for a run
     that is still going).
     """
-    latest = Rows.from_scan(scan, scan.latest())
+    latest = latest_rows(scan)
     group = group_column(rd.load_groups(), rundir.load(rd).indices, latest.idx)
     return rows_table(latest, scan.worker_info, stages.recorded_names(scan), group)
+
+
+def latest_rows(scan: JournalScan) -> Rows:
+    """Each index's latest record, index-sorted (built once per scan: summary and table)."""
+    return scan.memo("latest_rows", lambda: Rows.from_scan(scan, scan.latest()))
 
 
 def group_column(labels: np.ndarray | None, frozen: np.ndarray, indices: np.ndarray) -> Any:
