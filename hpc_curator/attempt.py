@@ -177,17 +177,18 @@ def end(
     rd = rundir.RunDir(plan.run_dir)
     folded = fold.fold(rd) if folded is None else folded
     outputs = merge_outputs(rd, pipeline, folded.segments, partials, folded.segment_sums)
-    doc = fold.summarize(rd, folded, summaries=summaries, outputs=outputs)
-    counts = doc["counts"]
-    reasons = sorted({s.get("reason", "done") for s in summaries} - {"done"})
-    rundir.end_attempt(
-        rd,
-        plan.attempt,
-        reason=",".join(reasons) or "done",
-        counts=counts,
-        world_size=len(summaries),
-    )
-    fold.write(rd, folded, doc, plan.attempt)
+    with arrow.manifest_pool():
+        doc = fold.summarize(rd, folded, summaries=summaries, outputs=outputs)
+        counts = doc["counts"]
+        reasons = sorted({s.get("reason", "done") for s in summaries} - {"done"})
+        rundir.end_attempt(
+            rd,
+            plan.attempt,
+            reason=",".join(reasons) or "done",
+            counts=counts,
+            world_size=len(summaries),
+        )
+        fold.write(rd, folded, doc, plan.attempt)
     status = doc["status"]
     message = manifest.one_line(doc, reasons)
     return RunResult(exit_code_for(status, reasons), status, counts, message, str(rd.path), doc)
