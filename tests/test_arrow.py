@@ -94,3 +94,18 @@ def test_the_end_of_an_interleaved_run_imports_neither_compute_nor_numpy_ma(
     assert table.column("index").to_pylist() == list(range(40))
     outputs = table.column("outputs").to_pylist()
     assert all(len(o) == 1 and o[0].endswith(".h5") for o in outputs)
+
+
+def test_the_manifest_pool_is_malloc_for_the_block_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hpc_curator.arrow import manifest_pool
+
+    monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
+    before = pa.default_memory_pool().backend_name
+    with manifest_pool():
+        assert pa.default_memory_pool().backend_name == "system"
+        kept = pa.array(np.arange(1000))  # allocated from malloc, freed after the block
+    assert pa.default_memory_pool().backend_name == before
+    del kept
+    monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", before)  # the user's choice stays
+    with manifest_pool():
+        assert pa.default_memory_pool().backend_name == before
