@@ -29,6 +29,20 @@ def local_rank(env: MutableMapping[str, str]) -> int | None:
     return None
 
 
+#: ranks on this node, as MPICH's Hydra (and Intel MPI) and Open MPI's launchers say
+LOCAL_SIZE_VARS = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE")
+
+
+def local_size(env: MutableMapping[str, str]) -> int | None:
+    """How many ranks run on this node, from the launcher's environment (``None``: unknown,
+    e.g. under ``srun``, which gives every task cores of its own)."""
+    for var in LOCAL_SIZE_VARS:
+        value = env.get(var, "")
+        if value.isdigit():
+            return int(value)
+    return None
+
+
 def slurm_bound(env: MutableMapping[str, str]) -> bool:
     """Whether Slurm already gave this task its own GPUs (``--gpus-per-task``, ``--gpu-bind``)."""
     if env.get("SLURM_STEP_GPUS") is None:

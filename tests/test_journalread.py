@@ -103,3 +103,28 @@ def test_a_block_without_outputs_does_not_join_a_scan_with_them(tmp_path: Path) 
     blocks = {path.name: read_block([path], set(), with_outputs=False)}
     with pytest.raises(ValueError, match="without outputs"):
         journal.scan(rd, blocks=blocks)
+
+
+def test_a_rank_reads_its_own_journal_unless_its_node_is_oversubscribed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from hpc_curator import Pipeline
+    from hpc_curator.api import run_pipeline
+    from hpc_curator.components import SyntheticSource
+    from hpc_curator.gather import own_journal
+
+    d = tmp_path / "run"
+    run_pipeline(Pipeline(SyntheticSource(n=12, shape=(2,), fields=("u",))), run_dir=d)
+    plan = SimpleNamespace(total=12, run_dir=str(d), attempt=1)
+    world = SimpleNamespace(size=2, rank=0)
+    monkeypatch.setenv("MPI_LOCALNRANKS", "1")
+    name, block = own_journal(world, plan)  # type: ignore[arg-type,misc]
+    assert name == "a0001-rank00000.jsonl"
+    _same(journal.scan(RunDir(d)), journal.scan(RunDir(d), blocks={name: block}))
+    monkeypatch.setenv("MPI_LOCALNRANKS", "100000")  # more ranks than CPUs on this node
+    assert own_journal(world, plan) is None  # type: ignore[arg-type]
+    monkeypatch.delenv("MPI_LOCALNRANKS")
+    assert own_journal(SimpleNamespace(size=1, rank=0), plan) is None  # type: ignore[arg-type]
+    assert own_journal(world, SimpleNamespace(total=10**9, run_dir=str(d), attempt=1)) is None  # type: ignore[arg-type]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob as globlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,8 @@ class HDF5Source(Source):
 
     def __init__(self, glob: str) -> None:
         self.glob = str(glob)
+        import glob as globlib
+
         self.files = tuple(sorted(globlib.glob(self.glob, recursive=True)))
         if not self.files:
             raise ValueError(f"HDF5Source: no file matches {self.glob!r}")
