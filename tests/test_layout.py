@@ -142,7 +142,8 @@ def test_every_launcher_goes_through_one_rank_entry() -> None:
     }
     assert callers == set(), callers
     for launcher, entry in (
-        ("cli/run.py", "rank_main("),
+        ("cli/run.py", "run_rank("),
+        ("rankprog.py", "rank_main("),
         ("slurm/submit.py", "rank_main("),
         ("backends/sequential.py", "run_here("),
         ("backends/pool.py", "run_slots("),
