@@ -7,6 +7,7 @@ JSON and markdown results — never anything about speed (CI machines vary too m
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -57,3 +58,20 @@ def test_quick_benchmarks_complete(tmp_path: Path) -> None:
     assert "| case | target | measured | result |" in text
     for key in CASES:
         assert f"## {key}:" in text
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+def test_p9_finds_every_rank_and_its_marker(tmp_path: Path) -> None:
+    """P9 counts the metadata calls of the processes ``run --ranks`` really starts."""
+    out = tmp_path / "results"
+    argv = [sys.executable, "-m", "benchmarks", "--quick", "--case", "P9", "--out", str(out),
+            "--work-dir", str(tmp_path / "work")]  # fmt: skip
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=280)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    (js,) = out.glob("*-quick.json")
+    case = json.loads(js.read_text())["cases"]["P9"]
+    assert "error" not in case, case.get("error")
+    rows = {row["name"]: row for row in case["rows"]}
+    assert rows["rank_2"]["median"] > rows["floor_2"]["median"] > 100

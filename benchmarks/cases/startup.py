@@ -41,6 +41,12 @@ def is_python(trace: list[str], word: str) -> bool:
     return bool(m) and m.group(1).rsplit("/", 1)[-1].startswith("python") and word in trace[0]
 
 
+def is_rank(trace: list[str]) -> bool:
+    """Whether the process of ``trace`` is a rank: ``-m hpc_curator.rankprog`` (what
+    ``run --ranks`` starts) or ``hpc-curate rank`` (what batch scripts start)."""
+    return is_python(trace, '"hpc_curator.rankprog"') or is_python(trace, '"rank"')
+
+
 def count_ops(lines: list[str], marker: str) -> tuple[int, collections.Counter[str], bool]:
     """Metadata calls before the marker's ``stat`` (all of them if it is not there)."""
     ops: collections.Counter[str] = collections.Counter()
@@ -83,7 +89,7 @@ def p9(cfg: Config) -> dict[str, Any]:
                 f"marker={marker}", "--ranks", str(ranks), "--run-dir", str(d), "-q"]  # fmt: skip
         procs = traced(cfg, argv, "hpc")
         rm(d)
-        rank = [count_ops(t, marker) for t in procs if is_python(t, '"rank"')]
+        rank = [count_ops(t, marker) for t in procs if is_rank(t)]
         whole = sum(count_ops(t, "\0never\0")[0] for t in procs)
         if len(rank) != ranks or not all(found for _, _, found in rank):
             raise RuntimeError(f"P9: found {len(rank)} rank traces with markers, want {ranks}")
