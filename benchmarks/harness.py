@@ -26,6 +26,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from benchmarks import treerss
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 PYTHON = sys.executable
@@ -74,6 +76,8 @@ def run_timed(
     The command is reaped with ``wait4``, whose ``ru_maxrss`` is the peak RSS of the largest
     process of its tree (itself and every descendant its parents waited for: mpiexec, the
     ranks, pool workers); :func:`peak_rss_since` reads the maximum over the commands run.
+    Meanwhile :class:`treerss.TreeSampler` samples the RSS of the whole tree every 20 ms
+    (:func:`tree_rss_since`).
     """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
@@ -83,10 +87,13 @@ def run_timed(
         )  # fmt: skip
         timer = threading.Timer(timeout, proc.kill)
         timer.start()
+        sampler = treerss.TreeSampler(proc.pid) if treerss.supported() else None
         try:
             _, status, usage = os.wait4(proc.pid, 0)
         finally:
             timer.cancel()
+            if sampler is not None:
+                _TREE_PEAKS.append(sampler.stop())
         seconds = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
@@ -111,6 +118,15 @@ _PEAKS: list[float] = []
 def peak_rss_since(mark: int) -> float | None:
     """The largest :func:`run_timed` peak RSS (MiB) since ``len(_PEAKS)`` was ``mark``."""
     return max(_PEAKS[mark:], default=None)
+
+
+#: peak RSS (MiB) summed over the process tree of each command :func:`run_timed` ran
+_TREE_PEAKS: list[float] = []
+
+
+def tree_rss_since(mark: int) -> float | None:
+    """The largest :func:`run_timed` peak tree RSS (MiB) since ``len(_TREE_PEAKS)`` was ``mark``."""
+    return max(_TREE_PEAKS[mark:], default=None)
 
 
 def snapshot_head(dest: Path) -> str:
@@ -213,11 +229,13 @@ def interleave(
         for c in order:
             if data[c.name]["unavailable"] is not None:
                 continue
-            mark = len(_PEAKS)
+            mark, tree_mark = len(_PEAKS), len(_TREE_PEAKS)
             try:
                 value, extra = c.fn(rep)
                 if (peak := peak_rss_since(mark)) is not None:
                     extra = {**extra, "max_rss_mib": peak}
+                if (tree := tree_rss_since(tree_mark)) is not None:
+                    extra = {**extra, "tree_rss_mib": tree}
             except Exception as exc:
                 data[c.name]["unavailable"] = f"failed in repetition {rep + 1}: {exc}"
                 log(f"    {c.name}: FAILED ({str(exc).splitlines()[0]})")

@@ -159,14 +159,24 @@ def rows_from(data: dict[str, dict[str, Any]], **notes: str) -> list[dict[str, A
     return rows
 
 
+def tree_rss(data: dict[str, dict[str, Any]], name: str) -> list[float]:
+    """Per repetition, the peak RSS (MiB) summed over every process of ``name``'s commands."""
+    return [e["tree_rss_mib"] for e in data[name]["extra"] if e.get("tree_rss_mib")]
+
+
 def memory_rows(data: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per contender, the peak RSS of the largest process its command ran (``wait4``)."""
+    """Per contender, the peak RSS of the largest process its command ran (``wait4``) and of
+    its whole process tree (sampled every 20 ms: :mod:`benchmarks.treerss`)."""
     rows = []
     for name, d in data.items():
         mem = peak_rss(data, name)
         if mem:
             label = f"  {d['label']}: peak RSS of its largest process"
             rows.append(derived_row(f"{name}_rss", label, mem, "MiB"))
+        tree = tree_rss(data, name)
+        if tree:
+            label = f"  {d['label']}: peak RSS of its process tree (sum, sampled)"
+            rows.append(derived_row(f"{name}_tree_rss", label, tree, "MiB"))
     return rows
 
 
