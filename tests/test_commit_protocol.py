@@ -100,7 +100,7 @@ CRASH_SCRIPT = textwrap.dedent(
     def append(self, record):
         if record.get("t") == "commit":
             maybe_die("before-journal")
-            line = (__import__("json").dumps(record, separators=(",", ":")) + "\\n").encode()
+            line = journal.dumps(record)  # what the writer writes
             if point == "torn-journal":
                 calls["n"] += 1
                 if calls["n"] == nth:
