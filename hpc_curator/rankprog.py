@@ -59,15 +59,19 @@ def argument(
 
 
 def main(argv: list[str]) -> NoReturn:
-    """``python -m hpc_curator.rankprog '<json>'``: errors as one line and their exit code."""
+    """``python -m hpc_curator.rankprog '<json>'`` (or ``@FILE`` holding it): errors as one
+    line and their exit code."""
     try:
         if len(argv) != 1:
             raise UsageError(
                 "hpc_curator.rankprog takes one JSON argument (made by launchers)",
                 "to start ranks by hand, use: hpc-curate rank --run-dir DIR",
             )
+        text = argv[0]
+        if text.startswith("@"):  # a launcher's argument too long for a command line
+            text = Path(text[1:]).read_text()
         try:
-            doc = json.loads(argv[0])
+            doc = json.loads(text)
             settings = RunSettings(**doc["settings"])
             run_dir = str(doc["run_dir"])
         except (ValueError, KeyError, TypeError) as exc:

@@ -186,6 +186,11 @@ def settings_args(settings: RunSettings) -> list[str]:
     return args
 
 
+#: Longest rank-program argument passed on the command line; a longer one goes by file
+#: (Linux refuses a single argument over 128 KiB with E2BIG, "Argument list too long").
+ARGUMENT_LIMIT = 32 * 1024
+
+
 def launched_command(
     launch: Launch, python: Sequence[str] | None = None, pipeline_blob: str | None = None
 ) -> list[str]:
@@ -279,15 +284,26 @@ class MPIBackend(RunBackend):
     ) -> RunResult:
         blob = portable.payload(launch.pipeline)
         with contextlib.ExitStack() as stack:
+            tmp: list[Path] = []  # a private directory, made when needed, removed after
+
+            def scratch() -> Path:  # in /tmp: containers bind it
+                if not tmp:
+                    import tempfile
+
+                    made = stack.enter_context(tempfile.TemporaryDirectory(prefix="hpc-curator-"))
+                    tmp.append(Path(made))
+                return tmp[0]
+
             blob_path = None
             if blob is not None:  # objects the ranks cannot rebuild from the spec
-                import tempfile
-
-                tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="hpc-curator-"))
-                blob_path = str(Path(tmp) / "pipeline.pkl")
+                blob_path = str(scratch() / "pipeline.pkl")
                 Path(blob_path).write_bytes(blob)
             flags = [*mpiexec_flags(exe, n), *self.extra_args]
             ranks = launched_command(launch, python, pipeline_blob=blob_path)
+            if len(ranks[-1].encode()) > ARGUMENT_LIMIT:  # e.g. 30,000 scattered indices
+                doc = scratch() / "rank-argument.json"
+                doc.write_text(ranks[-1])
+                ranks[-1] = "@" + str(doc)
             if box.active:
                 ranks = box.wrap(ranks, launch.run_dir, workdir)
             cmd = [exe, *flags, "-n", str(n), *ranks]

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -451,3 +452,27 @@ def test_the_end_reads_rank_journals_apart_and_gets_what_one_scan_gets(tmp_path:
     assert doc["outputs"]["stats"]["segments"] == len(
         [s for segs in scan.segments.values() for s in segs]
     )
+
+
+def test_a_selection_too_long_for_a_command_line_reaches_the_ranks(tmp_path: Path) -> None:
+    """30,000 scattered indices (~200 KB as text; Linux refuses an argument over 128 KiB):
+    the launcher hands the ranks their argument in a file, and removes it afterwards."""
+    import random
+
+    import numpy as np
+
+    from benchmarks.workloads import w0
+    from hpc_curator import Run, run_pipeline
+    from hpc_curator.backends import mpi
+    from hpc_curator.partition import format_indices
+
+    chosen = sorted(random.Random(7).sample(range(1_000_000), 30_000))
+    assert len(format_indices(chosen)) > 4 * mpi.ARGUMENT_LIMIT
+    before = set(Path(tempfile.gettempdir()).glob("hpc-curator-*"))
+    out = run_pipeline(w0(n="1000000"), indices=chosen, backend="mpi", n_jobs=2,
+                       run_dir=tmp_path / "run")  # fmt: skip
+    assert len(out) == len(chosen)
+    run = Run(tmp_path / "run")
+    assert run.status == "complete" and run.completed == chosen
+    assert np.array_equal(np.asarray(run.info.indices), chosen)
+    assert set(Path(tempfile.gettempdir()).glob("hpc-curator-*")) == before
