@@ -129,7 +129,9 @@ def begin(
     crashed, suspects = poison.crash_records(
         rd, scan.ends, scan.recorded(), settings.max_index_crashes
     )
-    suspects = [i for i in suspects if i in set(todo.tolist())]
+    if suspects:  # those still to run (numpy: no Python int per pending index)
+        still = set(todo[np.isin(todo, suspects)].tolist())
+        suspects = [i for i in suspects if i in still]
     labels = groups.components(info.indices, groups.declared(pipeline, info.indices))
     rd.save_groups(labels)
     if labels is not None and suspects:  # a suspect's group mates run with it, on rank 0

@@ -30,16 +30,23 @@ from typing import Any
 import numpy as np
 
 from hpc_curator.errors import UsageError
+from hpc_curator.pipeline import Sink, Source
+
+#: the base classes' ``partition_indices`` (no groups): not called, so that a run without
+#: groups never turns its index array into Python ints (10^8 indices: ~4 GB on rank 0)
+_NO_GROUPS = (Source.partition_indices, Sink.partition_indices)
 
 
 def declared(pipeline: Any, indices: np.ndarray) -> list[list[int]]:
     """The groups the pipeline's source and sink declare for ``indices`` (may be empty)."""
     out: list[list[int]] = []
-    allowed = indices.tolist()
+    allowed: list[int] | None = None  # built only for a component that declares groups
     for part in (pipeline.source, pipeline.sink):
         hook = getattr(part, "partition_indices", None)
-        if part is None or hook is None:
+        if part is None or hook is None or getattr(hook, "__func__", None) in _NO_GROUPS:
             continue
+        if allowed is None:
+            allowed = indices.tolist()
         groups = hook(list(allowed))
         if groups is None:
             continue

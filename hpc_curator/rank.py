@@ -368,7 +368,8 @@ def my_indices(plan: Plan, world: World, chunks: Counter | None, stop: StopFlag)
             share = partition.slice_for(
                 plan.pending, world.rank, world.size, plan.settings.schedule
             )
-        yield from share.tolist()  # Python ints: no per-index conversion in the hot loop
+        for start in range(0, len(share), 1 << 16):  # Python ints, 65,536 at a time: no
+            yield from share[start : start + (1 << 16)].tolist()  # conversion per index
         return
     assert chunks is not None
     n, fixed = len(plan.pending), plan.settings.chunk_size  # a chunk size the user set holds

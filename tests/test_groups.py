@@ -161,3 +161,21 @@ def test_source_pairs_and_sink_chunks_join_into_one_group(tmp_path: Path) -> Non
         members = [r for r in rows if r["index"] // 7 in chunks]
         assert {r["group"] for r in members} == {label}
         assert len({r["rank"] for r in members}) == 1
+
+
+def test_a_run_without_groups_keeps_its_indices_in_numpy() -> None:
+    """No component declares groups: no Python int per index (10^8 indices: ~4 GB)."""
+    import tracemalloc
+
+    from hpc_curator.groups import declared
+    from tests.pipelines import stats as stats_pipeline
+
+    pipeline = stats_pipeline(n="1000000")
+    indices = np.arange(1_000_000, dtype=np.int64)
+    tracemalloc.start()
+    try:
+        assert declared(pipeline, indices) == []
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20, peak

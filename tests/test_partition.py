@@ -305,3 +305,25 @@ def test_snapped_chunks_hold_whole_units(units: list[int], size: int, chunk: int
     starts = dynamic_bounds(int(bounds[-1]), size, chunk, units=bounds)
     assert starts[0] == 0 and starts[-1] == bounds[-1] and (np.diff(starts) > 0).all()
     assert set(starts.tolist()) <= set(bounds.tolist())
+
+
+@pytest.mark.parametrize("schedule", ["strided", "block"])
+@pytest.mark.parametrize("size", [1, 3])
+def test_a_rank_runs_its_whole_share_across_conversion_blocks(schedule: str, size: int) -> None:
+    """``rank.my_indices`` turns its share into Python ints 65,536 at a time (not all at
+    once: 10^8 indices on few ranks would be GBs): every index once, in order."""
+    from hpc_curator.rank import my_indices
+    from hpc_curator.signals import StopFlag
+    from hpc_curator.values import Plan, RunSettings
+    from hpc_curator.world import World
+
+    pending = np.sort(np.random.default_rng(3).choice(10**6, 200_003, replace=False))
+    settings = RunSettings(schedule=schedule)
+    plan = Plan("/nowhere", 1, {}, "/", pending, 10**6, 0, 0, settings)
+    shares = [
+        list(my_indices(plan, World(rank=r, size=size), None, StopFlag())) for r in range(size)
+    ]
+    for r, got in enumerate(shares):
+        assert got == slice_for(pending, r, size, schedule).tolist()
+    assert sorted(i for got in shares for i in got) == pending.tolist()
+    assert all(type(i) is int for i in shares[0][:3])
