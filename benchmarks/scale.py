@@ -38,6 +38,7 @@ import orjson
 from hpc_curator import elastic, gather, rank, ranklog, rundir, shards, stages, tasks
 from hpc_curator.components import FieldStats
 from hpc_curator.components.stats import Moments
+from hpc_curator.indexruns import compact
 from hpc_curator.pipeline import Pipeline, Sink, Source
 from hpc_curator.progress import LIVE_INTERVAL
 from hpc_curator.signals import StopFlag
@@ -230,7 +231,7 @@ def array_task(root: Path, cost: float, idle: bool) -> dict[str, Any]:
     board = elastic.Board(rd, 1, job_gone=lambda job: False)
     n_chunks = board.publish(_plan(path), RANKS)
     me = RANKS - 1 if idle else n_chunks // 2
-    with mock.patch.object(elastic.socket, "gethostname", lambda: "another-node"):
+    with mock.patch.object(elastic, "hostname", lambda: "another-node"):
         for c in set(range(n_chunks)) - {me}:
             board._take(c, 0, c)  # the real claim file of task c
             board.heartbeat_path(c).touch()
@@ -297,8 +298,26 @@ def bulk_bytes(s: list[Any], f: str = "fieldstats") -> dict[str, float]:
     _held = pickle.loads(blob)
     size = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
-    plan = pickle.dumps(Plan("/r", 1, {}, "/", np.arange(10**6), 10**6, 0, 0, RunSettings()))
-    return {"wire": len(blob) / 2e4, "held": size / 2e4, "plan_per_index": len(plan) / 1e6}
+    return {"wire": len(blob) / 2e4, "held": size / 2e4, **plan_bytes()}
+
+
+def plan_bytes() -> dict[str, float]:
+    """Pickled Plan (what MPI broadcasts, ``plan.pkl``) as ``attempt.begin`` builds it: the
+    pending list through ``indexruns.compact``. A fresh run of 10^8 indices; a resume after a
+    crash, modelled on 10^7 indices and 4,096 strided ranks (2,441 each, as 10^8 on 65,536 has
+    1,526) that got 45-55% through their shares (bytes per pending index, extrapolated)."""
+
+    def pickled(pending: Any, n: int) -> int:
+        return len(pickle.dumps(Plan("/r", 1, {}, "/", pending, n, 0, 0, RunSettings())))
+
+    fresh = pickled(compact(np.arange(INDICES, dtype=np.int64)), INDICES)
+    n, ranks = 10**7, 4_096
+    done = np.random.default_rng(0).uniform(0.45, 0.55, ranks) * (n // ranks)
+    pos = np.arange(n)
+    pending = pos[pos // ranks >= done.astype(np.int64)[pos % ranks]]
+    resumed = pickled(compact(pending), n) / len(pending)
+    array = pickled(pending, n) / len(pending)
+    return {"plan_fresh": fresh, "plan_resume_per_index": resumed, "plan_per_index": array}
 
 
 def verdict(x: float, soft: float, hard: float) -> str:
@@ -415,11 +434,16 @@ def report(mpi: dict[float, Any], arr: dict[float, Any], idle: dict[str, Any],
             [f"@{c:g}s end manifest s (rank 0, extrapolated)", e["manifest_s"], small[1]],
             [f"@{c:g}s end manifest peak RSS GiB (extrapolated)", e["rss_gib"], small[2]],
         ]  # fmt: skip
-    plan_gb = bulk["plan_per_index"] * INDICES / 1e9
+    plan_gb = bulk["plan_per_index"] * INDICES / 1e9  # the pending list as an array
+    resume_gb = bulk["plan_resume_per_index"] * INDICES / 2 / 1e9  # half of it pending
     rows += [
         ["manifest rows", INDICES, f"{INDICES:,} in {NODES:,} parts"],
-        ["Plan bcast / plan.pkl per rank or task, GB", plan_gb, "~0 (ranges)"],
-        ["array: plan.pkl read by all tasks, TB", plan_gb * RANKS / 1e3, "~0"],
+        ["Plan bcast / plan.pkl per rank or task, GB: fresh run", plan_gb,
+         f"{bulk['plan_fresh']:,.0f} bytes (runs, applied)"],
+        ["  same, resume after a crash (half pending)", plan_gb / 2,
+         f"{resume_gb:.2f} (runs, applied)"],
+        ["array: plan.pkl read by all tasks, TB (fresh)", plan_gb * RANKS / 1e3,
+         f"{bulk['plan_fresh'] * RANKS / 1e6:.0f} MB"],
         ["array: makespan / ideal", a1["chunk"] / (INDICES / RANKS), 1],
     ]  # fmt: skip
     table(f"rank 0 at the end, memory, bulk (after: per node, ~{n_small:,} indices each)",

@@ -52,6 +52,7 @@ from hpc_curator import spec as specmod
 from hpc_curator.atomic import remove_stale_temps
 from hpc_curator.errors import AttemptError, CuratorError, UsageError, from_exception
 from hpc_curator.gather import merge_outputs, merge_tree, own_journal
+from hpc_curator.indexruns import compact
 from hpc_curator.pipeline import Pipeline
 from hpc_curator.rank import work
 from hpc_curator.signals import StopFlag, block_stop_signals, start_rank, stop_on_signals
@@ -145,7 +146,7 @@ def begin(
         attempt=attempt,
         spec=info.spec,
         cwd=info.meta.get("cwd", os.getcwd()),
-        pending=todo,
+        pending=todo if bounds is not None else compact(todo),  # KB, not GB, to every rank
         total=info.n,
         recorded=len(scan.recorded()),
         failures_before=0 if settings.retry_failed else len(failed),

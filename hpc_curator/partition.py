@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from hpc_curator.errors import UsageError
+from hpc_curator.indexruns import IndexRuns
 from hpc_curator.values import SCHEDULES as SCHEDULES
 
 
@@ -153,11 +154,15 @@ def pending(frozen: np.ndarray, recorded: np.ndarray) -> np.ndarray:
     return frozen[~np.isin(frozen, recorded, assume_unique=False)]
 
 
-def slice_for(indices: np.ndarray, rank: int, size: int, schedule: str = "strided") -> np.ndarray:
-    """Return rank ``rank``'s share of ``indices`` under a static schedule."""
+def slice_for(
+    indices: np.ndarray | IndexRuns, rank: int, size: int, schedule: str = "strided"
+) -> np.ndarray:
+    """Return rank ``rank``'s share of ``indices`` (an array, or runs) under a static schedule."""
     if size < 1 or not 0 <= rank < size:
         raise UsageError(f"rank {rank} is not valid for world size {size}")
     if schedule == "strided":
+        if isinstance(indices, IndexRuns):
+            return indices.strided(rank, size)
         return indices[rank::size]
     if schedule == "block":
         per = -(-len(indices) // size)

@@ -39,6 +39,7 @@ from hpc_curator import (
 )
 from hpc_curator import spec as specmod
 from hpc_curator.checksum import size_and_digest
+from hpc_curator.indexruns import as_array
 from hpc_curator.pipeline import Pipeline
 from hpc_curator.poison import CurrentIndex, Watchdog
 from hpc_curator.ranklog import RankLog
@@ -362,7 +363,7 @@ def my_indices(plan: Plan, world: World, chunks: Counter | None, stop: StopFlag)
     if plan.settings.schedule != "dynamic":
         if bounds is not None:
             share = groups.share(
-                plan.pending, bounds, world.rank, world.size, plan.settings.schedule
+                as_array(plan.pending), bounds, world.rank, world.size, plan.settings.schedule
             )
         else:
             share = partition.slice_for(

@@ -22,6 +22,8 @@ LAUNCHER_PID_ENV = "HPC_CURATOR_LAUNCHER_PID"
 if TYPE_CHECKING:
     import numpy as np
 
+    from hpc_curator.indexruns import IndexRuns
+
 #: Work schedules of the rank loop.
 SCHEDULES = ("strided", "block", "dynamic")
 
@@ -159,7 +161,8 @@ class Plan:
     attempt: int
     spec: dict[str, Any]
     cwd: str
-    pending: np.ndarray
+    #: an array, or :class:`~hpc_curator.indexruns.IndexRuns` when runs are much smaller
+    pending: np.ndarray | IndexRuns
     total: int
     recorded: int
     failures_before: int

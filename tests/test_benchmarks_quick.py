@@ -75,3 +75,15 @@ def test_p9_finds_every_rank_and_its_marker(tmp_path: Path) -> None:
     assert "error" not in case, case.get("error")
     rows = {row["name"]: row for row in case["rows"]}
     assert rows["rank_2"]["median"] > rows["floor_2"]["median"] > 100
+
+
+@pytest.mark.timeout(300)
+def test_the_scale_model_runs_on_the_code_as_it_is() -> None:
+    """``python -m benchmarks.scale`` drives the real rank loop, claim loop and plan: it must
+    keep running as the code changes (SCALE.md's figures come from it)."""
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.scale"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=280)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "== MDS operations/s" in proc.stdout
+    plan = next(line for line in proc.stdout.splitlines() if line.startswith("Plan bcast"))
+    assert "bytes (runs, applied)" in plan, plan
