@@ -32,17 +32,19 @@ class IndexRuns:
     :meth:`to_array`.
     """
 
-    __slots__ = ("lengths", "offsets", "starts", "steps")
+    __slots__ = ("ends", "lengths", "offsets", "starts", "steps", "total")
 
     def __init__(self, starts: np.ndarray, steps: np.ndarray, lengths: np.ndarray) -> None:
         self.starts = np.asarray(starts, dtype=np.int64)
         self.steps = np.asarray(steps, dtype=np.int64)
         self.lengths = np.asarray(lengths, dtype=np.int64)
-        #: position of each run's first index in the list
-        self.offsets = np.cumsum(self.lengths) - self.lengths
+        #: position of each run's first index in the list, and one past its last
+        self.ends = np.cumsum(self.lengths)
+        self.offsets = self.ends - self.lengths
+        self.total = int(self.ends[-1]) if len(self.ends) else 0
 
     def __len__(self) -> int:
-        return int(self.lengths.sum())
+        return self.total
 
     def __repr__(self) -> str:
         return f"IndexRuns({len(self)} indices in {len(self.starts)} runs)"
@@ -68,8 +70,7 @@ class IndexRuns:
         """Indices at positions ``first, first + stride, ... < stop``, vectorised over runs."""
         if first >= stop:
             return np.empty(0, dtype=np.int64)
-        ends = self.offsets + self.lengths
-        lo = int(np.searchsorted(ends, first, side="right"))
+        lo = int(np.searchsorted(self.ends, first, side="right"))
         hi = int(np.searchsorted(self.offsets, stop, side="left"))
         off, ln = self.offsets[lo:hi], self.lengths[lo:hi]
         begin = np.maximum(off, first)
