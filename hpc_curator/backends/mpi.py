@@ -191,6 +191,13 @@ def settings_args(settings: RunSettings) -> list[str]:
 ARGUMENT_LIMIT = 32 * 1024
 
 
+def _scratch(stack: contextlib.ExitStack) -> Path:
+    """A private directory removed when ``stack`` closes (in /tmp: containers bind it)."""
+    import tempfile
+
+    return Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hpc-curator-")))
+
+
 def launched_command(
     launch: Launch, python: Sequence[str] | None = None, pipeline_blob: str | None = None
 ) -> list[str]:
@@ -284,24 +291,16 @@ class MPIBackend(RunBackend):
     ) -> RunResult:
         blob = portable.payload(launch.pipeline)
         with contextlib.ExitStack() as stack:
-            tmp: list[Path] = []  # a private directory, made when needed, removed after
-
-            def scratch() -> Path:  # in /tmp: containers bind it
-                if not tmp:
-                    import tempfile
-
-                    made = stack.enter_context(tempfile.TemporaryDirectory(prefix="hpc-curator-"))
-                    tmp.append(Path(made))
-                return tmp[0]
-
+            tmp: Path | None = None  # a private directory, made when needed, removed after
             blob_path = None
             if blob is not None:  # objects the ranks cannot rebuild from the spec
-                blob_path = str(scratch() / "pipeline.pkl")
+                tmp = _scratch(stack)
+                blob_path = str(tmp / "pipeline.pkl")
                 Path(blob_path).write_bytes(blob)
             flags = [*mpiexec_flags(exe, n), *self.extra_args]
             ranks = launched_command(launch, python, pipeline_blob=blob_path)
             if len(ranks[-1].encode()) > ARGUMENT_LIMIT:  # e.g. 30,000 scattered indices
-                doc = scratch() / "rank-argument.json"
+                doc = (tmp or _scratch(stack)) / "rank-argument.json"
                 doc.write_text(ranks[-1])
                 ranks[-1] = "@" + str(doc)
             if box.active:
