@@ -124,7 +124,7 @@ def build_journal_run(
             "reason": "done",
         }
         lines.append(json.dumps(end, separators=(",", ":")))
-        rd.journal_path(attempt, rank).write_text("\n".join(lines) + "\n")
+        rd.journal_path(attempt, rank, "00000000").write_text("\n".join(lines) + "\n")
     rundir.end_attempt(rd, attempt, reason="done", world_size=n_ranks)
     return {"run_dir": str(rd.path), "attempt": attempt, "indices": n_indices, "ranks": n_ranks}
 

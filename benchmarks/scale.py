@@ -206,7 +206,7 @@ def mpi_rank(root: Path, cost: float, r: int = 1) -> dict[str, Any]:
     """Rank ``r`` of RANKS (``rank.work``), then its end merge share (``gather.merge_share``)."""
     rd = rundir.RunDir(path := root / f"mpi-{cost:g}")
     res = simulate(path, cost, lambda p: rank.work(_plan(path), World(r, RANKS), pipeline=p))
-    journal = rd.journal_path(1, r)
+    (journal,) = rd.journal_dir.glob(f"a0001-rank{r:05d}-w*.jsonl")
     recs = [orjson.loads(x) for x in journal.read_bytes().splitlines()]
     sums = {("fieldstats", x["seg"]["fieldstats"]): x["segsum"]["fieldstats"]
             for x in recs if x["t"] == "commit"}  # fmt: skip
@@ -266,7 +266,7 @@ def build_run(path: Path, template: str, k: int) -> int:
             seg = {f: shards.segment_name(f, j, attempt, rec["seq"]) for f in rec["seg"]}
             out, pos = [[f"/data/curated/{i:09d}.h5"] for i in idx], pos + len(idx)
             lines.append(orjson.dumps({**rec, "idx": idx, "seg": seg, "out": out}))  # "out" last
-        rd.journal_path(attempt, j).write_bytes(b"\n".join(lines) + b"\n")
+        rd.journal_path(attempt, j, "00000000").write_bytes(b"\n".join(lines) + b"\n")
     rundir.end_attempt(rd, attempt, reason="done", world_size=k)
     return n
 

@@ -285,7 +285,8 @@ def run_world(
             )
         except Exception as exc:  # e.g. a full disk at a commit: reported, nobody hangs
             summary = _failed_summary(plan, world, from_exception(exc, f"rank {world.rank}"))
-    own = own_journal(world, plan)  # read while slower ranks still work: rank 0 does not
+    # read while slower ranks still work: rank 0 does not
+    own = own_journal(world, plan, summary.get("writer"))
     world.idle_barrier()  # early finishers sleep instead of spinning on shared cores
     failures.free()
     if chunks is not None:

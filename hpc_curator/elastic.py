@@ -37,7 +37,6 @@ import contextlib
 import json
 import os
 import pickle
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -45,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from hpc_curator import journal, partition, rundir
+from hpc_curator import beats, journal, partition, rundir
 from hpc_curator.atomic import atomic_path, create_exclusive
 from hpc_curator.slurm.env import slurm_env
 from hpc_curator.values import Plan
@@ -53,8 +52,10 @@ from hpc_curator.world import hostname
 
 STALE_ENV = "HPC_CURATOR_CLAIM_STALE_S"
 DEFAULT_STALE_S = 300.0
-HEARTBEAT_ENV = "HPC_CURATOR_HEARTBEAT_S"
-HEARTBEAT_S = 10.0
+HEARTBEAT_ENV = beats.ENV
+HEARTBEAT_S = beats.DEFAULT_S
+heartbeat = beats.heartbeat
+heartbeat_interval = beats.interval
 #: a heartbeat older than this many beats makes its claims suspect (Slurm is asked)
 SUSPECT_BEATS = 3.0
 SUSPECT_RECHECK_S = 30.0
@@ -72,11 +73,6 @@ def default_chunk_size(n_pending: int, n_tasks: int) -> int:
     n_tasks = max(1, n_tasks)
     chunks = min(16 * n_tasks, max(TARGET_CHUNKS, MIN_CHUNKS_PER_TASK * n_tasks))
     return max(1, n_pending // chunks)  # rounded down: at least ``chunks`` chunks
-
-
-def heartbeat_interval() -> float:
-    """Seconds between heartbeats (``HPC_CURATOR_HEARTBEAT_S``, default 10)."""
-    return float(os.environ.get(HEARTBEAT_ENV, HEARTBEAT_S))
 
 
 def slurm_job_gone(job_id: str) -> bool:
@@ -109,7 +105,7 @@ class Board:
     ) -> None:
         self.rd = rd
         self.attempt = attempt
-        self.dir = rd.path / "claims" / f"a{attempt:04d}"
+        self.dir = rd.claims_dir(attempt)
         self._job_gone = job_gone
         self._asked: dict[str, tuple[float, bool]] = {}
         self._cursor = 0  # chunks below it are known to be claimed
@@ -278,27 +274,6 @@ def _pid_alive(pid: Any) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, ValueError, TypeError, IndexError):
         return False
-
-
-@contextlib.contextmanager
-def heartbeat(path: Path) -> Iterator[None]:
-    """Touch ``path`` every :func:`heartbeat_interval` seconds while inside."""
-    stop = threading.Event()
-    interval = heartbeat_interval()
-    path.touch()
-
-    def beat() -> None:
-        while not stop.wait(interval):
-            with contextlib.suppress(OSError):
-                path.touch()
-
-    thread = threading.Thread(target=beat, name="hpc-curator-claim-heartbeat", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
 
 
 def committed_in(rd: rundir.RunDir, indices: np.ndarray) -> np.ndarray:

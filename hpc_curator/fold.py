@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from hpc_curator import manifest, partition, rundir, stages
+from hpc_curator import journal, ledger, manifest, partition, rundir, stages
 from hpc_curator.arrow import column
 from hpc_curator.atomic import fsync_dir, fsync_file
 from hpc_curator.journal import JournalScan, latest_positions, scan, scan_parts
@@ -108,8 +108,48 @@ def fold(
     frozen = info.indices
     if len(frozen) <= rows:
         return Folded(scan(rd, blocks=blocks))
+    lookup = _Frozen(rd, frozen)
+    drops = journal.dropped_records(rd)
+    try:
+        return _fold_parts(rd, rows, info, lookup, drops, None)
+    except _Conflict:
+        verdict = ledger.rejected(rd, drops)
+        return _fold_parts(rd, rows, info, lookup, drops | verdict.drops, verdict)
+
+
+class _Conflict(Exception):
+    """Two commits both hold a successful record of one index (the acceptance rule decides)."""
+
+
+class _OkSeen:
+    """Which frozen indices have a successful record so far (one byte per frozen index):
+    finds a conflict for :mod:`hpc_curator.ledger` while the journals are read in parts."""
+
+    def __init__(self, lookup: _Frozen, verdict: ledger.Verdict | None) -> None:
+        self.lookup = lookup
+        self.seen = np.zeros(len(lookup.frozen), dtype=bool) if verdict is None else None
+
+    def add(self, part: JournalScan) -> None:
+        if self.seen is None or not len(part.idx):
+            return
+        pos, member = self.lookup.positions(part.idx[part.ok == 1])
+        pos = pos[member]
+        if self.seen[pos].any() or len(np.unique(pos)) < len(pos):
+            raise _Conflict()
+        self.seen[pos] = True
+
+
+def _fold_parts(
+    rd: rundir.RunDir,
+    rows: int,
+    info: rundir.RunInfo,
+    lookup: _Frozen,
+    drops: set[tuple[str, int]],
+    verdict: ledger.Verdict | None,
+) -> Folded:
     import shutil
 
+    frozen = info.indices
     shutil.rmtree(rd.spill_dir, ignore_errors=True)
     rd.spill_dir.mkdir()
     buckets = min(MAX_BUCKETS, max(1, math.ceil(len(frozen) / rows)))
@@ -117,8 +157,11 @@ def fold(
     span = hi - lo + 1
     writers: dict[int, Any] = {}
     folded: Folded | None = None
+    seen = _OkSeen(lookup, verdict)
+    report = verdict.report if verdict is not None else None
     try:
-        for part in scan_parts(rd, max_rows=rows):
+        for part in scan_parts(rd, max_rows=rows, drops=drops, rejected=report):
+            seen.add(part)
             if folded is None:
                 folded = Folded(part, spilled=True, buckets=buckets, spill=rd.spill_dir, info=info)
             folded.scan = part
@@ -273,6 +316,31 @@ class _Frozen:
         return column(self.labels[pos], mask=~self.grouped[pos])
 
 
+def _status_parts(
+    rd: rundir.RunDir,
+    rows: int,
+    lookup: _Frozen,
+    drops: set[tuple[str, int]],
+    verdict: ledger.Verdict | None,
+) -> tuple[np.ndarray, JournalScan]:
+    """Each frozen index's latest status (int8: -1 pending, 1 ok, 0 failed), a successful
+    record winning over failures; raises :class:`_Conflict` when ``verdict`` is ``None`` and
+    an index has two successful records."""
+    state = np.full(len(lookup.frozen), -1, dtype=np.int8)
+    seen = _OkSeen(lookup, verdict)
+    last: JournalScan | None = None
+    for part in scan_parts(rd, with_outputs=False, max_rows=rows, drops=drops):
+        last = part
+        if not len(part.idx):
+            continue
+        seen.add(part)
+        pick = latest_positions(part.idx, part.ok)  # each index's current record in this part
+        pos, member = lookup.positions(part.idx[pick])
+        state[pos[member]] = np.maximum(state[pos[member]], part.ok[pick][member])
+    assert last is not None
+    return state, last
+
+
 def summarize(
     rd: rundir.RunDir,
     folded: Folded,
@@ -379,16 +447,12 @@ def status(rd: rundir.RunDir, frozen: np.ndarray, rows: int | None = None) -> St
         pending = partition.pending(frozen, recorded)
         return Status(recorded, whole.failed_indices(), whole.ends, pending)
     lookup = _Frozen(rd, frozen)
-    state = np.full(len(frozen), -1, dtype=np.int8)
-    last: JournalScan | None = None
-    for part in scan_parts(rd, with_outputs=False, max_rows=rows):
-        last = part
-        if not len(part.idx):
-            continue
-        pick = latest_positions(part.idx)  # the last record of each index in this part
-        pos, member = lookup.positions(part.idx[pick])
-        state[pos[member]] = part.ok[pick][member]
-    assert last is not None
+    drops = journal.dropped_records(rd)
+    try:
+        state, last = _status_parts(rd, rows, lookup, drops, None)
+    except _Conflict:
+        verdict = ledger.rejected(rd, drops)
+        state, last = _status_parts(rd, rows, lookup, drops | verdict.drops, verdict)
     # state is by frozen position: no isin over the whole list, and sorted already if frozen is
     pending = frozen[state < 0]
     recorded, failed = frozen[state >= 0], frozen[state == 0]

@@ -78,13 +78,23 @@ def merge_outputs(
             remove(p)
         outputs[f.name] = {
             "path": str(out.absolute()),
+            **({"relative": rel} if (rel := rundir.inside_path(rd, out)) else {}),
             "class": f"{type(f).__module__}:{type(f).__qualname__}",
             "segments": len(names),
+            "segment_set": segment_set(names),
             "partial_merges": len(parts or []),  # > 0: merged in a tree across the ranks
             "bytes": size_of(out),
             "sha256": file_digest(out),
         }
     return outputs
+
+
+def segment_set(names: list[str]) -> str:
+    """A digest of a set of segment names: which commits a merged output holds (a count
+    alone would not see one accepted commit replaced by another)."""
+    import hashlib
+
+    return hashlib.blake2b("\n".join(sorted(names)).encode(), digest_size=16).hexdigest()
 
 
 #: below this many segments of a filter rank 0 merges them alone (an HDF5 shard costs ~1 ms)
@@ -121,7 +131,7 @@ def merge_share(
     return out
 
 
-def own_journal(world: World, plan: Plan) -> tuple[str, Any] | None:
+def own_journal(world: World, plan: Plan, writer: str | None) -> tuple[str, Any] | None:
     """This rank's journal of the attempt, read right after its loop, for rank 0's scan.
 
     A rank that finishes early reads what it wrote while slower ranks still work, and rank 0
@@ -129,15 +139,16 @@ def own_journal(world: World, plan: Plan) -> tuple[str, Any] | None:
     2 ranks, 100,000 indices: ~30 ms off rank 0's end). ``None`` in a world of one, for a run
     rank 0 folds in parts (more than :func:`hpc_curator.fold.max_rows` indices: the blocks
     would not fit it either), when this node runs more ranks than it has CPUs and when the
-    journal cannot be read (rank 0 reads it itself and reports what is wrong).
+    journal cannot be read (rank 0 reads it itself and reports what is wrong). ``writer``: the
+    token of this process's journal (from its summary; ``None`` when the loop failed).
     """
-    if world.size == 1 or plan.total > fold.max_rows() or _shares_cores():
+    if world.size == 1 or not writer or plan.total > fold.max_rows() or _shares_cores():
         return None
     from hpc_curator.journal import dropped_records
     from hpc_curator.journalread import read_block
 
     rd = rundir.RunDir(plan.run_dir)
-    path = rd.journal_path(plan.attempt, world.rank)
+    path = rd.journal_path(plan.attempt, world.rank, writer)
     try:
         return path.name, read_block([path], dropped_records(rd))
     except Exception:

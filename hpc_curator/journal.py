@@ -42,9 +42,13 @@ class JournalWriter:
     """Append records to one journal file (the only writer of that file)."""
 
     def __init__(self, path: Path, *, fsync: bool = True) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        from hpc_curator.nofollow import ensure_dir, open_append_new
+
+        ensure_dir(path.parent)
         self.path = path
-        self._fh = open(path, "ab")
+        # created here, never opened twice and never through a symlink: the name carries
+        # this process's writer token (RunDir.journal_path)
+        self._fh = open_append_new(path)
         self._fsync = fsync
 
     def append(self, record: dict[str, Any]) -> None:
@@ -136,8 +140,9 @@ def read_records(path: Path, *, with_outputs: bool = True) -> tuple[list[dict[st
 class JournalScan:
     """Everything the journals of a run directory say, column-wise.
 
-    Per-index arrays are in journal order (attempt, rank, commit); an index can appear more
-    than once only if it was retried, and the *last* occurrence is its current status.
+    Per-index arrays are in journal order (attempt, rank, writer, commit); an index can
+    appear more than once only if it failed and was retried: its successful record, else its
+    last failure, is its current status (:meth:`latest`).
     """
 
     idx: np.ndarray
@@ -165,6 +170,9 @@ class JournalScan:
     bad: list[dict[str, Any]] = field(default_factory=list)
     #: exact repeats of a commit record (same attempt, rank, seq) skipped, per journal file
     duplicates: dict[str, int] = field(default_factory=dict)
+    #: commits rejected by the acceptance rule (:mod:`hpc_curator.ledger`): one successful
+    #: index accepted from another commit; ``{"file", "line", "seq", "reason"}`` each
+    rejected: list[dict[str, Any]] = field(default_factory=list)
     #: per commit record: its index count and per-index stage seconds (``None``: not recorded)
     stage_records: list[tuple[int, Any]] = field(default_factory=list)
     #: per-index peak Python / GPU bytes (NaN where not tracked)
@@ -206,7 +214,7 @@ class JournalScan:
 
     def latest(self) -> np.ndarray:
         """Positions of the last occurrence of each index (current status), index-sorted."""
-        return latest_positions(self.idx)
+        return latest_positions(self.idx, self.ok)
 
     def recorded(self) -> np.ndarray:
         """Indices with a committed record (ok or failed)."""
@@ -218,12 +226,16 @@ class JournalScan:
         return self.idx[pos][self.ok[pos] == 0]
 
 
-def latest_positions(idx: np.ndarray) -> np.ndarray:
-    """Positions of the last occurrence of each value of ``idx`` (journal order: its current
-    record), sorted by value."""
+def latest_positions(idx: np.ndarray, ok: np.ndarray | None = None) -> np.ndarray:
+    """Positions of each index's current record, sorted by index: its successful record if
+    it has one (the acceptance rule leaves at most one), else its last failure in journal
+    order (``ok`` omitted: the last occurrence)."""
     if len(idx) == 0:
         return np.empty(0, dtype=np.int64)
-    order = np.argsort(idx, kind="stable")  # equal indices keep journal order
+    if ok is None or len(ok) != len(idx) or bool(ok.all()):
+        order = np.argsort(idx, kind="stable")  # equal indices keep journal order
+    else:
+        order = np.lexsort((ok, idx))  # by index, then failures before the success; stable
     ranked = idx[order]
     last = np.empty(len(ranked), dtype=bool)
     last[-1] = True
@@ -231,17 +243,24 @@ def latest_positions(idx: np.ndarray) -> np.ndarray:
     return order[last]
 
 
-def dropped_records(rd: RunDir) -> set[tuple[int, int, int]]:
-    """``(attempt, rank, seq)`` of every commit record an invalidation took back.
+def dropped_records(rd: RunDir) -> set[tuple[str, int]]:
+    """``(journal file name, seq)`` of every commit record an invalidation took back.
 
     :mod:`hpc_curator.revise` writes one file per ``invalidate``; the records they name count
-    for nothing (their indices are pending again, their segments are not merged).
+    for nothing (their indices are pending again, their segments are not merged). Files
+    written before journals carried writer tokens name ``[attempt, rank, seq]``.
     """
-    out: set[tuple[int, int, int]] = set()
+    out: set[tuple[str, int]] = set()
     folder = rd.invalidations_dir
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         doc = orjson.loads(path.read_bytes())
-        out.update((int(a), int(r), int(q)) for a, r, q in doc["records"])
+        for record in doc["records"]:
+            if len(record) == 3:  # [attempt, rank, seq]: a journal named without a token
+                a, r, q = record
+                out.add((f"a{int(a):04d}-rank{int(r):05d}.jsonl", int(q)))
+            else:
+                name, q = record
+                out.add((str(name), int(q)))
     return out
 
 
@@ -251,7 +270,8 @@ def scan(
     with_outputs: bool = True,
     blocks: Mapping[str, tuple[Part, Shared]] | None = None,
 ) -> JournalScan:
-    """Read every journal of ``rd`` into a :class:`JournalScan` (less invalidated records).
+    """Read every journal of ``rd`` into a :class:`JournalScan` (less invalidated records and
+    the commits the acceptance rule rejects, :mod:`hpc_curator.ledger`).
 
     Holds the whole run in memory (about 120 bytes per recorded index without outputs); the
     manifest of a large run streams the journals instead (:func:`scan_parts`,
@@ -260,12 +280,29 @@ def scan(
     journals at the end of an attempt); the other journals are read here, and the result is
     the same as reading them all.
     """
+    from hpc_curator import ledger
+
+    drops = dropped_records(rd)
+    whole = _scan(rd, with_outputs, blocks, drops)
+    if not ledger.has_conflicts(whole.idx, whole.ok):
+        return whole
+    verdict = ledger.rejected(rd, drops)
+    whole = _scan(rd, with_outputs, None, drops | verdict.drops)
+    whole.rejected = verdict.report
+    return whole
+
+
+def _scan(
+    rd: RunDir,
+    with_outputs: bool,
+    blocks: Mapping[str, tuple[Part, Shared]] | None,
+    drops: set[tuple[str, int]],
+) -> JournalScan:
     if not blocks:
-        (whole,) = scan_parts(rd, with_outputs=with_outputs)
+        (whole,) = scan_parts(rd, with_outputs=with_outputs, drops=drops)
         return whole
     from hpc_curator.journalread import read_block
 
-    drops = dropped_records(rd)
     parts = []
     for path in rd.journal_files():
         given = blocks.get(path.name)
@@ -275,20 +312,28 @@ def scan(
 
 
 def scan_parts(
-    rd: RunDir, *, with_outputs: bool = True, max_rows: int | None = None
+    rd: RunDir,
+    *,
+    with_outputs: bool = True,
+    max_rows: int | None = None,
+    drops: set[tuple[str, int]] | None = None,
+    rejected: list[dict[str, Any]] | None = None,
 ) -> Iterator[JournalScan]:
     """The journals of ``rd`` as consecutive :class:`JournalScan` parts of ``max_rows`` or so.
 
     Parts split at commit boundaries, in journal order: their per-index arrays concatenated
     are :func:`scan`'s. Positions in :attr:`JournalScan.errors` are part-local. The run-wide
     members (segments, workers, ends, torn, bad, ...) are objects shared by all parts and
-    complete in the last one. ``max_rows=None``: one part.
+    complete in the last one. ``max_rows=None``: one part. ``drops``: the commits that count
+    for nothing (default: the invalidated ones); the caller applies the acceptance rule
+    (:mod:`hpc_curator.ledger`) and passes its ``rejected`` report through.
 
     The cyclic garbage collector is paused while journals are read: a scan allocates millions
     of short-lived containers and no cycles, and each full collection would walk all of them
     (measured: 10^7 indices took 20x the time of 10^6 with it on).
     """
-    shared = Shared(drops=dropped_records(rd))
+    shared = Shared(drops=dropped_records(rd) if drops is None else drops)
+    shared.rejected = rejected or []
     part = Part(with_outputs)
     enabled = gc.isenabled()
     gc.disable()

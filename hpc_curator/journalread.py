@@ -47,7 +47,9 @@ def split_outputs(line: bytes) -> tuple[bytes, bytes | None]:
 class Shared:
     """What a scan collects for the whole run (small: per journal or per commit, not index)."""
 
-    drops: set[tuple[int, int, int]]
+    #: ``(journal file name, seq)`` of commits that count for nothing: invalidated, or
+    #: rejected by the acceptance rule (:mod:`hpc_curator.ledger`)
+    drops: set[tuple[str, int]]
     segments: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     workers: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
     ends: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
@@ -56,6 +58,8 @@ class Shared:
     bad: list[dict[str, Any]] = field(default_factory=list)
     duplicates: dict[str, int] = field(default_factory=dict)
     worker_info: list[dict[str, Any]] = field(default_factory=list)
+    #: commits the acceptance rule rejected (:class:`hpc_curator.ledger.Verdict` ``report``)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
 
 
 def journal_commits(
@@ -81,7 +85,7 @@ def journal_commits(
         elif kind == "end":
             shared.ends[(attempt, rank)] = rec
         elif kind == "commit":
-            line = rec.pop(LINE, None)
+            line = rec.get(LINE)  # kept: the acceptance rule reports file:line
             line_digest = rec.pop(DIGEST, b"")
             problem = commit_problem(rec)
             if problem is None and rec["seq"] in seen:
@@ -93,7 +97,7 @@ def journal_commits(
                 shared.bad.append({"file": str(path), "line": line, "reason": problem})
                 continue
             seen[rec["seq"]] = line_digest
-            if shared.drops and (attempt, rank, rec["seq"]) in shared.drops:
+            if shared.drops and (path.name, rec["seq"]) in shared.drops:
                 continue
             for name, digest in (rec.get("segsum") or {}).items():
                 if name in rec["seg"]:
@@ -175,6 +179,7 @@ class Part:
             segment_sums=shared.segment_sums,
             bad=shared.bad,
             duplicates=shared.duplicates,
+            rejected=shared.rejected,
             stage_records=self.stage_records,
             pymem=spread("pymem"),
             gpumem=spread("gpumem"),
@@ -235,7 +240,7 @@ def read_split(
 
 
 def read_block(
-    paths: Sequence[Path], drops: set[tuple[int, int, int]], with_outputs: bool = True
+    paths: Sequence[Path], drops: set[tuple[str, int]], with_outputs: bool = True
 ) -> tuple[Part, Shared]:
     """The commit records of the journals ``paths`` (in this order) as one block."""
     import gc
@@ -280,5 +285,6 @@ def join(blocks: Sequence[tuple[Part, Shared]], with_outputs: bool = True) -> tu
         shared.segment_sums.update(more.segment_sums)
         shared.bad += more.bad
         shared.duplicates.update(more.duplicates)
+        shared.rejected += more.rejected
         shared.worker_info += more.worker_info
     return part, shared

@@ -63,9 +63,7 @@ def document(
         outputs = recorded_outputs(rd)
     pending = info.n - tally.rows
     unmerged = sorted(
-        name
-        for name, segments in scan.segments.items()
-        if outputs.get(name, {}).get("segments") != len(segments)
+        name for name, segments in scan.segments.items() if not holds(outputs.get(name), segments)
     )
     status = "incomplete" if pending or unmerged else ("failed" if tally.failed else "complete")
     return {
@@ -91,12 +89,25 @@ def document(
         "journal_bad_records": scan.bad[:MAX_LISTED_FAILURES],
         "journal_bad_record_count": len(scan.bad),
         "journal_duplicate_records": scan.duplicates,
+        "rejected_commits": scan.rejected[:MAX_LISTED_FAILURES],
+        "rejected_commit_count": len(scan.rejected),
         **tally.stage_summary(stages.recorded_names(scan)),
         "spec": info.spec,
         "created": info.meta.get("created"),
         "written": rundir.now_iso(),
         "versions": info.meta.get("versions", {}),
     }
+
+
+def holds(output: dict[str, Any] | None, segments: list[str]) -> bool:
+    """Whether a merged output (its manifest entry) holds exactly ``segments``."""
+    if not output:
+        return False
+    if "segment_set" in output:
+        from hpc_curator.gather import segment_set
+
+        return bool(output["segment_set"] == segment_set(segments))
+    return bool(output.get("segments") == len(segments))
 
 
 def recorded_outputs(rd: rundir.RunDir) -> dict[str, dict[str, Any]]:

@@ -1,9 +1,10 @@
 """Poison pills and stuck indices: an index that kills its process is found and, at last, failed.
 
 Each rank keeps the index it is running in a 16-byte memory-mapped file beside its journal
-(``aNNNN-rankRRRRR.current``): one store into shared memory per index, no system call, and the
-page survives the process (the kernel owns it). When a rank dies -- a segfault in a C library,
-``os._exit``, the OOM killer, a watchdog -- the file still names the index it was running.
+(``aNNNN-rankRRRRR-wTOKEN.current``): one store into shared memory per index, no system call,
+and the page survives the process (the kernel owns it). When a rank dies -- a segfault in a C
+library, ``os._exit``, the OOM killer, a watchdog -- the file still names the index it was
+running.
 
 At the beginning of every attempt, rank 0 reads those files for every rank that left no end
 record: each is a *crash* of that index. When one rank dies, its launcher kills the others in
@@ -16,7 +17,9 @@ and ``failed``/``retry`` show it.
 
 ``--index-timeout`` bounds an index's wall time: past it, the index is failed with a
 ``IndexTimeout`` (SIGALRM interrupts Python code); an index stuck in C code that does not
-return within a grace period ends its rank with SIGKILL, which then counts as a crash.
+return within a grace period ends its rank with SIGKILL, which then counts as a crash. Once an
+index's contributions to the stateful filters are being accepted (or discarded), a timeout no
+longer interrupts it (:mod:`hpc_curator.contributions`): they are kept by all or by none.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from hpc_curator.contributions import GATE
 from hpc_curator.rundir import RunDir
 
 IDLE = -1
@@ -59,8 +63,11 @@ class CurrentIndex:
     """
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        from hpc_curator.nofollow import NEW_FILE, ensure_dir
+
+        ensure_dir(path.parent)
+        # a new file, never a planted symlink's target (its name carries the writer token)
+        fd = os.open(path, os.O_RDWR | NEW_FILE, 0o644)
         try:
             os.ftruncate(fd, CURRENT_BYTES)
             self._map = mmap.mmap(fd, CURRENT_BYTES)
@@ -186,11 +193,16 @@ class Watchdog:
         return self
 
     def _on_alarm(self, _signum: int, _frame: Any) -> None:
+        if self._index == IDLE or not GATE.open:
+            # too late: the index's outcome is being settled (its contributions to every
+            # stateful filter accepted or discarded together) or it is over
+            return
         raise IndexTimeout(f"index ran longer than --index-timeout {self.timeout:g} s")
 
     def start(self, index: int) -> None:
         """Before an index (only called when a timeout is set)."""
         self._index, self._started = index, time.monotonic()
+        GATE.open = True
         if self._alarm and self.timeout:
             signal.setitimer(signal.ITIMER_REAL, self.timeout)
 

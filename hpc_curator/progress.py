@@ -58,6 +58,7 @@ class _Worker:
     host: str | None = None
     node: str | None = None
     pid: int | None = None
+    writer: str = ""
     started: float | None = None
     ended: float | None = None
     reason: str | None = None
@@ -210,7 +211,7 @@ class ProgressModel:
             return
         self._live_read = now
         for w in running:
-            live = read_live(self.rd.current_path(w.attempt, w.rank))
+            live = read_live(self.rd.current_path(w.attempt, w.rank, w.writer))
             if live is None:
                 continue
             index, w.live_done, _, at = live
@@ -243,7 +244,7 @@ class ProgressModel:
         kind = rec.get("t")
         if kind == "start":
             w.host, w.node, w.started = rec.get("host"), rec.get("node"), rec.get("time")
-            w.pid = rec.get("pid")
+            w.pid, w.writer = rec.get("pid"), str(rec.get("writer", ""))
         elif kind == "end":
             w.ended, w.reason = rec.get("ended", rec.get("time")), rec.get("reason", "done")
         elif kind == "commit":

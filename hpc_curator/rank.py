@@ -40,6 +40,7 @@ from hpc_curator import (
 from hpc_curator import spec as specmod
 from hpc_curator.checksum import size_and_digest
 from hpc_curator.indexruns import as_array
+from hpc_curator.nofollow import ensure_dir
 from hpc_curator.pipeline import Pipeline
 from hpc_curator.poison import CurrentIndex, Watchdog
 from hpc_curator.ranklog import RankLog
@@ -71,9 +72,14 @@ class RankLoop:
         self.rd = rundir.RunDir(plan.run_dir)
         self.settings = plan.settings
         self.budget = plan.settings.budget(plan.total)
+        #: this process's writer token: its journal, current-index file and segments carry
+        #: it, so two processes that both think they are this rank never share a file
+        self.token = rundir.writer_token()
         self.writer = journal.JournalWriter(
-            self.rd.journal_path(plan.attempt, world.rank), fsync=plan.settings.fsync
+            self.rd.journal_path(plan.attempt, world.rank, self.token), fsync=plan.settings.fsync
         )
+        #: claim generation of the work being done (elastic runs; recorded in each commit)
+        self.generation = 0
         self.seq = 0
         self.n_ok = 0
         self.n_failed = 0
@@ -116,6 +122,7 @@ class RankLoop:
                 "attempt": self.plan.attempt,
                 "time": started,
                 "stages": names,
+                "writer": self.token,
                 **self.world.identity(),
                 **({"shm": sorted(shm)} if (shm := segments_of([os.getpid()])) else {}),
             }
@@ -128,7 +135,7 @@ class RankLoop:
             self._record_crashes()
         batch = self.batch  # after the crash records' commit, which starts a new batch
         current = self.current = CurrentIndex(
-            self.rd.current_path(self.plan.attempt, self.world.rank)
+            self.rd.current_path(self.plan.attempt, self.world.rank, self.token)
         )
         publisher = self.publisher
         mark, finished = current.set, current.finished
@@ -201,6 +208,7 @@ class RankLoop:
         summary = {
             **self.world.identity(),
             "attempt": self.plan.attempt,
+            "writer": self.token,
             "ok": self.n_ok,
             "failed": self.n_failed,
             "busy": self.busy,
@@ -299,9 +307,10 @@ class RankLoop:
         segs: dict[str, str] = {}
         sums: dict[str, list[Any]] = {}
         for f in self.pipeline.stateful_filters:
-            directory = self.rd.shard_dir(f.name)
-            directory.mkdir(parents=True, exist_ok=True)
-            name = shards.write_segment(f, directory, self.world.rank, self.plan.attempt, self.seq)
+            directory = ensure_dir(self.rd.shard_dir(f.name), self.rd.path)
+            name = shards.write_segment(
+                f, directory, self.world.rank, self.plan.attempt, self.seq, self.token
+            )
             if name is not None:
                 segs[f.name] = name
                 sums[f.name] = size_and_digest(directory / name)
@@ -311,6 +320,7 @@ class RankLoop:
         record = {
             "t": "commit",
             "seq": self.seq,
+            **({"gen": self.generation} if self.generation else {}),
             "time": time.time(),
             "idx": list(idx),
             "ok": list(ok),

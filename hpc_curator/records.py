@@ -69,6 +69,9 @@ def commit_problem(rec: dict[str, Any]) -> str | None:
         for v in sums.values()
     ):
         return "'segsum' is not a mapping of filter names to [bytes, sha256]"
+    gen = rec.get("gen", 0)
+    if not _is_int(gen) or gen < 0:
+        return "'gen' is not a non-negative integer"
     if not _is_number(rec.get("time", 0.0)):
         return "'time' is not a number"
     return None

@@ -48,16 +48,15 @@ def invalidate(rd: rundir.RunDir, indices: np.ndarray) -> np.ndarray:
         raise UsageError(f"index {int(outside[0])} is not one of the run's indices")
     wanted = set(want.tolist())
     drops = journal.dropped_records(rd)
-    records: list[list[int]] = []
+    records: list[list[Any]] = []
     again: set[int] = set()
     for path in rd.journal_files():
-        attempt, rank = rd.parse_journal_name(path)
         recs, _ = journal.read_records(path, with_outputs=False)
         for rec in recs:
-            if rec.get("t") != "commit" or (attempt, rank, rec.get("seq")) in drops:
+            if rec.get("t") != "commit" or (path.name, rec.get("seq")) in drops:
                 continue
             if wanted.intersection(rec.get("idx", ())):
-                records.append([attempt, rank, int(rec["seq"])])
+                records.append([path.name, int(rec["seq"])])
                 again.update(int(i) for i in rec["idx"])
     if records:
         doc = {

@@ -99,8 +99,9 @@ class Rows:
         return Rows(**out)
 
     def latest(self) -> np.ndarray:
-        """Positions of each index's last row (rows are in journal order), index-sorted."""
-        return latest_positions(self.idx)
+        """Positions of each index's current row (its success, else its last failure in
+        journal order), index-sorted."""
+        return latest_positions(self.idx, self.ok)
 
 
 def table(

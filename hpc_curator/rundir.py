@@ -42,6 +42,29 @@ HEARTBEAT_INTERVAL = 15.0
 STALE_AFTER = 180.0
 
 
+def writer_token() -> str:
+    """A new writer token: 8 hex digits from the OS's random source, one per writing process
+    (its journal, current-index file and segments carry it)."""
+    return os.urandom(4).hex()
+
+
+def inside_path(rd: RunDir, path: str | os.PathLike[str]) -> str | None:
+    """``path`` relative to the run dir when it lies inside it, else ``None``: the manifest
+    keeps it beside the absolute path, so a copied or moved run dir verifies as itself."""
+    absolute = Path(os.path.abspath(path))
+    try:
+        return str(absolute.relative_to(Path(os.path.abspath(rd.path))))
+    except ValueError:
+        return None
+
+
+def output_location(rd: RunDir, entry: dict[str, Any]) -> Path:
+    """Where a merged output recorded in the manifest is now: inside this run dir when it was
+    written inside the run dir (``"relative"``), else its recorded absolute ``"path"``."""
+    relative = entry.get("relative")
+    return rd.path / relative if isinstance(relative, str) else Path(entry["path"])
+
+
 def now_iso() -> str:
     """Current UTC time, ISO 8601."""
     return datetime.now(UTC).isoformat(timespec="seconds")
@@ -82,17 +105,26 @@ class RunDir:
         """Whether the run has been created (``run.json`` present)."""
         return self.run_json.exists()
 
-    def journal_path(self, attempt: int, rank: int) -> Path:
-        """Journal of ``rank`` in ``attempt``."""
-        return self.journal_dir / f"a{attempt:04d}-rank{rank:05d}.jsonl"
+    def journal_path(self, attempt: int, rank: int, writer: str) -> Path:
+        """Journal of ``rank`` in ``attempt`` written by the process whose token is ``writer``.
 
-    def current_path(self, attempt: int, rank: int) -> Path:
+        The token (:func:`writer_token`) makes the name unique per process: two processes that
+        both believe they are rank ``rank`` (a requeue race, an orphan beside its relaunch)
+        never write the same file; the scan's acceptance rule decides between their records.
+        """
+        return self.journal_dir / f"a{attempt:04d}-rank{rank:05d}-w{writer}.jsonl"
+
+    def current_path(self, attempt: int, rank: int, writer: str) -> Path:
         """The index ``rank`` is running right now (memory-mapped; see :mod:`poison`)."""
-        return self.journal_dir / f"a{attempt:04d}-rank{rank:05d}.current"
+        return self.journal_dir / f"a{attempt:04d}-rank{rank:05d}-w{writer}.current"
 
     def rank_log(self, attempt: int, rank: int) -> Path:
         """What the user code of ``rank`` printed and logged in ``attempt`` (ranklog.py)."""
         return self.logs_dir / f"a{attempt:04d}-rank{rank:05d}.log"
+
+    def claims_dir(self, attempt: int) -> Path:
+        """The claim board of an elastic attempt (:mod:`hpc_curator.elastic`)."""
+        return self.path / "claims" / f"a{attempt:04d}"
 
     def current_files(self) -> list[Path]:
         """Every current-index file, in (attempt, rank) order."""
@@ -151,10 +183,17 @@ class RunDir:
 
     @staticmethod
     def parse_journal_name(path: str | os.PathLike[str]) -> tuple[int, int]:
-        """``(attempt, rank)`` of a journal file name ``aNNNN-rankRRRRR.jsonl``."""
-        stem = Path(path).name.removesuffix(".jsonl")
-        attempt, _, rank = stem.partition("-rank")
-        return int(attempt[1:]), int(rank)
+        """``(attempt, rank)`` of a journal file name ``aNNNN-rankRRRRR-wTOKEN.jsonl`` (or
+        ``aNNNN-rankRRRRR.jsonl``, the name before writer tokens)."""
+        stem = Path(path).name.removesuffix(".jsonl").removesuffix(".current")
+        attempt, _, rest = stem.partition("-rank")
+        return int(attempt[1:]), int(rest.partition("-w")[0])
+
+    @staticmethod
+    def journal_writer(path: str | os.PathLike[str]) -> str:
+        """The writer token of a journal or current-index file name (``""`` before tokens)."""
+        stem = Path(path).name.removesuffix(".jsonl").removesuffix(".current")
+        return stem.partition("-rank")[2].partition("-w")[2]
 
     def partial_merge(self, filter_name: str, attempt: int, rank: int, suffix: str) -> Path:
         """One rank's partial merge of its share of a filter's segments (never journaled)."""
@@ -388,6 +427,8 @@ def attempt_alive(rd: RunDir, rec: dict[str, Any], now: float | None = None) -> 
     """
     if rec.get("ended"):
         return False
+    if live_tasks(rd, rec):  # elastic tasks outlive a launcher killed with kill -9
+        return True
     if rec.get("host") == hostname() and rec.get("pid") is not None:
         if not _pid_running(rec.get("pid")):
             return False
@@ -411,6 +452,16 @@ def attempt_alive(rd: RunDir, rec: dict[str, Any], now: float | None = None) -> 
     return age < STALE_AFTER
 
 
+def live_tasks(rd: RunDir, rec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tasks of an elastic attempt (``launcher`` elastic or array) whose heartbeat is
+    fresh (:mod:`hpc_curator.beats`); ``[]`` for other attempts."""
+    if rec.get("launcher") not in ("elastic", "array") or "attempt" not in rec:
+        return []
+    from hpc_curator import beats
+
+    return beats.live_tasks(rd.claims_dir(int(rec["attempt"])))
+
+
 def _pid_running(pid: Any) -> bool:
     """Whether ``pid`` is a live process on this host (zombies count as dead)."""
     try:
@@ -432,6 +483,18 @@ def check_not_busy(rd: RunDir) -> list[dict[str, Any]]:
     for rec in attempts:
         if attempt_alive(rd, rec):
             age = time.time() - rec.get("started_ts", time.time())
+            tasks = live_tasks(rd, rec)
+            if tasks:
+                who = ", ".join(
+                    f"{t['task']} (host {t.get('host')}, pid {t.get('pid')})" for t in tasks[:8]
+                )
+                more = f" and {len(tasks) - 8} more" if len(tasks) > 8 else ""
+                raise RunBusyError(
+                    f"run dir {rd.path} is in use by attempt {rec['attempt']}: elastic task(s) "
+                    f"{who}{more} still working (heartbeat {min(t['age'] for t in tasks):.0f}s "
+                    "ago)",
+                    "wait for them to finish, stop them, or cancel the run (hpc-curate cancel)",
+                )
             raise RunBusyError(
                 f"run dir {rd.path} is in use by attempt {rec['attempt']} "
                 f"(job {rec.get('job_id') or '-'}, host {rec.get('host')}, "

@@ -68,6 +68,7 @@ def _claimed(
         if generation:  # a dead task's chunk: only what no journal committed
             part = part[~np.isin(part, committed_in(board.rd, part))]
         loop.may_commit = lambda c=chunk, g=generation: board.still_mine(c, g)
+        loop.generation = generation  # recorded in each commit: the ledger orders by it
         for index in part.tolist():
             yield index
             if stop:

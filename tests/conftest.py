@@ -46,6 +46,14 @@ def cli(
     return proc
 
 
+def journal_file(run_dir: Path, attempt: int, rank: int) -> Path:
+    """The journal of ``rank`` in ``attempt`` (its name carries a writer token); a path that
+    does not exist yet while the rank has not started, or if it never does."""
+    stem = f"a{attempt:04d}-rank{rank:05d}"
+    found = sorted((Path(run_dir) / "journal").glob(f"{stem}-w*.jsonl"))
+    return found[0] if found else Path(run_dir) / "journal" / f"{stem}-w________.jsonl"
+
+
 def commit_count(run_dir: Path) -> int:
     """Commit records in every journal of ``run_dir`` so far (0 before the first)."""
     return sum(p.read_bytes().count(b'"t":"commit"') for p in run_dir.glob("journal/*.jsonl"))

@@ -19,6 +19,7 @@ from tests.conftest import (
     assert_stats_equal,
     cli,
     commit_count,
+    journal_file,
     manifest_rows,
     read_manifest,
     stats,
@@ -143,7 +144,7 @@ def test_crash_between_any_two_protocol_steps(tmp_path: Path, point: str) -> Non
     assert_stats_equal(stats(d), reference)
     doc = read_manifest(d)
     if point == "torn-journal":
-        assert doc["journal_torn_lines"] == {"a0001-rank00000.jsonl": 1}
+        assert doc["journal_torn_lines"] == {journal_file(d, 1, 0).name: 1}
     if point == "after-segment":
         # the orphan segment exists on disk but no journal names it, so it was not merged
         on_disk = len(list((d / "shards" / "stats").glob("*.h5")))
@@ -158,7 +159,7 @@ def test_kill_mid_index_by_the_pipeline_itself(tmp_path: Path) -> None:
     assert first.returncode == -signal.SIGKILL
     done_before = sum(
         len(json.loads(line)["idx"])
-        for line in (d / "journal" / "a0001-rank00000.jsonl").read_text().splitlines()
+        for line in journal_file(d, 1, 0).read_text().splitlines()
         if '"t":"commit"' in line
     )
     assert done_before == 49  # 7 full commits before index 50; the 50th batch was lost
@@ -174,12 +175,12 @@ def test_kill_mid_index_by_the_pipeline_itself(tmp_path: Path) -> None:
 def test_truncated_last_journal_line_is_reported_not_fatal(tmp_path: Path) -> None:
     d = tmp_path / "t"
     cli("run", SPEC, "--run-dir", str(d), "-p", "n=10", "--commit-every", "4", "-q", check=True)
-    journal_file = d / "journal" / "a0001-rank00000.jsonl"
-    with open(journal_file, "ab") as fh:
+    path = journal_file(d, 1, 0)
+    with open(path, "ab") as fh:
         fh.write(b'{"t":"commit","seq":9,"idx":[1,2')
     out = cli("manifest", str(d), "--json", check=True)
     doc = json.loads(out.stdout)
-    assert doc["journal_torn_lines"] == {journal_file.name: 1}
+    assert doc["journal_torn_lines"] == {path.name: 1}
     assert doc["counts"]["ok"] == 10
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FIXTURE_PIPELINES, cli, manifest_rows, read_manifest
+from tests.conftest import FIXTURE_PIPELINES, cli, journal_file, manifest_rows, read_manifest
 
 SPEC = f"{FIXTURE_PIPELINES}:stats"
 
@@ -236,15 +236,17 @@ def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def wait_for_commits(journal: Path, n: int, timeout: float = 60.0) -> Path:
-    """Wait until ``journal`` holds ``n`` commit records (a rank is well into its loop)."""
+def wait_for_commits(d: Path, attempt: int, rank: int, n: int, timeout: float = 60.0) -> Path:
+    """Wait until the journal of ``rank`` holds ``n`` commit records (well into its loop)."""
     import time
 
     deadline = time.monotonic() + timeout
+    journal = journal_file(d, attempt, rank)
     while time.monotonic() < deadline and (
         not journal.exists() or journal.read_bytes().count(b'"t":"commit"') < n
     ):
         time.sleep(0.05)
+        journal = journal_file(d, attempt, rank)
     return journal
 
 
@@ -271,7 +273,7 @@ def test_a_killed_rank_is_named_exit_3_and_its_shared_memory_is_removed(tmp_path
         env=env,
     )
     try:
-        journal = wait_for_commits(d / "journal" / "a0001-rank00001.jsonl", 3)
+        journal = wait_for_commits(d, 1, 1, 3)
         os.kill(json.loads(journal.read_text().splitlines()[0])["pid"], signal.SIGKILL)
         _, err = proc.communicate(timeout=60)
     finally:
@@ -309,7 +311,7 @@ def test_a_killed_singleton_rank_leaves_no_shared_memory(tmp_path: Path) -> None
         env=env,
     )
     try:
-        journal = wait_for_commits(d / "journal" / "a0001-rank00000.jsonl", 2)
+        journal = wait_for_commits(d, 1, 0, 2)
         start = json.loads(journal.read_text().splitlines()[0])
         assert start["pid"] == proc.pid and start["size"] == 1
         name = f"mpich_shm_{proc.pid:x}_0"

@@ -120,11 +120,15 @@ def test_a_rank_reads_its_own_journal_unless_its_node_is_oversubscribed(
     plan = SimpleNamespace(total=12, run_dir=str(d), attempt=1)
     world = SimpleNamespace(size=2, rank=0)
     monkeypatch.setenv("MPI_LOCALNRANKS", "1")
-    name, block = own_journal(world, plan)  # type: ignore[arg-type,misc]
-    assert name == "a0001-rank00000.jsonl"
+    (path,) = RunDir(d).journal_files()
+    writer = RunDir.journal_writer(path)
+    name, block = own_journal(world, plan, writer)  # type: ignore[arg-type,misc]
+    assert name == path.name == f"a0001-rank00000-w{writer}.jsonl" and len(writer) == 8
     _same(journal.scan(RunDir(d)), journal.scan(RunDir(d), blocks={name: block}))
+    assert own_journal(world, plan, None) is None  # type: ignore[arg-type]
     monkeypatch.setenv("MPI_LOCALNRANKS", "100000")  # more ranks than CPUs on this node
-    assert own_journal(world, plan) is None  # type: ignore[arg-type]
+    assert own_journal(world, plan, writer) is None  # type: ignore[arg-type]
     monkeypatch.delenv("MPI_LOCALNRANKS")
-    assert own_journal(SimpleNamespace(size=1, rank=0), plan) is None  # type: ignore[arg-type]
-    assert own_journal(world, SimpleNamespace(total=10**9, run_dir=str(d), attempt=1)) is None  # type: ignore[arg-type]
+    assert own_journal(SimpleNamespace(size=1, rank=0), plan, writer) is None  # type: ignore[arg-type]
+    big = SimpleNamespace(total=10**9, run_dir=str(d), attempt=1)
+    assert own_journal(world, big, writer) is None  # type: ignore[arg-type]

@@ -16,6 +16,7 @@ from hpc_curator import pacing, rank, rundir
 from hpc_curator.pipeline import Pipeline, Sink, Source
 from hpc_curator.values import Plan, RunSettings
 from hpc_curator.world import World
+from tests.conftest import journal_file
 
 
 def test_interval_grows_with_the_writers_and_is_off_for_small_jobs() -> None:
@@ -55,7 +56,7 @@ def _run(path: Path, size: int, monkeypatch: pytest.MonkeyPatch, rate: str) -> l
                 0, 0, RunSettings(commit_every=2, fsync=False))  # fmt: skip
     summary = rank.work(plan, World(1, size), pipeline=Pipeline(Slow(0.05)).write(Slow(0)))
     assert summary["ok"] == 30
-    lines = rd.journal_path(1, 1).read_bytes().splitlines()
+    lines = journal_file(path, 1, 1).read_bytes().splitlines()
     return [r for r in map(orjson.loads, lines) if r["t"] == "commit"]
 
 

@@ -99,12 +99,12 @@ def write_big_journals(rd: rundir.RunDir, t0: float) -> None:
                 f'"cpu":{cols["cpu"]},"rss":{cols["rss"]},"out":{cols["out"]},'
                 '"err":{},"seg":{}}\n'
             )
-        rd.journal_path(1, rank).write_text("".join(lines))
+        rd.journal_path(1, rank, "00000000").write_text("".join(lines))
 
 
 def append(rd: rundir.RunDir, attempt: int, rank: int, *records: dict[str, Any]) -> None:
     """Append records to one journal with the journal's own writer."""
-    w = journal.JournalWriter(rd.journal_path(attempt, rank), fsync=False)
+    w = journal.JournalWriter(rd.journal_path(attempt, rank, "00000000"), fsync=False)
     for rec in records:
         w.append(rec)
     w.close()
@@ -151,8 +151,8 @@ def test_refresh_reads_only_new_bytes_with_a_million_committed(
     sizes = {p: p.stat().st_size for p in rd.journal_files()}
     assert model.follower._offsets == sizes  # everything consumed once
 
-    target = rd.journal_path(1, N_JOURNALS - 1)
-    writer = journal.JournalWriter(target, fsync=False)  # opened before open() is spied on
+    target = rd.journal_path(1, N_JOURNALS - 1, "00000000")
+    writer = open(target, "ab")  # opened before open() is spied on (a writer's new file)
 
     # From now on nothing may re-read whole journals or the index list.
     def forbidden(*_a: Any, **_k: Any) -> None:
@@ -169,7 +169,7 @@ def test_refresh_reads_only_new_bytes_with_a_million_committed(
 
     assert model.poll() == 0 and sum(reads) == 0  # nothing new: no byte read
 
-    writer.append(commit_record(10**4, t0 + 10**4, [N_BIG - 1]))
+    writer.write(journal.dumps(commit_record(10**4, t0 + 10**4, [N_BIG - 1])))
     writer.close()
     appended = target.stat().st_size - sizes[target]
 
@@ -198,7 +198,7 @@ def test_counts_match_the_manifest_across_retries_and_partial_lines(tmp_path: Pa
     t = model.snapshot().totals
     assert (t.ok, t.failed, t.pending, t.baseline) == (8, 2, 2, 10)
     # a torn (partial) line is left for the next poll, never counted twice
-    with open(rd.journal_path(1, 0), "ab") as fh:
+    with open(rd.journal_path(1, 0, "00000000"), "ab") as fh:
         fh.write(b'{"t":"commit","seq":1,')
     assert model.poll() == 0
     # attempt 2 retries the failures: 3 now succeeds, 7 fails again; 10 runs for the first time

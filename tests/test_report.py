@@ -239,7 +239,7 @@ def test_report_before_the_first_commit(tmp_path: Path) -> None:
     assert data["state"] == "not started" and data["counts"]["pending"] == 10
     identity = {"host": socket.gethostname(), "pid": os.getpid(), "job_id": None}
     rundir.start_attempt(rd, identity, "test")
-    writer = journal.JournalWriter(rd.journal_path(1, 0), fsync=False)
+    writer = journal.JournalWriter(rd.journal_path(1, 0, "00000000"), fsync=False)
     writer.append({"t": "start", "attempt": 1, "time": time.time(), "rank": 0, "node": "n0"})
     writer.close()
     html = make(rd.path, tmp_path)

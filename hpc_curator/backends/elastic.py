@@ -8,6 +8,7 @@ did (a task died holding a claim that nobody was left to take over).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -22,6 +23,16 @@ from hpc_curator.errors import UsageError
 from hpc_curator.follow import JournalFollower
 from hpc_curator.signals import StopFlag, stop_on_signals
 from hpc_curator.values import LAUNCHER_PID_ENV, PARENT_ENV, OnCommit, RunResult
+
+
+def _die_with_parent() -> None:
+    """In a task, before exec: SIGTERM when this launcher dies, even by ``kill -9`` (Linux
+    ``PR_SET_PDEATHSIG``). The task then commits what it finished and stops, instead of
+    working on as an orphan beside a relaunch (whose commits the ledger would prefer)."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
 
 
 class ElasticBackend(RunBackend):
@@ -57,7 +68,10 @@ class ElasticBackend(RunBackend):
             Heartbeat(rd.heartbeat_path(plan.attempt)),
             stop_on_signals(stop or StopFlag()) as flag,
         ):
-            procs = [subprocess.Popen([*cmd, "--task", str(t)], env=env) for t in range(n)]
+            procs = [
+                subprocess.Popen([*cmd, "--task", str(t)], env=env, preexec_fn=_die_with_parent)
+                for t in range(n)
+            ]
             signalled = False
             while any(p.poll() is None for p in procs):
                 time.sleep(0.2)

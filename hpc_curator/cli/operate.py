@@ -343,12 +343,14 @@ def cancel_local(rd: Any, wait: float = 30.0) -> list[str]:
     return lines
 
 
-def verify_run(rd: Any) -> tuple[int, list[str]]:
-    """Check every committed segment and every merged output against its recorded checksum.
+def verify_run(rd: Any) -> tuple[int, list[str], list[dict[str, Any]]]:
+    """Check every committed segment and every merged output against its recorded checksum,
+    and that each merged output holds exactly the accepted commits' segments.
 
-    Returns the number of files checked and one line per problem.
+    Returns the number of files checked, one line per problem and the commits the acceptance
+    rule rejected (:mod:`hpc_curator.ledger`: reported, not problems).
     """
-    from hpc_curator import journal
+    from hpc_curator import journal, manifest, rundir
     from hpc_curator.checksum import mismatch
 
     scan = journal.scan(rd, with_outputs=False)
@@ -372,12 +374,17 @@ def verify_run(rd: Any) -> tuple[int, list[str]]:
         outputs = json.loads(rd.manifest_json.read_text()).get("outputs", {})
         for name, out in sorted(outputs.items()):
             checked += 1
-            problem = mismatch(
-                Path(out["path"]), [out.get("bytes"), out.get("sha256")], "in the manifest"
-            )
+            path = rundir.output_location(rd, out)
+            problem = mismatch(path, [out.get("bytes"), out.get("sha256")], "in the manifest")
             if problem:
-                problems.append(f"{out['path']}: merged output of {name!r} {problem}")
-    return checked, problems
+                problems.append(f"{path}: merged output of {name!r} {problem}")
+            elif not manifest.holds(out, scan.segments.get(name, [])):
+                problems.append(
+                    f"{path}: merged output of {name!r} does not hold exactly the accepted "
+                    "commits (the journals changed since it was merged: resume the run or call "
+                    "gather_pipeline(D) to merge again)"
+                )
+    return checked, problems, scan.rejected
 
 
 @click.command("verify")
@@ -391,7 +398,9 @@ def verify_cmd(run_dir: str) -> None:
 
     rd = rundir.RunDir(run_dir)
     rundir.load(rd)
-    checked, problems = verify_run(rd)
+    checked, problems, rejected = verify_run(rd)
+    for r in rejected:  # the rule working as meant (a duplicate writer), not damage
+        click.echo(f"{r['file']}:{r['line']}: commit rejected: {r['reason']}", err=True)
     for line in problems:
         click.secho(line, fg="red", err=True)
     if problems:

@@ -279,9 +279,10 @@ def _outputs(rd: rundir.RunDir, doc: dict[str, Any], scan: journal.JournalScan) 
     out = []
     for name, o in (doc.get("outputs") or {}).items():
         item = {"name": name, "merged": True, **o, "stats": None}
-        if str(o.get("class", "")).endswith(":FieldStats") and Path(o["path"]).exists():
+        path = rundir.output_location(rd, o)
+        if str(o.get("class", "")).endswith(":FieldStats") and path.exists():
             try:
-                item["stats"] = read_fieldstats(o["path"])
+                item["stats"] = read_fieldstats(str(path))
             except Exception as exc:  # a report never fails because of one output
                 item["error"] = str(exc)
         out.append(item)
