@@ -37,6 +37,7 @@ import contextlib
 import json
 import os
 import pickle
+import stat
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -134,6 +135,8 @@ class Board:
         """Chunk -> its claim file names, and the chunks done, from one directory listing."""
         claims: dict[int, list[str]] = {}
         done: set[int] = set()
+        if self.gone():
+            return claims, done
         for name in os.listdir(self.dir):
             if name.startswith("c") and ".g" in name:
                 claims.setdefault(int(name[1:8]), []).append(name)
@@ -142,7 +145,9 @@ class Board:
         return claims, done
 
     def done(self, chunk: int) -> None:
-        """Mark ``chunk`` committed."""
+        """Mark ``chunk`` committed (nothing once the board is gone: never recreated)."""
+        if self.gone():
+            return
         create_exclusive(self.dir / f"c{chunk:07d}.done", str(time.time()), durable=False)
 
     def done_chunks(self) -> set[int]:
@@ -193,7 +198,17 @@ class Board:
                 latest = max(names, key=lambda n: int(n.split(".g")[1]))
                 yield c, latest, int(latest.split(".g")[1])
 
+    def gone(self) -> bool:
+        """Whether the claim board was removed (or replaced by a link) while tasks ran: it is
+        never recreated, since a new board would hand out committed chunks again."""
+        try:
+            return not stat.S_ISDIR(os.lstat(self.dir).st_mode)
+        except FileNotFoundError:
+            return True
+
     def _take(self, chunk: int, generation: int, task: int) -> bool:
+        if self.gone():
+            return False
         doc = {
             "task": task,
             "host": hostname(),
@@ -258,7 +273,10 @@ class Board:
         return self.dir / f"task-{task:05d}.alive"
 
     def try_finish(self, task: int) -> bool:
-        """Whether this task is the one to merge and write the manifest."""
+        """Whether this task is the one to merge and write the manifest (``task`` -1: the
+        launcher, once every task left; it alone ends an attempt whose board was removed)."""
+        if self.gone():
+            return task == -1
         return create_exclusive(self.dir / "finisher", json.dumps({"task": task}))
 
 

@@ -1,7 +1,8 @@
 """Stopping the rank loop cleanly: the stop flag and the signals that set it.
 
-SIGUSR2 (Slurm's pre-timeout warning), SIGTERM (pre-emption, requeue, cancel) and SIGINT
-(Ctrl-C, forwarded by mpiexec) only *set a flag*; the rank loop checks it between indices,
+SIGUSR2 (Slurm's pre-timeout warning), SIGTERM (pre-emption, requeue, cancel), SIGINT
+(Ctrl-C, forwarded by mpiexec) and SIGHUP (the terminal of a launcher closed) only *set a
+flag*; the rank loop checks it between indices,
 commits what is done and leaves. Nothing is written from inside a signal handler.
 """
 
@@ -39,11 +40,12 @@ class StopFlag:
         return self.reason is not None
 
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT, signal.SIGHUP)
 
 
 def install_signal_handlers(stop: StopFlag) -> None:
-    """SIGTERM, SIGUSR2 (Slurm pre-timeout) and SIGINT stop the loop; it then commits."""
+    """SIGTERM, SIGUSR2 (Slurm pre-timeout), SIGINT and SIGHUP stop the loop; it then
+    commits."""
 
     def handler(signum: int, _frame: Any) -> None:
         stop.set(signal.Signals(signum).name)

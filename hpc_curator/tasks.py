@@ -59,6 +59,9 @@ def _claimed(
     n_chunks = len(bounds) - 1
     while not stop:
         got = board.claim(task, n_chunks, n_tasks)
+        if got is None and board.gone():
+            stop.set("claim board removed")
+            return
         if got is None:
             if board.suspects() and not stop.wait(heartbeat_interval()):
                 continue  # a claimer may have died: stay to reclaim its chunk
@@ -127,12 +130,16 @@ def _end(rd: rundir.RunDir, plan: Plan, pipeline: Pipeline) -> RunResult:
     return end(plan, summaries, pipeline, folded=folded)
 
 
-def finalize(run_dir: str, attempt: int) -> RunResult | None:
-    """End ``attempt`` if no task did (all left, some chunks undone); ``None``: already ended."""
+def finalize(run_dir: str, attempt: int, plan: Plan | None = None) -> RunResult | None:
+    """End ``attempt`` if no task did (all left, some chunks undone); ``None``: already ended.
+
+    ``plan``: the attempt's plan when the caller has it (the launcher that began it), so an
+    attempt whose claim board was removed still ends, as incomplete."""
     rd = rundir.RunDir(run_dir)
     board = Board(rd, attempt)
     if not board.try_finish(-1):
         return None
-    plan, _, _ = board.load()
+    if plan is None:
+        plan, _, _ = board.load()
     os.chdir(plan.cwd)
     return _end(rd, plan, specmod.build(plan.spec))

@@ -205,3 +205,35 @@ def kill_once(
     if float(sleep) > 0:
         p = p.filter(Sleep(float(sleep)))
     return p.filter(KillOnce(int(at), marker)).filter(FieldStats(name="stats"))
+
+
+class StopInFlush(FieldStats):
+    """FieldStats whose first flush in the whole run stops its process (SIGSTOP) right after
+    writing the segment: between the claim check before a commit and the commit record, as
+    a node that hangs at the worst moment. The pid goes to ``marker`` first."""
+
+    def __init__(self, marker: str, name: str = "stats") -> None:
+        super().__init__(name=name)
+        self.marker = marker
+
+    def flush(self, path: str) -> None:
+        super().flush(path)
+        try:
+            fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+
+def stop_in_flush(n: str = "120", marker: str = "stopped", sleep: str = "0.005") -> Pipeline:
+    """Synthetic -> Sleep -> StopInFlush (FieldStats named stats)."""
+    p = Pipeline(SyntheticSource(n=int(n), shape="8x8", fields=("u",)))
+    return p.filter(Sleep(float(sleep))).filter(StopInFlush(marker))
+
+
+def plain_stats(n: str = "120", sleep: str = "0.005") -> Pipeline:
+    """Synthetic(u) -> Sleep -> FieldStats: the reference of :func:`stop_in_flush`."""
+    p = Pipeline(SyntheticSource(n=int(n), shape="8x8", fields=("u",)))
+    return p.filter(Sleep(float(sleep))).filter(FieldStats(name="stats"))

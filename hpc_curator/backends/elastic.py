@@ -83,7 +83,7 @@ class ElasticBackend(RunBackend):
                     signalled = True
         self._feed(follower, plan.attempt, on_commit)
         codes = [p.returncode for p in procs]
-        finalize(plan.run_dir, plan.attempt)  # nothing when a task already did
+        finalize(plan.run_dir, plan.attempt, plan)  # nothing when a task already did
         died = [t for t, c in enumerate(codes) if c is not None and c < 0]
         if died:
             names = ", ".join(f"{t} ({signal.Signals(-codes[t]).name})" for t in died)

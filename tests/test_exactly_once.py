@@ -1,0 +1,179 @@
+"""Exactly once as a property of the records: the acceptance rule (hpc_curator/ledger.py).
+
+Duplicate writers are real :class:`~hpc_curator.rank.RankLoop` instances writing real journals
+and FieldStats segments into one run dir, in random interleavings of attempts, ranks, claim
+generations and index sets (what orphans, hung claimers, requeue races and deleted claim
+boards leave behind); a real ``hpc-curate run`` then resumes the run. The merged statistics
+must equal a clean run's, every index counted once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hpc_curator import ledger, rundir
+from hpc_curator import spec as specmod
+from hpc_curator.attempt import begin
+from hpc_curator.rank import RankLoop
+from hpc_curator.signals import StopFlag
+from hpc_curator.values import RunSettings
+from hpc_curator.world import LocalCounter, World
+from tests.conftest import (
+    FIXTURE_PIPELINES,
+    assert_stats_equal,
+    cli,
+    manifest_rows,
+    read_manifest,
+    stats,
+)
+
+N = 30
+SPEC = f"{FIXTURE_PIPELINES}:stats"
+
+
+def _commit(name: str, seq: int, good: list[int], line: int = 1) -> Any:
+    return ledger._Commit(ledger.order_key(name, {"seq": seq}), name, line, np.array(good))
+
+
+def test_the_rule_is_greedy_in_one_total_order_newest_attempt_first() -> None:
+    a1, a2 = "a0001-rank00000-wa.jsonl", "a0002-rank00000-wb.jsonl"
+    # a2 comes first (newest attempt): it takes 2 and 3; a1's commit over 1-2 loses whole,
+    # so 1 is free for a1's later commit over 1 alone
+    verdict = ledger.decide([_commit(a1, 0, [1, 2]), _commit(a1, 1, [1]), _commit(a2, 0, [2, 3])])
+    assert verdict.drops == {(a1, 0)}
+    assert "index 2 was accepted from a0002-rank00000-wb.jsonl:1" in verdict.report[0]["reason"]
+    # a higher claim generation wins within an attempt, whatever the file order
+    old = ledger._Commit(ledger.order_key(a1, {"seq": 0, "gen": 0}), a1, 4, np.array([5]))
+    new = ledger._Commit(ledger.order_key(a1, {"seq": 3, "gen": 2}), a1, 9, np.array([5]))
+    assert ledger.decide([old, new]).drops == {(a1, 0)}
+    # no contested index: nothing to decide
+    assert not ledger.decide([_commit(a1, 0, [1]), _commit(a2, 0, [2])]).drops
+
+
+def test_old_journal_names_still_parse() -> None:
+    assert rundir.RunDir.parse_journal_name("a0003-rank00017.jsonl") == (3, 17)
+    assert rundir.RunDir.journal_writer("a0003-rank00017.jsonl") == ""
+    assert rundir.RunDir.parse_journal_name("a0003-rank00017-w0a1b2c3d.jsonl") == (3, 17)
+    assert rundir.RunDir.journal_writer("x/a0003-rank00017-w0a1b2c3d.current") == "0a1b2c3d"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    d = tmp_path_factory.mktemp("ref") / "run"
+    cli("run", SPEC, "-p", f"n={N}", "--run-dir", str(d), "-q", check=True)
+    return stats(d)
+
+
+writer = st.tuples(
+    st.integers(0, 2),  # attempt offset (journals of attempts that never had a record too)
+    st.integers(0, 2),  # claim generation
+    st.integers(0, 1),  # rank
+    st.lists(st.integers(0, N - 1), min_size=1, max_size=N, unique=True),
+    st.integers(1, 5),  # commit every
+)
+
+
+def _write(d: Path, plan: Any, spec: dict[str, Any], w: tuple[Any, ...]) -> None:
+    offset, gen, rank, indices, every = w
+    settings_ = dataclasses.replace(plan.settings, commit_every=every, fsync=False)
+    mine = dataclasses.replace(
+        plan, attempt=plan.attempt + offset, pending=np.array(indices), settings=settings_
+    )
+    loop = RankLoop(mine, World(rank, 2), specmod.build(spec), LocalCounter(0), StopFlag())
+    loop.generation = gen
+    loop.run(iter(indices))
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(writers=st.lists(writer, min_size=1, max_size=5))
+def test_duplicate_writers_in_any_interleaving_count_every_index_once(
+    writers: list[tuple[Any, ...]], reference: dict[str, Any], tmp_path_factory: Any
+) -> None:
+    d = tmp_path_factory.mktemp("dup") / "run"
+    spec = specmod.make_spec(SPEC, {"n": str(N)})
+    plan, _ = begin(d, RunSettings(), World().identity(), spec=spec, launcher="sequential")
+    for w in writers:
+        _write(d, plan, spec, w)
+    rundir.end_attempt(rundir.RunDir(d), plan.attempt, reason="test writers")
+    contested = sum(len(w[3]) for w in writers) > len({i for w in writers for i in w[3]})
+    resumed = cli("run", SPEC, "-p", f"n={N}", "--run-dir", str(d), "-q")
+    assert resumed.returncode == 0, resumed.stderr
+    doc = read_manifest(d)
+    assert doc["status"] == "complete" and doc["counts"]["ok"] == N
+    assert [r["index"] for r in manifest_rows(d)] == list(range(N))
+    assert stats(d)["u"]["count"] == N * 64  # each index once in the merged state
+    assert_stats_equal(stats(d), reference)
+    assert (doc["rejected_commit_count"] > 0) <= contested  # only contested runs reject
+    checked = cli("verify", str(d))
+    assert checked.returncode == 0, checked.stderr
+    if doc["rejected_commit_count"]:
+        assert "commit rejected: index" in checked.stderr
+
+
+def test_a_late_commit_of_an_older_attempt_is_rejected_and_verify_says_the_merge_is_stale(
+    tmp_path: Path, reference: dict[str, Any]
+) -> None:
+    d = tmp_path / "run"
+    cli("run", SPEC, "-p", f"n={N}", "--run-dir", str(d), "-q", check=True)
+    spec = json.loads((d / "run.json").read_text())["spec"]
+    rd = rundir.RunDir(d)
+    assert cli("verify", str(d)).returncode == 0
+    # a zombie of attempt 1 wakes up and commits indices attempt 1 already committed: newest
+    # first, so the original commits stand only if they are newer... here the zombie is of
+    # the same attempt and rank, with another writer token: the order picks one, whole
+    plan = dataclasses.replace(
+        _plan_of(d, spec), attempt=2, pending=np.arange(5), settings=RunSettings(commit_every=5)
+    )
+    loop = RankLoop(plan, World(0, 1), specmod.build(spec), LocalCounter(0), StopFlag())
+    loop.run(iter(range(5)))
+    checked = cli("verify", str(d))
+    assert checked.returncode == 4  # the merged output no longer holds the accepted commits
+    assert "does not hold exactly the accepted commits" in checked.stderr
+    assert "commit rejected" in checked.stderr
+    cli("run", SPEC, "-p", f"n={N}", "--run-dir", str(d), "-q", check=True)  # merges again
+    assert cli("verify", str(d)).returncode == 0
+    assert stats(d)["u"]["count"] == N * 64
+    assert_stats_equal(stats(d), reference)
+    assert read_manifest(d)["rejected_commit_count"] == 1
+    assert len(rd.journal_files()) == 3
+
+
+def _plan_of(d: Path, spec: dict[str, Any]) -> Any:
+    from hpc_curator.values import Plan
+
+    return Plan(str(d), 1, spec, os.getcwd(), np.arange(N), N, 0, 0, RunSettings())
+
+
+def test_two_writers_of_one_rank_never_share_a_file(tmp_path: Path) -> None:
+    d = tmp_path / "run"
+    spec = specmod.make_spec(SPEC, {"n": "6"})
+    plan, _ = begin(d, RunSettings(), World().identity(), spec=spec, launcher="sequential")
+    loops = [
+        RankLoop(plan, World(0, 1), specmod.build(spec), LocalCounter(0), StopFlag())
+        for _ in range(2)
+    ]
+    for loop in loops:
+        loop.run(iter(range(6)))
+    rd = rundir.RunDir(d)
+    names = [p.name for p in rd.journal_files()]
+    assert len(names) == 2 and len({rd.journal_writer(n) for n in names}) == 2
+    segments = sorted((d / "shards" / "stats").glob("*.h5"))
+    assert len(segments) == 2 and segments[0].name != segments[1].name
+    from hpc_curator import journal
+
+    scan = journal.scan(rd, with_outputs=False)
+    assert sorted(scan.idx.tolist()) == list(range(6)) and len(scan.rejected) == 1
+    assert sum(len(v) for v in scan.segments.values()) == 1
