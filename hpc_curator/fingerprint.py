@@ -37,26 +37,94 @@ def _is_users(path: Path, roots: list[Path]) -> bool:
 
 
 def code_files(pipeline: Pipeline, spec: dict[str, Any]) -> list[Path]:
-    """The user's source files that define ``pipeline`` (absolute, sorted)."""
+    """The user's source files that define ``pipeline`` (absolute, sorted).
+
+    The spec file, the modules of every component's class and base classes, of the objects a
+    component holds (the filter a :class:`~hpc_curator.legacy.LegacyStatefulFilter` wraps, a
+    duck-typed component, helpers passed in), and, transitively, every module of the user's
+    that those modules import (``import helpers``, ``from helpers import f``): whatever of
+    the user's code could change what an index computes. Modules of the Python installation
+    and of hpc-curator are left out.
+    """
+    roots = _installed_roots()
     files: set[Path] = set()
+    seeds: set[str] = set()
     if spec.get("kind") == "factory":
         target = str(spec.get("ref", "")).rpartition(":")[0]
         if target.endswith(".py"):
-            files.add(Path(target))
-        elif target in sys.modules and getattr(sys.modules[target], "__file__", None):
-            files.add(Path(str(sys.modules[target].__file__)))
+            files.add(Path(target).resolve())
+            seeds.update(_modules_of_file(Path(target).resolve()))
+        else:
+            seeds.add(target)
     elif spec.get("file"):
         files.add(Path(str(spec["file"])))
-    comps = [pipeline.source, *pipeline.filters]
+    comps: list[Any] = [pipeline.source, *pipeline.filters]
     if pipeline.sink is not None:
         comps.append(pipeline.sink)
     for comp in comps:
-        module = sys.modules.get(type(comp).__module__)
-        where = getattr(module, "__file__", None)
-        if where:
-            files.add(Path(where))
-    roots = _installed_roots()
+        seeds.update(_class_modules(type(comp)))
+        for held in _held(comp):
+            seeds.update(_class_modules(type(held)))
+    files.update(_closure(seeds, roots))
     return sorted(p.resolve() for p in files if p.is_file() and _is_users(p.resolve(), roots))
+
+
+def _class_modules(cls: type) -> set[str]:
+    return {getattr(k, "__module__", "") for k in getattr(cls, "__mro__", (cls,))} - {""}
+
+
+def _held(comp: Any) -> list[Any]:
+    """Objects a component holds in its attributes (one level, lists and dicts opened)."""
+    try:
+        values = list(vars(comp).values())
+    except TypeError:  # no __dict__ (slots)
+        return []
+    out = []
+    for value in values:
+        items = value.values() if isinstance(value, dict) else value
+        for item in items if isinstance(items, (list, tuple, set)) else [value]:
+            if not isinstance(item, (str, bytes, int, float, bool, type(None), Path)):
+                out.append(item)
+    return out
+
+
+def _modules_of_file(path: Path) -> set[str]:
+    names = set()
+    for name, module in list(sys.modules.items()):
+        where = getattr(module, "__file__", None)
+        if where and Path(where).resolve() == path:
+            names.add(name)
+    return names
+
+
+def _closure(seeds: set[str], roots: list[Path]) -> set[Path]:
+    """Files of the user's modules among ``seeds`` and of every user module they reference."""
+    import types
+
+    files: set[Path] = set()
+    seen: set[str] = set()
+    todo = list(seeds)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        module = sys.modules.get(name)
+        where = getattr(module, "__file__", None)
+        if not where or not _is_users(Path(where).resolve(), roots):
+            continue
+        files.add(Path(where).resolve())
+        for value in list(vars(module).values()):
+            if isinstance(value, types.ModuleType):
+                todo.append(value.__name__)
+                continue
+            try:
+                owner = getattr(value, "__module__", None)
+            except Exception:  # an object whose attribute access misbehaves
+                continue
+            if isinstance(owner, str):
+                todo.append(owner)
+    return files
 
 
 def fingerprint(pipeline: Pipeline, spec: dict[str, Any]) -> dict[str, str]:
