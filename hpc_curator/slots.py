@@ -18,7 +18,7 @@ from typing import Any
 from hpc_curator import follow, gpus, portable, rundir
 from hpc_curator.attempt import Heartbeat, begin, end
 from hpc_curator.backends.base import JournalFailureCounter
-from hpc_curator.errors import AttemptError, CuratorError, UsageError
+from hpc_curator.errors import AttemptError, CuratorError, UsageError, from_exception
 from hpc_curator.pipeline import Pipeline
 from hpc_curator.rank import work
 from hpc_curator.signals import StopFlag, stop_on_signals
@@ -72,7 +72,10 @@ def run_slots(
     args = [(plan, slot, n_slots, blob) for slot in range(n_slots)]
     with Heartbeat(rd.heartbeat_path(plan.attempt)), stop_on_signals(stop or StopFlag()) as flag:
         summaries = _map_and_follow(map_fn, args, rd, plan.attempt, flag, on_commit)
-    return end(plan, summaries, local)
+    try:
+        return end(plan, summaries, local)
+    except Exception as exc:  # the user's merge, a full disk: one line, as under MPI
+        raise from_exception(exc, "could not finish the attempt") from None
 
 
 def _map_and_follow(

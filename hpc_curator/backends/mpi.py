@@ -32,6 +32,7 @@ from hpc_curator.backends.base import (
 from hpc_curator.container import Container
 from hpc_curator.errors import LaunchError
 from hpc_curator.follow import JournalFollower
+from hpc_curator.launchcheck import check_rank_command
 from hpc_curator.signals import StopFlag, stop_on_signals
 from hpc_curator.slurm import stale_shm
 from hpc_curator.values import (
@@ -267,6 +268,7 @@ class MPIBackend(RunBackend):
         box.check_image(launch.run_dir, workdir)
         env = box.local_env(env)
         python = self.python or (["python3"] if box.image else None)
+        check_rank_command(self.python, box)  # a command that cannot start: exit 5 now
         made = None
         if box.image is not None and not Path(launch.run_dir).exists():
             made = Path(launch.run_dir)  # a bind source must exist; rank 0 fills it
@@ -356,15 +358,13 @@ class MPIBackend(RunBackend):
             err.exit_code = proc.returncode
             err.relayed = True  # type: ignore[attr-defined]
             raise err
-        if proc.returncode and len(rundir.list_attempts(rd)) == attempts_before:
-            # no rank got as far as starting the run (bad spec or indices, MPI failure)
-            err = LaunchError(
-                f"mpiexec -n {n} failed (exit code {proc.returncode}) before "
-                "the run started; see the ranks' messages above"
+        if len(rundir.list_attempts(rd)) == attempts_before and (proc.returncode or not flag):
+            # no rank got as far as starting the run (the ranks' command could not start, an
+            # MPI failure, or they exited at once): a launcher error, exit 5
+            how = f"failed (exit code {proc.returncode})" if proc.returncode else "exited"
+            raise LaunchError(
+                f"mpiexec -n {n} {how} before the run started; see the ranks' messages above"
             )
-            err.exit_code = proc.returncode
-            err.relayed = proc.returncode in (2, 4, 5)  # type: ignore[attr-defined]
-            raise err
         what = f"mpiexec -n {n} exited with code {proc.returncode}"
         code = proc.returncode
         if code not in (0, 1, 3):  # a rank or mpiexec was killed: the run is incomplete
@@ -493,6 +493,9 @@ def result_from_run_dir(
     else:
         counts = {}
     message = f"{what} before the run finished; {hint}"
+    # the rank program's own codes (bad input, run dir, launcher) say what went wrong; any
+    # other death (a rank's os._exit(1), a signal) leaves an incomplete run: 3, resume
+    code = returncode if returncode in (2, 4, 5) else 3
     return RunResult(
-        returncode or 3, "incomplete", counts, message, str(rd.path), resumable=hint == RESUME_HINT
+        code, "incomplete", counts, message, str(rd.path), resumable=hint == RESUME_HINT
     )

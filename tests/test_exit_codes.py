@@ -1,0 +1,66 @@
+"""Documented exit codes, one line each: a rank that leaves with os._exit(1) makes an
+incomplete run (3, resume), and a merge that raises under a process pool is one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import cli, read_manifest, stats
+
+EXITER = """
+import os
+from hpc_curator import Filter, Pipeline
+from hpc_curator.components import FieldStats, SyntheticSource
+
+
+class Exit1(Filter):
+    def __call__(self, items):
+        for item in items:
+            if item["index"] == 7 and not os.environ.get("NO_EXIT"):
+                os._exit(1)
+            yield item
+
+
+class BadMerge(FieldStats):
+    @classmethod
+    def merge(cls, shard_paths, out_path):
+        raise ValueError("cannot merge these shards")
+
+
+def exiter():
+    p = Pipeline(SyntheticSource(n=20, shape=(4,), fields=("u",)))
+    return p.filter(Exit1()).filter(FieldStats(name="stats"))
+
+
+def bad_merge():
+    return Pipeline(SyntheticSource(n=20, shape=(4,), fields=("u",))).filter(BadMerge(name="s"))
+"""
+
+
+@pytest.mark.mpi
+def test_a_rank_leaving_with_exit_1_makes_an_incomplete_run_exit_3(tmp_path: Path) -> None:
+    (tmp_path / "p.py").write_text(EXITER)
+    d = tmp_path / "run"
+    args = ("run", f"{tmp_path}/p.py:exiter", "--ranks", "2", "--run-dir", str(d), "-q")
+    first = cli(*args)
+    assert first.returncode == 3, first.stderr
+    assert "re-run the same command to resume" in first.stderr + first.stdout
+    again = cli(*args, env={"NO_EXIT": "1"})
+    assert again.returncode == 0, again.stderr
+    assert read_manifest(d)["counts"]["ok"] == 20 and stats(d)["u"]["count"] == 80
+
+
+@pytest.mark.parametrize("backend", ["process_pool", "loky"])
+def test_a_merge_error_under_a_pool_is_one_line(tmp_path: Path, backend: str) -> None:
+    if backend == "loky":
+        pytest.importorskip("joblib")
+    (tmp_path / "p.py").write_text(EXITER)
+    d = tmp_path / "run"
+    proc = cli("run", f"{tmp_path}/p.py:bad_merge", "-j", "2", "--backend", backend,
+               "--run-dir", str(d), "-q")  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [x for x in proc.stderr.splitlines() if x.strip()]
+    assert lines == ["Error: could not finish the attempt: ValueError: cannot merge these shards"]
