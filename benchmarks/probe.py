@@ -43,7 +43,7 @@ def build_journal_run(
     seed: int = 0,
 ) -> dict[str, Any]:
     """A finished single-attempt run of ``n_indices`` over ``n_ranks`` journals (strided)."""
-    from hpc_curator import rundir
+    from hpc_curator import attempt_records, rundir
     from hpc_curator.values import RunSettings
 
     rd = rundir.RunDir(path)
@@ -55,7 +55,7 @@ def build_journal_run(
     indices = np.arange(n_indices, dtype=np.int64)
     rundir.create_or_open(rd, spec, indices, asdict(RunSettings()))
     identity = {"rank": 0, "size": n_ranks, "host": "bench", "node": "bench", "pid": 1}
-    attempt = rundir.start_attempt(rd, {**identity, "pid": 999_999_999}, "mpi")
+    attempt = attempt_records.start_attempt(rd, {**identity, "pid": 999_999_999}, "mpi")
     rng = np.random.default_rng(seed)
     failed = set(rng.choice(n_indices, size=min(failures, n_indices), replace=False).tolist())
     rd.journal_dir.mkdir(parents=True, exist_ok=True)
@@ -125,7 +125,7 @@ def build_journal_run(
         }
         lines.append(json.dumps(end, separators=(",", ":")))
         rd.journal_path(attempt, rank, "00000000").write_text("\n".join(lines) + "\n")
-    rundir.end_attempt(rd, attempt, reason="done", world_size=n_ranks)
+    attempt_records.end_attempt(rd, attempt, reason="done", world_size=n_ranks)
     return {"run_dir": str(rd.path), "attempt": attempt, "indices": n_indices, "ranks": n_ranks}
 
 
@@ -185,11 +185,11 @@ def measure_scan(run_dir: str) -> dict[str, Any]:
 
 def measure_manifest(run_dir: str) -> dict[str, Any]:
     """What finish does for the manifest: scan (with outputs), summarize, write parquet + json."""
-    from hpc_curator import journal, manifest, rundir
+    from hpc_curator import attempt_records, journal, manifest, rundir
 
     base = peak_rss_mib()
     rd = rundir.RunDir(run_dir)
-    attempt = rundir.list_attempts(rd)[-1]["attempt"]
+    attempt = attempt_records.list_attempts(rd)[-1]["attempt"]
     t0 = time.perf_counter()
     scan = journal.scan(rd)
     t1 = time.perf_counter()
@@ -213,11 +213,11 @@ def measure_manifest(run_dir: str) -> dict[str, Any]:
 def measure_fold_manifest(run_dir: str) -> dict[str, Any]:
     """The end of an attempt as attempt.end does it: fold, summarize, write (streamed above
     ``HPC_CURATOR_MANIFEST_ROWS`` frozen indices)."""
-    from hpc_curator import fold, rundir
+    from hpc_curator import attempt_records, fold, rundir
 
     base = peak_rss_mib()
     rd = rundir.RunDir(run_dir)
-    attempt = rundir.list_attempts(rd)[-1]["attempt"]
+    attempt = attempt_records.list_attempts(rd)[-1]["attempt"]
     t0 = time.perf_counter()
     folded = fold.fold(rd)
     t1 = time.perf_counter()

@@ -35,7 +35,17 @@ from unittest import mock
 import numpy as np
 import orjson
 
-from hpc_curator import elastic, gather, rank, ranklog, rundir, shards, stages, tasks
+from hpc_curator import (
+    attempt_records,
+    elastic,
+    gather,
+    rank,
+    ranklog,
+    rundir,
+    shards,
+    stages,
+    tasks,
+)
 from hpc_curator.components import FieldStats
 from hpc_curator.components.stats import Moments
 from hpc_curator.indexruns import compact
@@ -255,7 +265,7 @@ def build_run(path: Path, template: str, k: int) -> int:
     recs = [orjson.loads(x) for x in Path(template).read_bytes().splitlines()]
     n, rd = k * sum(len(r["idx"]) for r in recs if r["t"] == "commit"), rundir.RunDir(path)
     rundir.create_or_open(rd, {"kind": "factory", "ref": "scale:none"}, np.arange(n), {})
-    attempt = rundir.start_attempt(rd, {"rank": 0, "size": k, "pid": 999_999_999}, "mpi")
+    attempt = attempt_records.start_attempt(rd, {"rank": 0, "size": k, "pid": 999_999_999}, "mpi")
     for j in range(k):
         lines, pos = [], 0
         for rec in recs:
@@ -267,7 +277,7 @@ def build_run(path: Path, template: str, k: int) -> int:
             out, pos = [[f"/data/curated/{i:09d}.h5"] for i in idx], pos + len(idx)
             lines.append(orjson.dumps({**rec, "idx": idx, "seg": seg, "out": out}))  # "out" last
         rd.journal_path(attempt, j, "00000000").write_bytes(b"\n".join(lines) + b"\n")
-    rundir.end_attempt(rd, attempt, reason="done", world_size=k)
+    attempt_records.end_attempt(rd, attempt, reason="done", world_size=k)
     return n
 
 
@@ -396,7 +406,7 @@ def report(mpi: dict[float, Any], arr: dict[float, Any], idle: dict[str, Any],
     rows.append(["array start + idle claim scans, 60 s", "-", storm, add(start, times=NODES / w)])
     rows.append(["array heartbeats (task-R.alive)", "-", {"setattr": RANKS / elastic.HEARTBEAT_S},
                  {"setattr": NODES / elastic.HEARTBEAT_S}])  # fmt: skip
-    beat = {"setattr": 1 / rundir.HEARTBEAT_INTERVAL}
+    beat = {"setattr": 1 / attempt_records.HEARTBEAT_INTERVAL}
     rows.append(["MPI attempt heartbeat (rank 0)", "-", beat, beat])
     per_index = add(m1["other"], times=1 / m1["indices"])  # the end record, nothing per index
     rows.append(["per index (CurrentIndex mmap, RankLog)", "-", per_index, per_index])

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hpc_curator import fold, journal, rundir
+from hpc_curator import attempt_records, fold, journal, rundir
 from hpc_curator import spec as specmod
 from hpc_curator.backends import get_backend
 from hpc_curator.backends.base import RUNS_ROOT as RUNS_ROOT
@@ -172,7 +172,7 @@ def gather_pipeline(
     pipeline = pipeline or specmod.build(info.spec)
     folded = fold.fold(rd)
     outputs = merge_outputs(rd, pipeline, folded.segments, sums=folded.segment_sums)
-    attempts = rundir.list_attempts(rd)
+    attempts = attempt_records.list_attempts(rd)
     doc = fold.summarize(rd, folded, outputs=outputs)
     fold.write(rd, folded, doc, attempts[-1]["attempt"] if attempts else 0)
     return outputs

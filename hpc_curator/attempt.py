@@ -37,6 +37,7 @@ import numpy as np
 
 from hpc_curator import (
     arrow,
+    attempt_records,
     fingerprint,
     fold,
     gpus,
@@ -49,7 +50,7 @@ from hpc_curator import (
     tracking,
 )
 from hpc_curator import spec as specmod
-from hpc_curator.atomic import remove_stale_temps
+from hpc_curator.atomic import check_replaceable, remove_stale_temps
 from hpc_curator.errors import AttemptError, CuratorError, UsageError, from_exception
 from hpc_curator.gather import merge_outputs, merge_tree, own_journal
 from hpc_curator.indexruns import compact
@@ -102,6 +103,10 @@ def begin(
     elif indices is not None:
         raise UsageError("--indices needs the pipeline spec too", "pass SPEC with --indices")
     code = fingerprint.fingerprint(pipeline, spec) if pipeline is not None and spec else None
+    # the groups a partition_indices declares: refused (one line) before anything is created
+    declared = None
+    if pipeline is not None and frozen is not None:
+        declared = groups.declared(pipeline, frozen)
     info = rundir.create_or_open(rd, spec, frozen, asdict(settings), code=code)
     if pipeline is None:
         pipeline = specmod.build(info.spec)
@@ -114,7 +119,9 @@ def begin(
         extra["launcher_pid"] = int(launcher_pid)
     if accepted:
         extra["code_change_accepted"] = accepted
-    attempt = rundir.start_attempt(rd, {**identity, **extra}, launcher)
+    for f in pipeline.stateful_filters:  # a user's directory at an output: refused now
+        check_replaceable(Path(f.output) if f.output else rd.output_path(f.name, f.suffix))
+    attempt = attempt_records.start_attempt(rd, {**identity, **extra}, launcher)
     # no writer is active now (this attempt is the only one): what a crash left half written
     # under a temporary name (a file, or a Zarr store's directory) goes
     for f in pipeline.stateful_filters:
@@ -133,7 +140,9 @@ def begin(
     if suspects:  # those still to run (numpy: no Python int per pending index)
         still = set(todo[np.isin(todo, suspects)].tolist())
         suspects = [i for i in suspects if i in still]
-    labels = groups.components(info.indices, groups.declared(pipeline, info.indices))
+    if declared is None or frozen is None or not np.array_equal(frozen, info.indices):
+        declared = groups.declared(pipeline, info.indices)
+    labels = groups.components(info.indices, declared)
     rd.save_groups(labels)
     if labels is not None and suspects:  # a suspect's group mates run with it, on rank 0
         suspects += [i for i in groups.mates(suspects, todo, info.indices, labels).tolist()
@@ -184,7 +193,7 @@ def end(
         doc = fold.summarize(rd, folded, summaries=summaries, outputs=outputs)
         counts = doc["counts"]
         reasons = sorted({s.get("reason", "done") for s in summaries} - {"done"})
-        rundir.end_attempt(
+        attempt_records.end_attempt(
             rd,
             plan.attempt,
             reason=",".join(reasons) or "done",
@@ -200,7 +209,7 @@ def end(
 class Heartbeat:
     """Touch the attempt's heartbeat file periodically from a daemon thread."""
 
-    def __init__(self, path: Path, interval: float = rundir.HEARTBEAT_INTERVAL) -> None:
+    def __init__(self, path: Path, interval: float = attempt_records.HEARTBEAT_INTERVAL) -> None:
         self.path = path
         self.interval = interval
         self._done = threading.Event()
@@ -332,7 +341,9 @@ def _build_everywhere(world: World, plan: Plan, pipeline: Pipeline | None) -> Pi
     if first is not None:
         if world.is_root:  # the attempt ends here, recorded as such
             with contextlib.suppress(Exception):
-                rundir.end_attempt(rundir.RunDir(plan.run_dir), plan.attempt, reason="error")
+                attempt_records.end_attempt(
+                    rundir.RunDir(plan.run_dir), plan.attempt, reason="error"
+                )
         raise first
     assert pipeline is not None
     return pipeline

@@ -5,7 +5,7 @@ Each elastic task (an array task, or a process of ``run --elastic``) touches
 holds the task's host and pid. An attempt with a task whose heartbeat is fresh (younger than
 :data:`LIVE_BEATS` beats) is alive, whatever became of the process that launched it: a
 launcher killed with ``kill -9`` leaves its tasks working, and a relaunch must not run beside
-them (:func:`hpc_curator.rundir.attempt_alive`).
+them (:func:`hpc_curator.attempt_records.attempt_alive`).
 """
 
 from __future__ import annotations

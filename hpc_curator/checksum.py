@@ -80,3 +80,11 @@ def verify_segment(path: Path, recorded: list[Any] | None) -> None:
             f"shard segment {path} {problem}",
             "it was modified after its commit: restore it, or start a new run dir",
         )
+
+
+def segment_set(names: list[str]) -> str:
+    """A digest of a set of segment names: which commits a merged output holds (a count
+    alone would not see one accepted commit replaced by another)."""
+    import hashlib
+
+    return hashlib.blake2b("\n".join(sorted(names)).encode(), digest_size=16).hexdigest()

@@ -96,6 +96,12 @@ def _read(path: Path) -> dict[str, Any]:
                 raise UsageError(
                     f"config file {path} is not valid TOML: {exc}", "fix or remove it"
                 ) from None
+            except UnicodeDecodeError as exc:
+                raise UsageError(
+                    f"config file {path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} "
+                    f"at offset {exc.start})",
+                    "TOML files are UTF-8: fix or remove it",
+                ) from None
     except FileNotFoundError:
         return {}
     except OSError as exc:
@@ -109,7 +115,30 @@ def _read(path: Path) -> dict[str, Any]:
     for name in ("defaults", "profiles"):
         if not isinstance(doc.get(name, {}), dict):
             raise UsageError(f"config file {path}: {name} must be a table ([{name}])")
+    for name, table in doc.get("profiles", {}).items():
+        if not isinstance(table, dict):
+            raise UsageError(
+                f"config file {path}: profile {name!r} is {_kind(table)}, not a table",
+                f"write its options under [profiles.{name}]",
+            )
+    if not isinstance(doc.get("default_profile", ""), str):
+        raise UsageError(
+            f"config file {path}: default_profile = {doc['default_profile']!r} is "
+            f"{_kind(doc['default_profile'])}, not a profile name",
+            'e.g. default_profile = "gpu"',
+        )
     return doc
+
+
+def _kind(value: Any) -> str:
+    """How a config file's value is called in an error: TOML's names for its types."""
+    names = {str: "a string", bool: "a boolean", int: "an integer", float: "a float"}
+    names.update({list: "an array", dict: "a table"})
+    return names.get(type(value), f"a {type(value).__name__}")
+
+
+#: The TOML types an option value may have (dates and times are none of the options').
+_SCALARS = (str, bool, int, float)
 
 
 def _normalise(table: dict[str, Any], where: str) -> dict[str, Any]:
@@ -117,6 +146,13 @@ def _normalise(table: dict[str, Any], where: str) -> dict[str, Any]:
     for key, value in table.items():
         if isinstance(value, dict):
             raise UsageError(f"{where}: {key!r} is a table; option values are plain values")
+        items = value if isinstance(value, list) else [value]
+        bad = [v for v in items if not isinstance(v, _SCALARS)]
+        if bad:
+            raise UsageError(
+                f"{where}: {key} = {value!r}: {_kind(bad[0])} is not an option value",
+                "use a string, a number, a boolean or an array of them",
+            )
         name = key.replace("-", "_")
         out[ALIASES.get(name, name)] = value
     return out
@@ -139,14 +175,20 @@ def layers(profile: str | None, *, with_defaults: bool = True) -> tuple[list[Lay
     if with_defaults:
         for kind, path, doc in docs:
             if doc.get("defaults"):
-                out.append(Layer(f"{kind} defaults", path, _normalise(doc["defaults"], str(path))))
+                out.append(
+                    Layer(
+                        f"{kind} defaults",
+                        path,
+                        _normalise(doc["defaults"], f"config file {path} [defaults]"),
+                    )
+                )
     if chosen is not None:
         found = False
         for kind, path, doc in docs:
             table = doc.get("profiles", {}).get(chosen)
             if table is not None:
                 found = True
-                where = f"{path} [profiles.{chosen}]"
+                where = f"config file {path} [profiles.{chosen}]"
                 out.append(Layer(f"{kind} profile {chosen}", path, _normalise(table, where)))
         if not found:
             names = sorted({n for _, _, d in docs for n in d.get("profiles", {})})
@@ -191,12 +233,17 @@ def resolve(
                 continue  # an option of another command
             if param.multiple and not isinstance(value, list):
                 value = [value]
+            elif not param.multiple and isinstance(value, list):
+                raise UsageError(
+                    f"config file {layer.path}: {key.replace('_', '-')} = {value!r} is an "
+                    "array; this option takes one value"
+                )
             try:
                 param.type_cast_value(ctx, value)
-            except click.BadParameter as exc:
+            except (click.BadParameter, TypeError, ValueError) as exc:
+                text = exc.format_message() if isinstance(exc, click.BadParameter) else str(exc)
                 raise UsageError(
-                    f"config file {layer.path}: {key.replace('_', '-')} = {value!r}: "
-                    f"{exc.format_message()}"
+                    f"config file {layer.path}: {key.replace('_', '-')} = {value!r}: {text}"
                 ) from None
             values[key] = value
             sources[key] = layer.source

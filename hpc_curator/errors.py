@@ -40,6 +40,14 @@ class UsageError(CuratorError):
     """Bad user input: options, indices, parameters."""
 
 
+class IndexValueError(UsageError, ValueError):
+    """An index that is not an integer (a float, even a whole one, a string, a bool, None),
+    or a ``partition_indices`` that raised or returned something else than groups of indices.
+
+    Also a :class:`ValueError`, so that Python callers can catch it as one.
+    """
+
+
 class SpecError(CuratorError):
     """A pipeline reference or spec that cannot be loaded."""
 

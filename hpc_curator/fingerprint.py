@@ -15,9 +15,10 @@ import sysconfig
 from pathlib import Path
 from typing import Any
 
+from hpc_curator.attempt_records import list_attempts
 from hpc_curator.errors import RunDirError
 from hpc_curator.pipeline import Pipeline
-from hpc_curator.rundir import RunDir, RunInfo, list_attempts
+from hpc_curator.rundir import RunDir, RunInfo
 
 
 def _installed_roots() -> list[Path]:

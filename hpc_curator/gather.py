@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hpc_curator import fold, rundir
+from hpc_curator import checksum, fold, rundir
 from hpc_curator.atomic import atomic_path, remove
 from hpc_curator.checksum import file_digest as file_digest
 from hpc_curator.checksum import size_of, verify_segment
@@ -81,20 +81,12 @@ def merge_outputs(
             **({"relative": rel} if (rel := rundir.inside_path(rd, out)) else {}),
             "class": f"{type(f).__module__}:{type(f).__qualname__}",
             "segments": len(names),
-            "segment_set": segment_set(names),
+            "segment_set": checksum.segment_set(names),
             "partial_merges": len(parts or []),  # > 0: merged in a tree across the ranks
             "bytes": size_of(out),
             "sha256": file_digest(out),
         }
     return outputs
-
-
-def segment_set(names: list[str]) -> str:
-    """A digest of a set of segment names: which commits a merged output holds (a count
-    alone would not see one accepted commit replaced by another)."""
-    import hashlib
-
-    return hashlib.blake2b("\n".join(sorted(names)).encode(), digest_size=16).hexdigest()
 
 
 #: below this many segments of a filter rank 0 merges them alone (an HDF5 shard costs ~1 ms)

@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from hpc_curator.errors import UsageError
+from hpc_curator.errors import CuratorError, IndexValueError
+from hpc_curator.intcheck import integer_list, is_integer, short
 from hpc_curator.pipeline import Sink, Source
 
 #: the base classes' ``partition_indices`` (no groups): not called, so that a run without
@@ -47,16 +48,36 @@ def declared(pipeline: Any, indices: np.ndarray) -> list[list[int]]:
             continue
         if allowed is None:
             allowed = indices.tolist()
-        groups = hook(list(allowed))
+        name = f"{type(part).__qualname__}.partition_indices"
+        try:
+            groups = hook(list(allowed))
+        except CuratorError:
+            raise
+        except Exception as exc:  # user code: one line naming it, no traceback
+            text = str(exc).strip().splitlines()
+            raise IndexValueError(
+                f"{name} raised {type(exc).__name__}" + (f": {text[0]}" if text else "")
+            ) from exc
         if groups is None:
             continue
-        try:
-            out.extend([int(i) for i in g] for g in groups)
-        except (TypeError, ValueError):
-            raise UsageError(
-                f"{type(part).__qualname__}.partition_indices returned {type(groups).__name__}, "
-                "not a list of lists of indices"
-            ) from None
+        out.extend(_checked_groups(groups, name))
+    return out
+
+
+def _checked_groups(groups: Any, name: str) -> list[list[int]]:
+    """The groups a ``partition_indices`` returned, each a list of ints; nothing truncated."""
+    if isinstance(groups, str | bytes | dict) or not hasattr(groups, "__iter__"):
+        raise IndexValueError(
+            f"{name} returned {type(groups).__name__}, not a list of lists of indices"
+        )
+    out: list[list[int]] = []
+    for g in groups:
+        if is_integer(g) or isinstance(g, str | bytes | dict) or not hasattr(g, "__iter__"):
+            raise IndexValueError(
+                f"{name} returned {type(groups).__name__} holding {short(g)}, not a list of lists "
+                "of indices"
+            )
+        out.append(integer_list(g, f"{name} returned"))
     return out
 
 

@@ -107,9 +107,24 @@ class LegacyStatefulFilter(StatefulFilter[None]):
         yield from self._window(items)
 
     def begin(self) -> None:
+        self._settle()
         self._backup = copy.deepcopy(self._window)
 
+    def _settle(self) -> None:
+        """An index neither accepted nor discarded (an exception escaped before its discard,
+        e.g. a timeout right at its end) failed: what it observed goes."""
+        if self._backup is not None:
+            self.discard()
+
     def accept(self) -> None:
+        self.install(None)
+
+    def prepare(self) -> None:
+        """Nothing to compute: the index's observations are in the working copy already."""
+        return None
+
+    def install(self, prepared: None) -> None:
+        """Keep the working copy as it is now (forget the copy from before the index)."""
         self._backup = None
         self._dirty = True
 
@@ -124,6 +139,7 @@ class LegacyStatefulFilter(StatefulFilter[None]):
         self._dirty = False
 
     def flush(self, path: str) -> None:
+        self._settle()
         window = self._window
         window._output_path = path
         window.flush()

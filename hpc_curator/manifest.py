@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from hpc_curator import rundir, stages
+from hpc_curator import attempt_records, rundir, stages
 from hpc_curator.arrow import column, count_items
 from hpc_curator.atomic import atomic_path, atomic_write
 from hpc_curator.journal import JournalScan
@@ -82,7 +82,7 @@ def document(
             "busy_seconds": tally.busy,
             "cpu_seconds": tally.cpu,
         },
-        "attempts": [_attempt_view(a) for a in rundir.list_attempts(rd)],
+        "attempts": [_attempt_view(a) for a in attempt_records.list_attempts(rd)],
         "ranks": summaries or _worker_view(scan),
         "world_size": len(summaries) if summaries else _last_world_size(scan),
         "journal_torn_lines": scan.torn,
@@ -104,7 +104,7 @@ def holds(output: dict[str, Any] | None, segments: list[str]) -> bool:
     if not output:
         return False
     if "segment_set" in output:
-        from hpc_curator.gather import segment_set
+        from hpc_curator.checksum import segment_set
 
         return bool(output["segment_set"] == segment_set(segments))
     return bool(output.get("segments") == len(segments))
@@ -133,7 +133,7 @@ def write(rd: rundir.RunDir, scan: JournalScan, doc: dict[str, Any], attempt: in
 def write_document(rd: rundir.RunDir, doc: dict[str, Any], attempt: int) -> None:
     """Write ``manifest.json`` (after ``manifest.parquet``: the last file of an attempt)."""
     doc["attempt"] = attempt
-    doc["attempts"] = [_attempt_view(a) for a in rundir.list_attempts(rd)]
+    doc["attempts"] = [_attempt_view(a) for a in attempt_records.list_attempts(rd)]
     atomic_write(rd.manifest_json, json.dumps(doc, indent=2, default=repr))
 
 

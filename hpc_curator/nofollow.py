@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -43,6 +44,25 @@ def check_real_dir(path: Path) -> bool:
     if not stat.S_ISDIR(mode):
         raise RunDirError(f"{path} is not a directory", "move it out of the run directory")
     return True
+
+
+def check_subdirs(root: Path, names: Iterable[str], children: Iterable[str] = ()) -> None:
+    """Check that each existing ``root/<name>`` is a real directory (``lstat``), and for the
+    names in ``children`` every directory or link inside it too. ``root`` may be a link.
+
+    Raises
+    ------
+    RunDirError
+        One line naming the first symbolic link (or file where a directory belongs).
+    """
+    nested = set(children)
+    for name in names:
+        path = Path(root) / name
+        if check_real_dir(path) and name in nested:
+            with os.scandir(path) as entries:
+                found = sorted(Path(e.path) for e in entries if e.is_dir() or e.is_symlink())
+            for child in found:
+                check_real_dir(child)
 
 
 def ensure_dir(path: Path, root: Path | None = None) -> Path:

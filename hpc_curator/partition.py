@@ -21,6 +21,7 @@ import numpy as np
 
 from hpc_curator.errors import UsageError
 from hpc_curator.indexruns import IndexRuns
+from hpc_curator.intcheck import integer_indices
 from hpc_curator.values import SCHEDULES as SCHEDULES
 
 
@@ -36,7 +37,7 @@ def parse_indices(text: str | Sequence[int] | np.ndarray | None, n: int) -> np.n
         For negative, out-of-range, duplicate or malformed entries.
     """
     if text is not None and not isinstance(text, str):
-        return check_indices(np.asarray(text, dtype=np.int64), n)
+        return check_indices(integer_indices(text, "the index list holds"), n)
     if text is None or not text.strip():
         return np.arange(n, dtype=np.int64)
     parts: list[np.ndarray] = []

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
+from hpc_curator.contributions import accept_together, discard_all
 from hpc_curator.errors import UsageError
 
 Item = Any
@@ -225,7 +226,12 @@ class StatefulFilter(Filter, Generic[S]):
     @classmethod
     @abc.abstractmethod
     def combine(cls, a: S, b: S) -> S:
-        """Return the combination of two states (associative and commutative)."""
+        """Return the combination of two states (associative and commutative).
+
+        It must not modify ``a`` or ``b``: an index is accepted into every stateful filter
+        together (:mod:`hpc_curator.contributions`), so each filter's combination is computed
+        before any is kept, and an error in one must leave the others as they were.
+        """
 
     @classmethod
     @abc.abstractmethod
@@ -249,7 +255,19 @@ class StatefulFilter(Filter, Generic[S]):
 
     def accept(self) -> None:
         """The index succeeded: fold what it observed into the running state."""
-        self._state = self.combine(self._state, self._pending)
+        self.install(self.prepare())
+
+    def prepare(self) -> S:
+        """The running state with the index's observations folded in, not yet kept.
+
+        The first phase of accepting an index (:func:`hpc_curator.contributions.accept_together`):
+        nothing changes until :meth:`install`.
+        """
+        return self.combine(self._state, self._pending)
+
+    def install(self, prepared: S) -> None:
+        """Keep a state :meth:`prepare` returned (reference assignments only: cannot fail)."""
+        self._state = prepared
         self._pending = self.empty_state()
         self._dirty = True
 
@@ -353,12 +371,10 @@ class Pipeline:
                 paths: list[str] = []
             else:
                 paths = checked_paths(self.sink(items, index), self.sink)
+            accept_together(stateful)  # every filter's contribution, or none
         except BaseException:
-            for f in stateful:
-                f.discard()
+            discard_all(stateful)
             raise
-        for f in stateful:
-            f.accept()
         return paths
 
     def with_spec(self, spec: dict[str, Any]) -> Pipeline:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpc_curator import follow, rundir
+from hpc_curator import attempt_records, follow, rundir
 
 #: A rank is stale when it has not committed for max(FACTOR * median interval, FLOOR) seconds.
 STALE_FACTOR = 3.0
@@ -302,7 +302,7 @@ class ProgressModel:
             return "running"  # journals appeared before we saw the record
         if rec.get("ended"):
             return "ended"
-        return "running" if rundir.attempt_alive(self.rd, rec, self.clock()) else "dead"
+        return "running" if attempt_records.attempt_alive(self.rd, rec, self.clock()) else "dead"
 
     def attempt_over(self) -> bool:
         """Whether the newest attempt has ended (or died); ``False`` before the first one."""

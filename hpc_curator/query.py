@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from hpc_curator import journal, manifest, rundir
+from hpc_curator import attempt_records, journal, manifest, rundir
+from hpc_curator.intcheck import integer_indices
 
 
 class Run:
@@ -52,7 +53,10 @@ class Run:
     @property
     def running(self) -> bool:
         """Whether an attempt is alive now."""
-        return any(rundir.attempt_alive(self.rd, a) for a in rundir.list_attempts(self.rd))
+        return any(
+            attempt_records.attempt_alive(self.rd, a)
+            for a in attempt_records.list_attempts(self.rd)
+        )
 
     @property
     def status(self) -> str:
@@ -134,7 +138,7 @@ class Run:
         """
         from hpc_curator import revise
 
-        return revise.invalidate(self.rd, np.atleast_1d(np.asarray(indices))).tolist()
+        return revise.invalidate(self.rd, integer_indices(indices, "Run.invalidate got")).tolist()
 
     def extend(self, indices: Any) -> None:
         """Append ``indices`` to the run (a new revision of its index list)."""
@@ -142,4 +146,6 @@ class Run:
         from hpc_curator import spec as specmod
 
         source_length = len(specmod.build(self.info.spec).source)
-        self.info = revise.extend(self.rd, np.atleast_1d(np.asarray(indices)), source_length)
+        self.info = revise.extend(
+            self.rd, integer_indices(indices, "Run.extend got"), source_length
+        )

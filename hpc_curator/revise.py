@@ -9,9 +9,10 @@ append-only, one writer each):
   stateful segments are left out of every later merge, so the counts stay exact. A commit
   record is the unit because one stateful segment holds the state of its whole batch; the
   other indices of those batches re-run too (the call says how many).
-- :func:`extend` appends indices to the frozen list as a new revision in ``run.json``
-  (``revisions``: when, what, how many before); the index file of each revision is new, and
-  ``run.json`` switches to it atomically.
+- :func:`extend` appends indices to the frozen list as a new revision record
+  ``D/revisions/NNNN.json`` (created exclusively: when, what, the revision it was computed
+  against); ``run.json`` is never rewritten, :func:`hpc_curator.rundir.load` folds the records
+  in. Two concurrent calls both land (the second adds what the first did not).
 
 Neither runs while an attempt is alive. The manifest is rewritten at once, so it never claims
 a completeness the run no longer has.
@@ -20,14 +21,17 @@ a completeness the run no longer has.
 from __future__ import annotations
 
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hpc_curator import fold, journal, partition, rundir
-from hpc_curator.atomic import atomic_write, create_exclusive
+from hpc_curator import attempt_records, fold, journal, partition, revisions, rundir
+from hpc_curator.atomic import create_exclusive, remove
 from hpc_curator.errors import UsageError
+from hpc_curator.nofollow import ensure_dir
 
 
 def invalidate(rd: rundir.RunDir, indices: np.ndarray) -> np.ndarray:
@@ -40,7 +44,7 @@ def invalidate(rd: rundir.RunDir, indices: np.ndarray) -> np.ndarray:
     RunBusyError
         An attempt is running.
     """
-    rundir.check_not_busy(rd)
+    attempt_records.check_not_busy(rd)
     info = rundir.load(rd)
     want = np.asarray(indices, dtype=np.int64)
     outside = want[~np.isin(want, info.indices)]
@@ -75,14 +79,40 @@ def invalidate(rd: rundir.RunDir, indices: np.ndarray) -> np.ndarray:
 
 
 def extend(rd: rundir.RunDir, added: np.ndarray, source_length: int) -> rundir.RunInfo:
-    """Append ``added`` to the run's frozen index list (a new revision in ``run.json``).
+    """Append ``added`` to the run's frozen index list as a new revision record.
+
+    The record ``D/revisions/NNNN.json`` is created exclusively (``O_EXCL`` semantics, see
+    :func:`~hpc_curator.atomic.create_exclusive`) and names the revision it was computed
+    against; ``run.json`` is never rewritten (:func:`hpc_curator.rundir.load` folds the
+    records in). When another ``extend`` took the number first, the list is read again and
+    what it does not hold yet is recorded under the next number: two concurrent calls both
+    land, and an index both add is added once.
+
+    Parameters
+    ----------
+    rd
+        The run directory.
+    added
+        The indices to append (new ones only).
+    source_length
+        Number of items in the pipeline's source (valid indices are below it).
+
+    Returns
+    -------
+    rundir.RunInfo
+        The run with the extended list.
 
     Raises
     ------
     UsageError
         An index is out of the source's range or already in the run.
+    RunBusyError
+        An attempt is running.
+    RunDirError
+        A subdirectory of the run dir is a symbolic link.
     """
-    rundir.check_not_busy(rd)
+    rundir.check_layout(rd)
+    attempt_records.check_not_busy(rd)
     info = rundir.load(rd)
     added = partition.check_indices(np.asarray(added, dtype=np.int64), source_length)
     again = added[np.isin(added, info.indices)]
@@ -90,33 +120,42 @@ def extend(rd: rundir.RunDir, added: np.ndarray, source_length: int) -> rundir.R
         raise UsageError(
             f"index {int(again[0])} is in the run already", "extend adds new indices only"
         )
-    meta: dict[str, Any] = dict(info.meta)
-    revisions = list(meta.get("revisions", []))
-    number = len(revisions) + 2  # revision 1 is the run as created
-    new = np.concatenate([info.indices, added])
-    entry = rundir.write_index_list(rd, new, rd.path / f"indices-r{number:04d}.npy")
-    revisions.append(
-        {
-            "revision": number,
-            "time": rundir.now_iso(),
-            "added": partition.to_ranges(added),
-            "count_before": info.n,
-            "count": len(new),
-            "argv": sys.argv,
-        }
-    )
-    meta["indices"] = {**entry, "count": len(new)}
-    meta["indices_hash"] = rundir.hash_indices(new)
-    meta["revisions"] = revisions
-    atomic_write(rd.run_json, json.dumps(meta, indent=2, default=repr))
+    folder = ensure_dir(revisions.revisions_dir(rd), rd.path)
+    while not _record_revision(rd, folder, info, added):
+        info = rundir.load(rd)  # another extend took the number: add what it did not
+        added = added[~np.isin(added, info.indices)]
+        if not len(added):
+            break
     _rewrite_manifest(rd)
     return rundir.load(rd)
+
+
+def _record_revision(
+    rd: rundir.RunDir, folder: Path, info: rundir.RunInfo, added: np.ndarray
+) -> bool:
+    """Create the revision record after ``info``'s last one; ``False`` if it exists."""
+    number = len(info.meta.get("revisions", [])) + 2  # revision 1 is the run as created
+    npy = folder / f"added-{number:04d}-{os.urandom(6).hex()}.npy"  # unique: never shared
+    doc = {
+        "format": revisions.REVISION_FORMAT,
+        "revision": number,
+        "base": number - 1,
+        "base_count": info.n,
+        "base_hash": info.meta["indices_hash"],
+        "added": rundir.write_index_list(rd, added, npy),
+        "time": rundir.now_iso(),
+        "argv": sys.argv,
+    }
+    if create_exclusive(folder / f"{number:04d}.json", json.dumps(doc)):
+        return True
+    remove(npy)  # written for a record that lost the race (if the list needed a file)
+    return False
 
 
 def _rewrite_manifest(rd: rundir.RunDir) -> None:
     if not rd.manifest_json.exists():
         return
     folded = fold.fold(rd)
-    attempts = rundir.list_attempts(rd)
+    attempts = attempt_records.list_attempts(rd)
     doc = fold.summarize(rd, folded)
     fold.write(rd, folded, doc, attempts[-1]["attempt"] if attempts else 0)

@@ -5,12 +5,15 @@ Layout of a run directory ``D``::
     D/run.json                     frozen spec + index list (+ D/indices.npy for large lists)
     D/attempts/NNNN.json           one per launch, created exclusively; rewritten at the end
     D/attempts/NNNN.heartbeat      touched by the live attempt's rank 0
-    D/journal/aNNNN-rankRRRRR.jsonl  append-only, exactly one writer each
+    D/journal/aNNNN-rankRRRRR-wTOKEN.jsonl  append-only, one writer process each (its token)
     D/shards/<filter>/...          committed (and orphan) segments, see shards.py
     D/outputs/<filter>.h5          merged stateful-filter outputs
     D/logs/                        launcher and rank logs
     D/manifest.json, D/manifest.parquet   written last, atomically
     D/manifest-spill/              a large run's manifest in index buckets while rank 0 writes it
+    D/revisions/NNNN.json          each extension of the index list, created exclusively
+    D/invalidations/NNNN.json      each invalidation (commits that count for nothing)
+    D/claims/aNNNN/                an elastic attempt's claim board (elastic.py)
 
 Who writes what: rank 0 (or the parent of an in-process pool) creates ``run.json``, the attempt
 record, merged outputs and the manifest; each rank writes its own journal and segments only.
@@ -21,25 +24,20 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpc_curator.atomic import atomic_path, atomic_write, create_exclusive
-from hpc_curator.errors import RunBusyError, RunDirError
+from hpc_curator.atomic import atomic_path, atomic_write
+from hpc_curator.errors import RunDirError
+from hpc_curator.revisions import fold_revisions, hash_indices, read_index_list, write_index_list
+from hpc_curator.runlayout import FORMAT, check_run_record
 from hpc_curator.versions import versions
 from hpc_curator.world import hostname
 
 if TYPE_CHECKING:  # numpy only where index lists are read or written (a light launcher)
     import numpy as np
-
-FORMAT = "hpc-curator.run/1"
-MAX_INLINE_RANGES = 1024
-#: A live attempt must touch its heartbeat more often than this (seconds).
-HEARTBEAT_INTERVAL = 15.0
-STALE_AFTER = 180.0
 
 
 def writer_token() -> str:
@@ -294,8 +292,10 @@ def create_or_open(
     Raises
     ------
     RunDirError
-        When opening a run that does not exist, or when the spec or indices conflict.
+        When opening a run that does not exist, when the spec or indices conflict, or when a
+        subdirectory is a symbolic link (:func:`check_layout`).
     """
+    check_layout(rd)
     if rd.exists():
         info = load(rd)
         if spec is not None and stable_hash(spec) != info.meta["spec_hash"]:
@@ -326,8 +326,11 @@ def _create(
     settings: dict[str, Any],
     code: dict[str, str] | None = None,
 ) -> RunInfo:
-    for d in (rd.path, rd.attempts_dir, rd.journal_dir, rd.shards_dir, rd.logs_dir):
-        d.mkdir(parents=True, exist_ok=True)
+    from hpc_curator.nofollow import ensure_dir
+
+    rd.path.mkdir(parents=True, exist_ok=True)  # the run dir itself may be a link
+    for d in (rd.attempts_dir, rd.journal_dir, rd.shards_dir, rd.logs_dir):
+        ensure_dir(d, rd.path)
     index_meta = write_index_list(rd, indices, rd.indices_npy)
     meta = {
         "format": FORMAT,
@@ -349,31 +352,18 @@ def _create(
     return RunInfo(spec, np.asarray(indices, dtype=np.int64), meta)
 
 
-def write_index_list(rd: RunDir, indices: np.ndarray, npy: Path) -> dict[str, Any]:
-    """The ``run.json`` entry of an index list: inline ranges, or ``npy`` written first."""
-    import numpy as np
-
-    from hpc_curator.partition import to_ranges  # (numpy)
-
-    ranges = to_ranges(indices)
-    if len(ranges) <= MAX_INLINE_RANGES:
-        return {"kind": "ranges", "ranges": ranges}
-    with atomic_path(npy) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, np.asarray(indices, dtype=np.int64))
-    return {"kind": "npy", "file": npy.name}
-
-
-def hash_indices(indices: np.ndarray) -> str:
-    """The identity of an index list (order matters)."""
-    import hashlib
-
-    import numpy as np
-
-    return hashlib.sha256(np.ascontiguousarray(indices, dtype=np.int64).tobytes()).hexdigest()
-
-
 def load(rd: RunDir) -> RunInfo:
-    """Read ``run.json`` (and ``indices.npy``); :class:`RunDirError` if unreadable."""
+    """Read ``run.json`` (and ``indices.npy``) and fold in every revision record.
+
+    The index list is ``run.json``'s followed by what each ``D/revisions/NNNN.json`` added, in
+    order (:mod:`hpc_curator.revisions`); ``meta`` is ``run.json``'s with ``revisions``
+    listing every revision and ``indices_hash`` that of the whole list.
+
+    Raises
+    ------
+    RunDirError
+        ``run.json`` or a revision record is missing, unreadable or inconsistent.
+    """
     try:
         meta = json.loads(rd.run_json.read_text())
     except FileNotFoundError:
@@ -382,20 +372,30 @@ def load(rd: RunDir) -> RunInfo:
         ) from None
     except (OSError, ValueError) as exc:
         raise RunDirError(f"cannot read {rd.run_json}: {exc}") from exc
-    if meta.get("format") != FORMAT:
-        raise RunDirError(f"{rd.run_json} has unknown format {meta.get('format')!r}")
-    import numpy as np
-
-    from hpc_curator.partition import from_ranges
-
-    idx = meta["indices"]
-    if idx["kind"] == "ranges":
-        indices = from_ranges(idx["ranges"])
-    else:
-        indices = np.load(rd.path / idx["file"])
+    meta = check_run_record(meta, rd.run_json)  # another layout: one line naming the file
+    try:
+        indices = read_index_list(rd, meta["indices"])
+    except (OSError, ValueError) as exc:
+        raise RunDirError(f"cannot read the index list of {rd.run_json}: {exc}") from None
     if hash_indices(indices) != meta["indices_hash"]:
         raise RunDirError(f"the index list of {rd.path} does not match its recorded hash")
+    indices, meta = fold_revisions(rd, indices, meta)
     return RunInfo(meta["spec"], indices, meta)
+
+
+#: subdirectories of a run dir that must be real ones (and, for shards and claims, children)
+SUBDIRS = "attempts journal shards outputs logs invalidations claims manifest-spill slurm revisions"
+
+
+def check_layout(rd: RunDir) -> None:
+    """Refuse, with one line (:class:`RunDirError`), a run dir whose known subdirectories are
+    symbolic links (``lstat``): a planted ``D/shards/<filter>`` or ``D/journal`` link would
+    have the run delete or write files elsewhere. The run dir itself may be a link."""
+    from hpc_curator.nofollow import check_subdirs
+
+    if rd.path.exists() and not rd.path.is_dir():
+        raise RunDirError(f"{rd.path} is not a directory", "--run-dir must be a directory")
+    check_subdirs(rd.path, SUBDIRS.split(), children=("shards", "claims"))
 
 
 def _spec_label(spec: dict[str, Any]) -> str:
@@ -404,145 +404,3 @@ def _spec_label(spec: dict[str, Any]) -> str:
     if spec.get("kind") == "components":
         return str(spec.get("source", {}).get("class"))
     return str(spec.get("kind"))
-
-
-# -- attempts ------------------------------------------------------------------------------
-def list_attempts(rd: RunDir) -> list[dict[str, Any]]:
-    """Every attempt record, oldest first."""
-    out = []
-    for p in rd.attempt_records():
-        try:
-            out.append(json.loads(p.read_text()))
-        except (OSError, ValueError):
-            continue
-    return out
-
-
-def attempt_alive(rd: RunDir, rec: dict[str, Any], now: float | None = None) -> bool:
-    """Whether an attempt without an end record is still running.
-
-    Evidence, strongest first: the attempt ended; its rank 0 PID on this host; the attempt
-    belongs to the Slurm job we are running in (so it was requeued and its old incarnation is
-    gone); the Slurm job's state in ``squeue``; finally the heartbeat's age.
-    """
-    if rec.get("ended"):
-        return False
-    if live_tasks(rd, rec):  # elastic tasks outlive a launcher killed with kill -9
-        return True
-    if rec.get("host") == hostname() and rec.get("pid") is not None:
-        if not _pid_running(rec.get("pid")):
-            return False
-        if not rec.get("job_id"):
-            return True
-    job = rec.get("job_id")
-    if job:
-        from hpc_curator.slurm.env import slurm_env
-
-        if job == slurm_env().job_id and rec.get("host") != hostname():
-            return False
-        from hpc_curator.slurm.status import job_state
-
-        state = job_state(str(job))
-        if state is not None:
-            return state in ("RUNNING", "COMPLETING", "SUSPENDED", "CONFIGURING")
-    try:
-        age = (now or time.time()) - rd.heartbeat_path(rec["attempt"]).stat().st_mtime
-    except FileNotFoundError:
-        return False
-    return age < STALE_AFTER
-
-
-def live_tasks(rd: RunDir, rec: dict[str, Any]) -> list[dict[str, Any]]:
-    """The tasks of an elastic attempt (``launcher`` elastic or array) whose heartbeat is
-    fresh (:mod:`hpc_curator.beats`); ``[]`` for other attempts."""
-    if rec.get("launcher") not in ("elastic", "array") or "attempt" not in rec:
-        return []
-    from hpc_curator import beats
-
-    return beats.live_tasks(rd.claims_dir(int(rec["attempt"])))
-
-
-def _pid_running(pid: Any) -> bool:
-    """Whether ``pid`` is a live process on this host (zombies count as dead)."""
-    try:
-        os.kill(int(pid), 0)
-    except (ProcessLookupError, ValueError, TypeError):
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{int(pid)}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def check_not_busy(rd: RunDir) -> list[dict[str, Any]]:
-    """Raise :class:`RunBusyError` if an attempt is alive; otherwise return every attempt."""
-    attempts = list_attempts(rd)
-    for rec in attempts:
-        if attempt_alive(rd, rec):
-            age = time.time() - rec.get("started_ts", time.time())
-            tasks = live_tasks(rd, rec)
-            if tasks:
-                who = ", ".join(
-                    f"{t['task']} (host {t.get('host')}, pid {t.get('pid')})" for t in tasks[:8]
-                )
-                more = f" and {len(tasks) - 8} more" if len(tasks) > 8 else ""
-                raise RunBusyError(
-                    f"run dir {rd.path} is in use by attempt {rec['attempt']}: elastic task(s) "
-                    f"{who}{more} still working (heartbeat {min(t['age'] for t in tasks):.0f}s "
-                    "ago)",
-                    "wait for them to finish, stop them, or cancel the run (hpc-curate cancel)",
-                )
-            raise RunBusyError(
-                f"run dir {rd.path} is in use by attempt {rec['attempt']} "
-                f"(job {rec.get('job_id') or '-'}, host {rec.get('host')}, "
-                f"pid {rec.get('pid')}, started {age:.0f}s ago)",
-                "wait for it, or cancel it (hpc-curate cancel) before relaunching",
-            )
-    return attempts
-
-
-def start_attempt(rd: RunDir, identity: dict[str, Any], launcher: str) -> int:
-    """Create the next attempt record exclusively and return its number.
-
-    Raises
-    ------
-    RunBusyError
-        When an earlier attempt is still alive (same host and PID alive, or fresh heartbeat).
-    """
-    for _ in range(100):
-        attempts = check_not_busy(rd)
-        number = max((int(r["attempt"]) for r in attempts), default=0) + 1
-        rec = {
-            "attempt": number,
-            "launcher": launcher,
-            "started": now_iso(),
-            "started_ts": time.time(),
-            **identity,
-        }
-        if create_exclusive(rd.attempt_path(number), json.dumps(rec, indent=2)):
-            rd.heartbeat_path(number).touch()
-            return number
-    raise RunBusyError(f"could not claim an attempt number in {rd.attempts_dir}")
-
-
-def update_attempt(rd: RunDir, attempt: int, **fields: Any) -> None:
-    """Add ``fields`` to an attempt record (a job array's id, known once it is submitted)."""
-    path = rd.attempt_path(attempt)
-    rec = json.loads(path.read_text())
-    rec.update(fields)
-    atomic_write(path, json.dumps(rec, indent=2, default=repr))
-
-
-def end_attempt(rd: RunDir, attempt: int, **fields: Any) -> None:
-    """Record how an attempt ended (reason, counts) by rewriting its record atomically."""
-    path = rd.attempt_path(attempt)
-    rec = json.loads(path.read_text())
-    rec.update(fields, ended=now_iso(), ended_ts=time.time())
-    atomic_write(path, json.dumps(rec, indent=2, default=repr))
-    try:
-        rd.heartbeat_path(attempt).unlink()
-    except FileNotFoundError:
-        pass

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from hpc_curator.contributions import accept_together, discard_all
 from hpc_curator.pipeline import Item, Pipeline, checked_paths
 
 
@@ -66,6 +67,9 @@ class StageRunner:
         self._filters = tuple(enumerate(pipeline.filters, 1))
         self._sink = pipeline.sink
         self._stateful = pipeline.stateful_filters
+        self._stateful_stage = [
+            self.names[k] for k, f in self._filters if any(f is s for s in self._stateful)
+        ]
         self._n = len(pipeline.filters)
         self._blank = [0.0] * (self._n + 1) + [-1.0]  # inclusive seconds, failed stage
 
@@ -77,7 +81,7 @@ class StageRunner:
             f.begin()
         inclusive = self._blank[:]
         t0 = perf()
-        created = 0.0
+        created = ended = 0.0
         try:
             source = self._source[index]
             created = perf() - t0
@@ -92,18 +96,23 @@ class StageRunner:
                 value = sink(items, index)
                 # the common case (nothing written) without a call
                 paths = [] if type(value) is list and not value else checked_paths(value, sink)
+            ended = perf()  # accepting the contributions is no stage's time
+            # every stateful filter's contribution, or none; a timeout cannot split it
+            accept_together(stateful)
         except BaseException as exc:
-            for f in stateful:
-                f.discard()
+            discard_all(stateful)
             k = int(inclusive[-1])
-            if k >= 0:
+            at = getattr(exc, "hpc_curator_filter", None) if ended else None
+            if at is not None:  # a combine failed: that filter's stage
+                where = self._stateful_stage[at]
+            elif k >= 0:
                 where = self.names[k]
             else:
                 where = "sink" if sink is not None and created else "source"
             _annotate(exc, where)
             raise
         finally:
-            total = perf() - t0
+            total = (ended or perf()) - t0
             acc, n = self.acc, self._n
             previous = 0.0
             for k in range(n + 1):
@@ -112,8 +121,6 @@ class StageRunner:
             acc[0] += created
             if sink is not None:
                 acc[n + 1] = max(0.0, total - inclusive[n] - created)
-        for f in stateful:
-            f.accept()
         return paths
 
 

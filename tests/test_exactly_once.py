@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hpc_curator import ledger, rundir
+from hpc_curator import attempt_records, ledger, rundir
 from hpc_curator import spec as specmod
 from hpc_curator.attempt import begin
 from hpc_curator.rank import RankLoop
@@ -107,7 +107,7 @@ def test_duplicate_writers_in_any_interleaving_count_every_index_once(
     plan, _ = begin(d, RunSettings(), World().identity(), spec=spec, launcher="sequential")
     for w in writers:
         _write(d, plan, spec, w)
-    rundir.end_attempt(rundir.RunDir(d), plan.attempt, reason="test writers")
+    attempt_records.end_attempt(rundir.RunDir(d), plan.attempt, reason="test writers")
     contested = sum(len(w[3]) for w in writers) > len({i for w in writers for i in w[3]})
     resumed = cli("run", SPEC, "-p", f"n={N}", "--run-dir", str(d), "-q")
     assert resumed.returncode == 0, resumed.stderr

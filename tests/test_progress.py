@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from hpc_curator import follow, journal, manifest, rundir
+from hpc_curator import attempt_records, follow, journal, manifest, rundir
 from hpc_curator.console import LiveView, ProgressView
 from hpc_curator.progress import STALE_FLOOR, ProgressModel
 from tests.conftest import FIXTURE_PIPELINES, read_manifest
@@ -37,7 +37,7 @@ class FakeTTY(io.StringIO):
 def new_run(tmp_path: Path, n: int, commit_seconds: float = 30.0) -> rundir.RunDir:
     rd = rundir.RunDir(tmp_path / "run")
     rundir.create_or_open(rd, SPEC, np.arange(n), {"commit_seconds": commit_seconds})
-    assert rundir.start_attempt(rd, IDENTITY, "test") == 1
+    assert attempt_records.start_attempt(rd, IDENTITY, "test") == 1
     return rd
 
 
@@ -246,7 +246,9 @@ def test_stale_marker_and_lost_ranks(tmp_path: Path) -> None:
     assert not rows[1].stale and not rows[2].stale
     assert snap.attempt_state == "running" and not model.attempt_over()
 
-    rundir.end_attempt(rd, 1, reason="done")  # the attempt ended: no rank is "stale" any more
+    attempt_records.end_attempt(
+        rd, 1, reason="done"
+    )  # the attempt ended: no rank is "stale" any more
     model.poll()
     rows = {r.rank: r for r in model.snapshot().rows}
     assert [rows[r].state for r in range(3)] == ["lost", "lost", "done"]
@@ -312,7 +314,7 @@ def test_live_view_on_a_tty_and_ctrl_c(tmp_path: Path) -> None:
     assert "4/10 done (3 ok, 1 failed, 6 pending)" in plain.stream.getvalue()  # type: ignore[attr-defined]
     assert {p: p.stat().st_mtime_ns for p in rd.path.rglob("*")} == before  # read-only
 
-    rundir.end_attempt(rd, 1, reason="done")
+    attempt_records.end_attempt(rd, 1, reason="done")
     assert LiveView(rd.path, interval=0.01, stream=FakeTTY()).run_until() is True
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hpc_curator import Run
+from hpc_curator import Run, rundir
 from hpc_curator.errors import RunBusyError, UsageError
 from tests.conftest import (
     FIXTURE_PIPELINES,
@@ -107,7 +107,8 @@ def test_extend_adds_a_revision_and_resume_runs_only_the_new(tmp_path: Path) -> 
     proc = cli("extend", str(d), "--indices", "30:45")
     assert proc.returncode == 0, proc.stderr
     assert "15 indices added: the run has 45 (revision 2)" in proc.stdout
-    meta = json.loads((d / "run.json").read_text())
+    meta = rundir.load(rundir.RunDir(d)).meta  # run.json itself is never rewritten
+    assert "revisions" not in json.loads((d / "run.json").read_text())
     assert meta["revisions"][0]["added"] == [[30, 45, 1]]
     assert meta["revisions"][0]["count_before"] == 30
     assert Run(d).pending == list(range(30, 45))

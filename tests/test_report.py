@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from hpc_curator import journal, manifest, rundir
+from hpc_curator import attempt_records, journal, manifest, rundir
 from hpc_curator.components import read_fieldstats
 from hpc_curator.report import build_report, collect
 from tests.conftest import FIXTURE_PIPELINES, cli, commit_count, read_manifest
@@ -238,7 +238,7 @@ def test_report_before_the_first_commit(tmp_path: Path) -> None:
     data = collect(rd.path).numbers()
     assert data["state"] == "not started" and data["counts"]["pending"] == 10
     identity = {"host": socket.gethostname(), "pid": os.getpid(), "job_id": None}
-    rundir.start_attempt(rd, identity, "test")
+    attempt_records.start_attempt(rd, identity, "test")
     writer = journal.JournalWriter(rd.journal_path(1, 0, "00000000"), fsync=False)
     writer.append({"t": "start", "attempt": 1, "time": time.time(), "rank": 0, "node": "n0"})
     writer.close()

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from hpc_curator import portable, rundir
+from hpc_curator import attempt_records, portable, rundir
 from hpc_curator.backends.base import (
     Launch,
     RunBackend,
@@ -32,7 +32,7 @@ from hpc_curator.backends.base import (
 from hpc_curator.container import Container
 from hpc_curator.errors import LaunchError
 from hpc_curator.follow import JournalFollower
-from hpc_curator.launchcheck import check_rank_command
+from hpc_curator.launchcheck import check_rank_command, not_started
 from hpc_curator.signals import StopFlag, stop_on_signals
 from hpc_curator.slurm import stale_shm
 from hpc_curator.values import (
@@ -319,7 +319,7 @@ class MPIBackend(RunBackend):
         stop: StopFlag | None,
         on_commit: OnCommit | None,
     ) -> RunResult:
-        attempts_before = len(rundir.list_attempts(rd))
+        attempts_before = len(attempt_records.list_attempts(rd))
         follower = JournalFollower(rd)
         follower.skip_existing()  # earlier attempts: progress counts this launch only
         owned: set[str] = set()  # MPI shared memory our ranks mapped (seen in /proc)
@@ -358,13 +358,9 @@ class MPIBackend(RunBackend):
             err.exit_code = proc.returncode
             err.relayed = True  # type: ignore[attr-defined]
             raise err
-        if len(rundir.list_attempts(rd)) == attempts_before and (proc.returncode or not flag):
-            # no rank got as far as starting the run (the ranks' command could not start, an
-            # MPI failure, or they exited at once): a launcher error, exit 5
-            how = f"failed (exit code {proc.returncode})" if proc.returncode else "exited"
-            raise LaunchError(
-                f"mpiexec -n {n} {how} before the run started; see the ranks' messages above"
-            )
+        started = len(attempt_records.list_attempts(rd)) > attempts_before
+        if not started and (proc.returncode or not flag):  # no rank began the run: exit 5
+            raise not_started(n, proc.returncode)
         what = f"mpiexec -n {n} exited with code {proc.returncode}"
         code = proc.returncode
         if code not in (0, 1, 3):  # a rank or mpiexec was killed: the run is incomplete
@@ -436,7 +432,7 @@ def _death(rd: rundir.RunDir, returncode: int, n: int) -> str:
     except ValueError:
         how = ""
     how = how or f"exit code {returncode}"
-    attempts = rundir.list_attempts(rd)
+    attempts = attempt_records.list_attempts(rd)
     dead: list[int] = []
     if attempts:
         last = attempts[-1]["attempt"]
@@ -475,7 +471,7 @@ def result_from_run_dir(
     ``what`` says how the launcher ended (e.g. ``mpiexec -n 4 exited with code 137``) and
     ``hint`` what to do, for a run that did not finish.
     """
-    attempts = rundir.list_attempts(rd)
+    attempts = attempt_records.list_attempts(rd)
     last: dict[str, Any] = attempts[-1] if attempts else {}
     if last.get("ended") and rd.manifest_json.exists():
         doc = json.loads(rd.manifest_json.read_text())

@@ -15,11 +15,11 @@ from hpc_curator.config import profile_option
 
 
 def _job_ids(rd: Any) -> list[str]:
-    from hpc_curator import rundir
+    from hpc_curator import attempt_records
     from hpc_curator.slurm.submit import submissions
 
     jobs = [r["job_id"] for r in submissions(rd)]
-    jobs += [str(a["job_id"]) for a in rundir.list_attempts(rd) if a.get("job_id")]
+    jobs += [str(a["job_id"]) for a in attempt_records.list_attempts(rd) if a.get("job_id")]
     return list(dict.fromkeys(jobs))
 
 
@@ -321,11 +321,11 @@ def cancel_local(rd: Any, wait: float = 30.0) -> list[str]:
     import signal
     import socket
 
-    from hpc_curator import rundir
+    from hpc_curator import attempt_records
 
     lines = []
-    for rec in rundir.list_attempts(rd):
-        if rec.get("job_id") or rec.get("ended") or not rundir.attempt_alive(rd, rec):
+    for rec in attempt_records.list_attempts(rd):
+        if rec.get("job_id") or rec.get("ended") or not attempt_records.attempt_alive(rd, rec):
             continue
         if rec.get("host") != socket.gethostname():
             lines.append(f"attempt {rec['attempt']} runs on {rec.get('host')}: cancel it there")
@@ -336,9 +336,12 @@ def cancel_local(rd: Any, wait: float = 30.0) -> list[str]:
         except ProcessLookupError:
             continue
         deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and rundir.attempt_alive(rd, rec):
+        while time.monotonic() < deadline and attempt_records.attempt_alive(rd, rec):
             time.sleep(0.2)
-            rec = next((a for a in rundir.list_attempts(rd) if a["attempt"] == rec["attempt"]), rec)
+            rec = next(
+                (a for a in attempt_records.list_attempts(rd) if a["attempt"] == rec["attempt"]),
+                rec,
+            )
         lines.append(f"stopped local attempt {rec['attempt']} (pid {pid}); committed work is kept")
     return lines
 

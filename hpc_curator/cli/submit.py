@@ -42,7 +42,7 @@ def _create_run(
 
 def launch_slurm(rd: Any, opts: Any, settings: Any, cluster: str, wait: bool) -> None:
     """Submit (or run locally / in-process) and report; exits with the run's code if waiting."""
-    from hpc_curator import rundir
+    from hpc_curator import attempt_records
     from hpc_curator.slurm import submit as sub
 
     if cluster == "debug":
@@ -61,7 +61,7 @@ def launch_slurm(rd: Any, opts: Any, settings: Any, cluster: str, wait: bool) ->
         return
     for warning in sub.preflight(opts, rd):
         click.secho(f"Warning: {warning}", fg="yellow", err=True)
-    rundir.check_not_busy(rd)
+    attempt_records.check_not_busy(rd)
     record = sub.submit(opts, rd, settings)
     job = record["job_id"]
     click.echo(
@@ -77,22 +77,22 @@ def launch_slurm(rd: Any, opts: Any, settings: Any, cluster: str, wait: bool) ->
 
 def _array(rd: Any, opts: Any, settings: Any, wait: bool) -> None:
     """``--array N``: begin the attempt here, submit the array and its finisher job."""
-    from hpc_curator import rundir
+    from hpc_curator import attempt_records, rundir
     from hpc_curator.slurm import array
     from hpc_curator.slurm import submit as sub
     from hpc_curator.tasks import begin_elastic
 
     for warning in sub.preflight(opts, rd):
         click.secho(f"Warning: {warning}", fg="yellow", err=True)
-    rundir.check_not_busy(rd)
+    attempt_records.check_not_busy(rd)
     plan, chunks = begin_elastic(str(rd.path), settings, opts.array * (opts.workers or 1), "array")
     try:
         jobs = array.submit_array(opts, rd, plan.attempt, opts.array, opts.array_parallel)
     except BaseException:
-        rundir.end_attempt(rd, plan.attempt, reason="not submitted")
+        attempt_records.end_attempt(rd, plan.attempt, reason="not submitted")
         raise
     # the attempt lives as long as the array does, not as long as this process
-    rundir.update_attempt(rd, plan.attempt, job_id=jobs["job_id"], pid=None)
+    attempt_records.update_attempt(rd, plan.attempt, job_id=jobs["job_id"], pid=None)
     record = {
         "job_id": jobs["job_id"],
         "finisher_job_id": jobs["finisher_job_id"],
@@ -230,7 +230,7 @@ def submit_cmd(
     The job requeues itself before its time limit (SIGUSR2, --signal-delay) and resumes from
     the journals; hpc-curate resume resubmits a cancelled or failed run.
     """
-    from hpc_curator import rundir
+    from hpc_curator import attempt_records, rundir
     from hpc_curator import spec as specmod
     from hpc_curator.errors import CuratorError
     from hpc_curator.slurm import submit as sub
@@ -250,20 +250,20 @@ def submit_cmd(
     try:
         launch_slurm(rd, opts, settings, cluster, wait)
     except CuratorError:
-        if created and not rundir.list_attempts(rd) and not sub.submissions(rd):
+        if created and not attempt_records.list_attempts(rd) and not sub.submissions(rd):
             shutil.rmtree(rd.path, ignore_errors=True)  # leave no partial state behind
         raise
 
 
 def _dry_run(opts: Any, rd: Any) -> str:
-    from hpc_curator import rundir
+    from hpc_curator import attempt_records
     from hpc_curator.slurm import submit as sub
 
     if not opts.array:
         return str(sub.dry_run(opts, rd))
     from hpc_curator.slurm.array import render_array
 
-    attempt = len(rundir.list_attempts(rd)) + 1 if rd.exists() else 1
+    attempt = len(attempt_records.list_attempts(rd)) + 1 if rd.exists() else 1
     return render_array(opts, rd, attempt, opts.array, opts.array_parallel)
 
 
@@ -283,7 +283,7 @@ def sbatch_script_cmd(
       hpc-curate sbatch-script SPEC --run-dir D --nodes 4 > job.sbatch && sbatch job.sbatch
     Rank 0 creates the run dir when the job starts; re-submitting the script resumes.
     """
-    from hpc_curator import rundir
+    from hpc_curator import attempt_records, rundir
     from hpc_curator import spec as specmod
     from hpc_curator.slurm import submit as sub
     from hpc_curator.slurm.options import SlurmOptions, check_value
@@ -298,7 +298,7 @@ def sbatch_script_cmd(
 
         _create_run(run_dir, spec, params, indices, settings)
         plan, _ = begin_elastic(str(rd.path), settings, opts.array * (opts.workers or 1), "array")
-        rundir.update_attempt(rd, plan.attempt, pid=None)
+        attempt_records.update_attempt(rd, plan.attempt, pid=None)
         script = render_array(opts, rd, plan.attempt, opts.array, opts.array_parallel)
         rd.slurm_logs_dir.mkdir(parents=True, exist_ok=True)
         click.echo(script, nl=False)

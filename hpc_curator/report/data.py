@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from hpc_curator import journal, manifest, rundir
+from hpc_curator import attempt_records, journal, manifest, rundir
 from hpc_curator.partition import sorted_unique
 
 SLOWEST = 20
@@ -117,7 +117,7 @@ def collect(run_dir: str | Path) -> ReportData:
     rd = rundir.RunDir(run_dir)
     info = rundir.load(rd)
     scan = journal.scan(rd, with_outputs=False)
-    attempts = rundir.list_attempts(rd)
+    attempts = attempt_records.list_attempts(rd)
     now = time.time()
     last = attempts[-1] if attempts else {}
     if not last:
@@ -125,7 +125,9 @@ def collect(run_dir: str | Path) -> ReportData:
     elif last.get("ended"):
         state = "ended"
     else:
-        state = "running" if rundir.attempt_alive(rd, last, now) else "crashed (no end record)"
+        state = (
+            "running" if attempt_records.attempt_alive(rd, last, now) else "crashed (no end record)"
+        )
     saved = json.loads(rd.manifest_json.read_text()) if rd.manifest_json.exists() else None
     if saved and last.get("ended") and saved.get("attempt") == last.get("attempt"):
         doc, source = saved, "manifest.json"
