@@ -177,3 +177,36 @@ def test_two_writers_of_one_rank_never_share_a_file(tmp_path: Path) -> None:
     scan = journal.scan(rd, with_outputs=False)
     assert sorted(scan.idx.tolist()) == list(range(6)) and len(scan.rejected) == 1
     assert sum(len(v) for v in scan.segments.values()) == 1
+
+
+def test_a_planted_link_at_a_writer_s_file_is_never_followed(tmp_path: Path) -> None:
+    from hpc_curator.journal import JournalWriter
+    from hpc_curator.poison import CurrentIndex
+
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious\n")
+    journal_dir = tmp_path / "run" / "journal"
+    journal_dir.mkdir(parents=True)
+    for name in ("a0001-rank00000-wdeadbeef.jsonl", "a0001-rank00000-wdeadbeef.current"):
+        (journal_dir / name).symlink_to(outside)
+    with pytest.raises(FileExistsError):
+        JournalWriter(journal_dir / "a0001-rank00000-wdeadbeef.jsonl")
+    with pytest.raises(FileExistsError):
+        CurrentIndex(journal_dir / "a0001-rank00000-wdeadbeef.current")
+    assert outside.read_text() == "precious\n"  # neither appended to nor truncated
+
+
+def test_a_copied_run_dir_verifies_as_itself(tmp_path: Path) -> None:
+    import shutil
+
+    d = tmp_path / "run"
+    cli("run", SPEC, "-p", "n=12", "--run-dir", str(d), "-q", check=True)
+    copy = tmp_path / "elsewhere" / "copy"
+    shutil.copytree(d, copy, symlinks=True)
+    shutil.rmtree(d)
+    checked = cli("verify", str(copy))
+    assert checked.returncode == 0, checked.stderr
+    out = json.loads((copy / "manifest.json").read_text())["outputs"]["stats"]
+    assert out["relative"] == "outputs/stats.h5"
+    (copy / "outputs" / "stats.h5").write_bytes(b"damaged")
+    assert cli("verify", str(copy)).returncode == 4  # the copy's own file is what is checked
