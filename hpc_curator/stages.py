@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from hpc_curator.contributions import accept_together, discard_all
+from hpc_curator.contributions import GATE, accept_together, discard_all
 from hpc_curator.pipeline import Item, Pipeline, checked_paths
 
 
@@ -76,7 +76,7 @@ class StageRunner:
     def __call__(self, index: int) -> list[str]:
         """Run ``index`` through the sink; return the paths it wrote."""
         perf = time.perf_counter
-        stateful, sink = self._stateful, self._sink
+        stateful, sink, gate = self._stateful, self._sink, GATE
         for f in stateful:
             f.begin()
         inclusive = self._blank[:]
@@ -96,9 +96,12 @@ class StageRunner:
                 value = sink(items, index)
                 # the common case (nothing written) without a call
                 paths = [] if type(value) is list and not value else checked_paths(value, sink)
-            ended = perf()  # accepting the contributions is no stage's time
-            # every stateful filter's contribution, or none; a timeout cannot split it
-            accept_together(stateful)
+            if stateful:
+                ended = perf()  # accepting the contributions is no stage's time
+                # every stateful filter's contribution, or none; a timeout cannot split it
+                accept_together(stateful)
+            else:  # nothing to accept: the outcome is settled, a late timeout is ignored
+                gate.open = False
         except BaseException as exc:
             discard_all(stateful)
             k = int(inclusive[-1])
