@@ -437,9 +437,10 @@ def run_here(
     stop: StopFlag | None = None,
     on_commit: OnCommit | None = None,
     pipeline: Pipeline | None = None,
+    gpus_per_rank: int | None = None,
 ) -> RunResult:
     """Run the attempt in this process as a world of one; Ctrl-C/SIGTERM stop it cleanly."""
-    world = World(gpus=gpus.bind())
+    world = World(gpus=gpus.bind(per_rank=gpus_per_rank))
     with stop_on_signals(stop or StopFlag()) as flag:
         return run_world(
             world,

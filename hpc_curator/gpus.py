@@ -50,10 +50,16 @@ def slurm_bound(env: MutableMapping[str, str]) -> bool:
     return bool(env.get("SLURM_GPUS_PER_TASK")) or "gpu:" in env.get("SLURMD_TRES_BIND", "")
 
 
-def bind(env: MutableMapping[str, str] | None = None, rank: int | None = None) -> list[str] | None:
+def bind(
+    env: MutableMapping[str, str] | None = None,
+    rank: int | None = None,
+    per_rank: int | None = None,
+) -> list[str] | None:
     """Restrict this rank to its own GPUs (``--gpus-per-rank``); return its device ids.
 
-    ``rank`` overrides the node-local rank (pool worker slots). Returns ``None`` when no
+    ``rank`` overrides the node-local rank (pool worker slots); ``per_rank`` the number of
+    GPUs per rank (default: ``HPC_CURATOR_GPUS_PER_RANK`` of ``env``, set by job scripts and
+    by the launchers for the processes they start). Returns ``None`` when no
     binding was asked for, or the list of ids this rank sees.
 
     Raises
@@ -64,10 +70,10 @@ def bind(env: MutableMapping[str, str] | None = None, rank: int | None = None) -
     from hpc_curator.errors import WorldError
 
     env = os.environ if env is None else env
-    per_rank = env.get(GPUS_PER_RANK_ENV, "")
-    if not per_rank.isdigit() or int(per_rank) < 1:
+    asked = str(per_rank) if per_rank is not None else env.get(GPUS_PER_RANK_ENV, "")
+    if not asked.isdigit() or int(asked) < 1:
         return None
-    n = int(per_rank)
+    n = int(asked)
     inherited = env.get("CUDA_VISIBLE_DEVICES")
     if slurm_bound(env):
         return inherited.split(",") if inherited else []  # srun bound them per task already

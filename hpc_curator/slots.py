@@ -44,6 +44,7 @@ def run_slots(
     stop: StopFlag | None = None,
     on_commit: OnCommit | None = None,
     pipeline: Pipeline | None = None,
+    gpus_per_rank: int | None = None,
 ) -> RunResult:
     """Begin here, run ``n_slots`` slots of the rank loop through ``map_fn``, end here.
 
@@ -69,7 +70,7 @@ def run_slots(
         pipeline=pipeline,
     )
     rd = rundir.RunDir(plan.run_dir)
-    args = [(plan, slot, n_slots, blob) for slot in range(n_slots)]
+    args = [(plan, slot, n_slots, blob, gpus_per_rank) for slot in range(n_slots)]
     with Heartbeat(rd.heartbeat_path(plan.attempt)), stop_on_signals(stop or StopFlag()) as flag:
         summaries = _map_and_follow(map_fn, args, rd, plan.attempt, flag, on_commit)
     try:
@@ -144,7 +145,9 @@ def _feed(
             on_commit(rec)
 
 
-def slot_main(plan: Plan, slot: int, size: int, blob: bytes | None) -> dict[str, Any]:
+def slot_main(
+    plan: Plan, slot: int, size: int, blob: bytes | None, gpus_per_rank: int | None = None
+) -> dict[str, Any]:
     """One slot of an in-process pool (runs inside a worker process); returns its summary.
 
     The same start-up as a rank, without MPI: malloc tuning and the stop signals (Ctrl-C, or
@@ -152,7 +155,7 @@ def slot_main(plan: Plan, slot: int, size: int, blob: bytes | None) -> dict[str,
     slot as rank. Previous signal handlers are restored, since pool workers are reused.
     """
     os.environ.setdefault(NO_MPI_ENV, "1")
-    bound = gpus.bind(rank=slot)
+    bound = gpus.bind(rank=slot, per_rank=gpus_per_rank)
     tune_malloc()
     os.chdir(plan.cwd)
     pipeline = portable.rebuild(plan.spec, blob)

@@ -17,13 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from hpc_curator import fold, ranklog, rundir
+from hpc_curator import fold, gpus, ranklog, rundir
 from hpc_curator import spec as specmod
 from hpc_curator.attempt import begin, end
 from hpc_curator.elastic import Board, committed_in, heartbeat, heartbeat_interval
 from hpc_curator.pipeline import Pipeline
 from hpc_curator.rank import RankLoop
 from hpc_curator.signals import StopFlag, stop_on_signals
+from hpc_curator.slurm.env import slurm_env
 from hpc_curator.values import Plan, RunResult, RunSettings
 from hpc_curator.world import NO_MPI_ENV, LocalCounter, World
 
@@ -95,7 +96,9 @@ def task_main(run_dir: str, attempt: int, task: int, restart: int = 0) -> tuple[
     os.chdir(plan.cwd)
     pipeline = specmod.build(plan.spec)
     rank = task + n_tasks * restart
-    world = World(rank=rank, size=n_tasks)
+    # a local --elastic task's GPUs by its task number; an array task's by its Slurm local id
+    bound = gpus.bind(rank=None if slurm_env().job_id else task)
+    world = World(rank=rank, size=n_tasks, gpus=bound)
     with stop_on_signals(StopFlag()) as stop, heartbeat(board.heartbeat_path(rank)):
         loop = RankLoop(plan, world, pipeline, LocalCounter(plan.failures_before), stop)
         with ranklog.capture(rd.rank_log(attempt, rank)) as log:

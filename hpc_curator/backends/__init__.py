@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from typing import Any
 
 from hpc_curator.backends.base import RunBackend
 from hpc_curator.errors import BackendError
@@ -76,8 +77,9 @@ def backend_names() -> list[str]:
     return list(dict.fromkeys([*_BUILTIN, *_REGISTERED]))
 
 
-def get_backend(name: str) -> RunBackend:
-    """Return an instance of backend ``name``.
+def get_backend(name: str, **options: Any) -> RunBackend:
+    """Return an instance of backend ``name``, built with ``options`` (its constructor's
+    keyword arguments, e.g. ``mpiexec=``, ``container=`` for ``mpi``).
 
     Raises
     ------
@@ -93,7 +95,7 @@ def get_backend(name: str) -> RunBackend:
         extra = _BUILTIN.get(name, (None, None, None, None))[3]
         how = f"pip install 'hpc-curator[{extra}]'" if extra else f"pip install {' '.join(missing)}"
         raise BackendError(f"backend {name!r} needs {', '.join(missing)}", how)
-    return _load(name)()
+    return _load(name)(**options)
 
 
 def list_backends() -> list[BackendInfo]:

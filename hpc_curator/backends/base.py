@@ -41,6 +41,8 @@ class Launch:
         Number of workers / ranks.
     pipeline
         An already-built pipeline (in-process backends may use it instead of the spec).
+    gpus_per_rank
+        GPUs each rank or worker binds (``--gpus-per-rank``; ``None``: no binding asked).
     """
 
     run_dir: str
@@ -49,6 +51,15 @@ class Launch:
     indices: str | Sequence[int] | None = None
     n_jobs: int = 1
     pipeline: Pipeline | None = None
+    gpus_per_rank: int | None = None
+
+    def child_env(self, env: dict[str, str]) -> dict[str, str]:
+        """``env`` for the processes a launcher starts, with this launch's GPU binding."""
+        if self.gpus_per_rank is None:
+            return env
+        from hpc_curator.gpus import GPUS_PER_RANK_ENV
+
+        return {**env, GPUS_PER_RANK_ENV: str(self.gpus_per_rank)}
 
 
 class RunBackend(abc.ABC):

@@ -58,7 +58,9 @@ class ElasticBackend(RunBackend):
             indices=launch.indices,
         )  # fmt: skip
         rd = rundir.RunDir(plan.run_dir)
-        env = dict(os.environ, **{PARENT_ENV: "elastic", LAUNCHER_PID_ENV: str(os.getpid())})
+        env = launch.child_env(
+            dict(os.environ, **{PARENT_ENV: "elastic", LAUNCHER_PID_ENV: str(os.getpid())})
+        )
         env.pop("HPC_CURATOR_EXPECTED_SIZE", None)
         follower = JournalFollower(rd)
         follower.skip_existing()  # earlier attempts are not this launch's

@@ -263,6 +263,7 @@ class MPIBackend(RunBackend):
         )
         for var, value in thread_limits(max(1, available_cpus() // n)).items():
             env.setdefault(var, value)
+        env = launch.child_env(env)
         box = self.container
         workdir = os.getcwd()
         box.check_image(launch.run_dir, workdir)

@@ -63,4 +63,5 @@ def run_pool(
             stop=stop,
             on_commit=on_commit,
             pipeline=launch.pipeline,
+            gpus_per_rank=launch.gpus_per_rank,
         )

@@ -26,4 +26,5 @@ class SequentialBackend(RunBackend):
             stop=stop,
             on_commit=on_commit,
             pipeline=launch.pipeline,
+            gpus_per_rank=launch.gpus_per_rank,
         )

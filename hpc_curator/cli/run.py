@@ -139,16 +139,13 @@ def run_cmd(
         pipeline, frozen = None, specmod.make_spec(spec, specmod.parse_params(params))
     else:
         pipeline, frozen = specmod.load(spec, specmod.parse_params(params))
-    instance = get_backend(name)
-    if gpus_per_rank is not None:
-        from hpc_curator.gpus import GPUS_PER_RANK_ENV
-
-        os.environ[GPUS_PER_RANK_ENV] = str(gpus_per_rank)  # ranks and workers inherit it
+    options: dict[str, Any] = {}
     if name == "mpi":
-        instance.mpiexec = mpiexec  # type: ignore[attr-defined]
-        instance.extra_args = mpiexec_args  # type: ignore[attr-defined]
-        instance.container = box  # type: ignore[attr-defined]
-        instance.python = _python_argv(python)  # type: ignore[attr-defined]
+        options = dict(
+            mpiexec=mpiexec, extra_args=mpiexec_args, container=box, python=_python_argv(python)
+        )
+    instance = get_backend(name, **options)
+    if name == "mpi":
         box.check_image(run_dir or os.getcwd(), os.getcwd())
         from hpc_curator.backends.mpi import find_mpiexec
 
@@ -161,6 +158,7 @@ def run_cmd(
         indices=indices,
         n_jobs=ranks or n_jobs,
         pipeline=pipeline if name != "mpi" else None,
+        gpus_per_rank=gpus_per_rank,
     )
     if quiet:
         result = instance.launch(launch)
