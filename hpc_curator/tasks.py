@@ -25,7 +25,7 @@ from hpc_curator.pipeline import Pipeline
 from hpc_curator.rank import RankLoop
 from hpc_curator.signals import StopFlag, stop_on_signals
 from hpc_curator.slurm.env import slurm_env
-from hpc_curator.values import Plan, RunResult, RunSettings
+from hpc_curator.values import Plan, RunResult, RunSettings, exit_code_for
 from hpc_curator.world import NO_MPI_ENV, LocalCounter, World
 
 
@@ -111,7 +111,8 @@ def task_main(run_dir: str, attempt: int, task: int, restart: int = 0) -> tuple[
     result = _finish_if_last(board, plan, pipeline, rank, len(bounds) - 1)
     if result is not None:
         return result.exit_code, result.message
-    code = 3 if stop else (1 if summary["failed"] else 0)
+    share = "incomplete" if stop else ("failed" if summary["failed"] else "complete")
+    code = exit_code_for(share)
     return code, (
         f"task {rank}: {summary['ok']} ok, {summary['failed']} failed"
         + (f", stopped on {stop.reason}" if stop else "")

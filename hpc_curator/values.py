@@ -44,10 +44,21 @@ class Status(enum.StrEnum):
         return {"complete": 0, "failed": 1}.get(self.value, 3)
 
 
+#: exit codes the rank program itself gives (bad input, run dir, launcher): they say what
+#: went wrong, whatever the launcher around it adds
+OWN_CODES = (2, 4, 5)
+
+
 def exit_code_for(
-    status: str, reasons: list[str] | tuple[str, ...] = (), returncode: int = 0
+    status: str,
+    reasons: list[str] | tuple[str, ...] = (),
+    returncode: int = 0,
+    resumable: bool = True,
 ) -> int:
-    """The exit code of an attempt: the one place that decides it.
+    """The exit code of an attempt, a rank or an elastic task: the one place that decides it.
+
+    0 complete, 1 some indices failed (or the failure budget was exceeded), 3 incomplete
+    (resume), 2/4/5 as the rank program said (bad input, run dir, launcher).
 
     Parameters
     ----------
@@ -57,16 +68,24 @@ def exit_code_for(
         Why ranks stopped early (``max_failures``, ``SIGTERM``...); the failure budget being
         exceeded is a failure (1), not an incomplete run.
     returncode
-        Exit status of the launcher that ran the ranks (``mpiexec``); a non-zero one wins.
+        Exit status of the launcher that ran the ranks (``mpiexec``, a job): one of the rank
+        program's own codes wins; any other non-zero one wins over a finished status, and an
+        incomplete run stays 3 (a rank's ``os._exit(1)`` or a signal: resume).
+    resumable
+        ``False`` when the run is incomplete because its job failed by itself (an MPI_Init
+        abort, a wrong plugin): 5, re-running as it is cannot help.
     """
-    if returncode:
+    if returncode in OWN_CODES:
         return returncode
     if "max_failures" in reasons:
         return 1
     try:
-        return Status(status).exit_code
+        code = Status(status).exit_code
     except ValueError:
-        return 3
+        code = 3
+    if code == 3:
+        return 3 if resumable else 5
+    return returncode or code
 
 
 @dataclass(frozen=True)

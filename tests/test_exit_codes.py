@@ -64,3 +64,27 @@ def test_a_merge_error_under_a_pool_is_one_line(tmp_path: Path, backend: str) ->
     assert "Traceback" not in proc.stderr
     lines = [x for x in proc.stderr.splitlines() if x.strip()]
     assert lines == ["Error: could not finish the attempt: ValueError: cannot merge these shards"]
+
+
+@pytest.mark.parametrize(
+    ("status", "reasons", "returncode", "resumable", "code"),
+    [
+        ("complete", (), 0, True, 0),
+        ("failed", (), 0, True, 1),
+        ("incomplete", (), 0, True, 3),
+        ("incomplete", ("max_failures",), 0, True, 1),
+        ("incomplete", (), 1, True, 3),  # a rank's os._exit(1): resume
+        ("incomplete", (), 137, True, 3),  # killed: resume
+        ("incomplete", (), 0, False, 5),  # the job failed by itself
+        ("incomplete", (), 4, True, 4),  # the rank program's own codes win
+        ("complete", (), 2, True, 2),
+        ("complete", (), 137, True, 137),  # finished, but its launcher did not end well
+        ("what", (), 0, True, 3),
+    ],
+)
+def test_the_one_table_of_exit_codes(
+    status: str, reasons: tuple[str, ...], returncode: int, resumable: bool, code: int
+) -> None:
+    from hpc_curator.values import exit_code_for
+
+    assert exit_code_for(status, reasons, returncode, resumable) == code

@@ -490,9 +490,7 @@ def result_from_run_dir(
     else:
         counts = {}
     message = f"{what} before the run finished; {hint}"
-    # the rank program's own codes (bad input, run dir, launcher) say what went wrong; any
-    # other death (a rank's os._exit(1), a signal) leaves an incomplete run: 3, resume
-    code = returncode if returncode in (2, 4, 5) else 3
+    code = exit_code_for("incomplete", (), returncode, resumable=hint == RESUME_HINT)
     return RunResult(
         code, "incomplete", counts, message, str(rd.path), resumable=hint == RESUME_HINT
     )

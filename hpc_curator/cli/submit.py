@@ -164,9 +164,7 @@ def wait_for(rd: Any, jobs: list[str], poll: float = 2.0) -> int:
     what, hint = job_outcome(rd, describe_jobs(jobs))
     result = result_from_run_dir(rd, 0, what, hint)
     print_result(result)
-    if result.status == "incomplete" and not result.resumable:
-        return 5  # the job itself failed (a launch error): re-running as it is cannot help
-    return result.exit_code
+    return result.exit_code  # 5 when the job failed by itself (values.exit_code_for)
 
 
 def job_outcome(rd: Any, rows: list[dict[str, Any]]) -> tuple[str, str]:
