@@ -76,7 +76,7 @@ def live_tasks(rd: RunDir, rec: dict[str, Any]) -> list[dict[str, Any]]:
         return []
     from hpc_curator import beats
 
-    return beats.live_tasks(rd.claims_dir(int(rec["attempt"])))
+    return beats.live_tasks(rd.board(int(rec["attempt"])))
 
 
 def _pid_running(pid: Any) -> bool:

@@ -18,7 +18,10 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hpc_curator.rundir import BoardPaths
 
 ENV = "HPC_CURATOR_HEARTBEAT_S"
 DEFAULT_S = 10.0
@@ -68,15 +71,21 @@ def heartbeat(path: Path) -> Iterator[None]:
             os.unlink(path)
 
 
-def live_tasks(directory: Path, now: float | None = None) -> list[dict[str, Any]]:
-    """Tasks in a claims directory whose heartbeat is fresh: ``{"task", "age", "host",
-    "pid"}`` each (``[]`` when the directory is gone)."""
-    if not directory.is_dir():
+def live_tasks(board: BoardPaths, now: float | None = None) -> list[dict[str, Any]]:
+    """Tasks of a claim board whose heartbeat is fresh: ``{"task", "age", "host", "pid"}``
+    each (``[]`` when the board is gone)."""
+    try:
+        names = sorted(os.listdir(board.dir))
+    except OSError:
         return []
     now = time.time() if now is None else now
     fresh = LIVE_BEATS * interval()
     out = []
-    for path in sorted(directory.glob("task-*.alive")):
+    for name in names:
+        kind, task, _ = board.parse(name)
+        if kind != "task":
+            continue
+        path = board.heartbeat(task)
         try:
             age = now - os.lstat(path).st_mtime
             doc = json.loads(path.read_bytes() or b"{}") if age < fresh else None
@@ -84,6 +93,5 @@ def live_tasks(directory: Path, now: float | None = None) -> list[dict[str, Any]
             continue
         if doc is None:
             continue
-        task = int(path.name.removeprefix("task-").removesuffix(".alive"))
         out.append({"task": task, "age": age, **(doc if isinstance(doc, dict) else {})})
     return out

@@ -106,7 +106,8 @@ class Board:
     ) -> None:
         self.rd = rd
         self.attempt = attempt
-        self.dir = rd.claims_dir(attempt)
+        self.paths = rd.board(attempt)
+        self.dir = self.paths.dir
         self._job_gone = job_gone
         self._asked: dict[str, tuple[float, bool]] = {}
         self._cursor = 0  # chunks below it are known to be claimed
@@ -119,16 +120,16 @@ class Board:
         bounds = partition.dynamic_bounds(
             len(plan.pending), n_tasks, size, taper=False, units=plan.unit_bounds
         )
-        with atomic_path(self.dir / "chunks.npy") as tmp, open(tmp, "wb") as fh:
+        with atomic_path(self.paths.chunks) as tmp, open(tmp, "wb") as fh:
             np.save(fh, bounds.astype(np.int64))
-        with atomic_path(self.dir / "plan.pkl") as tmp:
+        with atomic_path(self.paths.plan) as tmp:
             tmp.write_bytes(pickle.dumps({"plan": plan, "tasks": n_tasks}))
         return len(bounds) - 1
 
     def load(self) -> tuple[Plan, np.ndarray, int]:
         """``(plan, chunk bounds, tasks)`` as published."""
-        doc = pickle.loads((self.dir / "plan.pkl").read_bytes())
-        return doc["plan"], np.load(self.dir / "chunks.npy"), int(doc["tasks"])
+        doc = pickle.loads((self.paths.plan).read_bytes())
+        return doc["plan"], np.load(self.paths.chunks), int(doc["tasks"])
 
     # -- claims ------------------------------------------------------------------------
     def _listing(self) -> tuple[dict[int, list[str]], set[int]]:
@@ -138,17 +139,18 @@ class Board:
         if self.gone():
             return claims, done
         for name in os.listdir(self.dir):
-            if name.startswith("c") and ".g" in name:
-                claims.setdefault(int(name[1:8]), []).append(name)
-            elif name.startswith("c") and name.endswith(".done"):
-                done.add(int(name[1:8]))
+            kind, chunk, _ = self.paths.parse(name)
+            if kind == "claim":
+                claims.setdefault(chunk, []).append(name)
+            elif kind == "done":
+                done.add(chunk)
         return claims, done
 
     def done(self, chunk: int) -> None:
         """Mark ``chunk`` committed (nothing once the board is gone: never recreated)."""
         if self.gone():
             return
-        create_exclusive(self.dir / f"c{chunk:07d}.done", str(time.time()), durable=False)
+        create_exclusive(self.paths.done(chunk), str(time.time()), durable=False)
 
     def done_chunks(self) -> set[int]:
         """Chunks marked committed."""
@@ -195,8 +197,8 @@ class Board:
         """``(chunk, latest claim name, its generation)`` of every claimed, undone chunk."""
         for c, names in sorted(claims.items()):
             if c not in finished:
-                latest = max(names, key=lambda n: int(n.split(".g")[1]))
-                yield c, latest, int(latest.split(".g")[1])
+                latest = max(names, key=lambda n: rundir.BoardPaths.parse(n)[2])
+                yield c, latest, rundir.BoardPaths.parse(latest)[2]
 
     def gone(self) -> bool:
         """Whether the claim board was removed (or replaced by a link) while tasks ran: it is
@@ -216,12 +218,12 @@ class Board:
             "time": time.time(),
             "slurm_job": slurm_env().job_id,
         }
-        name = self.dir / f"c{chunk:07d}.g{generation}"
+        name = self.paths.claim(chunk, generation)
         return create_exclusive(name, json.dumps(doc), durable=False)
 
     def still_mine(self, chunk: int, generation: int) -> bool:
         """Whether nobody reclaimed ``chunk`` since this task claimed it."""
-        return not (self.dir / f"c{chunk:07d}.g{generation + 1}").exists()
+        return not self.paths.claim(chunk, generation + 1).exists()
 
     def _doc(self, claim_name: str) -> dict[str, Any] | None:
         """The claim's record; ``{"time": mtime}`` if unreadable (written without fsync, it
@@ -270,14 +272,14 @@ class Board:
 
     def heartbeat_path(self, task: int) -> Path:
         """A task's heartbeat file."""
-        return self.dir / f"task-{task:05d}.alive"
+        return self.paths.heartbeat(task)
 
     def try_finish(self, task: int) -> bool:
         """Whether this task is the one to merge and write the manifest (``task`` -1: the
         launcher, once every task left; it alone ends an attempt whose board was removed)."""
         if self.gone():
             return task == -1
-        return create_exclusive(self.dir / "finisher", json.dumps({"task": task}))
+        return create_exclusive(self.paths.finisher, json.dumps({"task": task}))
 
 
 def _here(doc: dict[str, Any]) -> bool:

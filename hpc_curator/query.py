@@ -128,7 +128,7 @@ class Run:
         """Write the HTML report (default ``D/report.html``) and return its path."""
         from hpc_curator.report import build_report
 
-        return build_report(self.rd.path, Path(out_html or self.rd.path / "report.html"))
+        return build_report(self.rd.path, Path(out_html or self.rd.report_html))
 
     def invalidate(self, indices: Any) -> list[int]:
         """Make ``indices`` pending again (see :func:`hpc_curator.revise.invalidate`).

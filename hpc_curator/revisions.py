@@ -64,7 +64,7 @@ REVISION_FORMAT = "hpc-curator.revision/1"
 
 def revisions_dir(rd: RunDir) -> Path:
     """``D/revisions``: one ``NNNN.json`` per revision of the index list after the first."""
-    return rd.path / "revisions"
+    return Path(rd.revisions_dir)
 
 
 def revision_records(rd: RunDir) -> list[tuple[int, Path]]:

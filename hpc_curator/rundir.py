@@ -98,6 +98,8 @@ class RunDir:
     #: scratch of a streamed manifest (fold.py): index buckets, removed when it is written
     spill_dir = property(lambda self: self.path / "manifest-spill")
     slurm_dir = property(lambda self: self.path / "slurm")
+    revisions_dir = property(lambda self: self.path / "revisions")
+    report_html = property(lambda self: self.path / "report.html")
 
     def exists(self) -> bool:
         """Whether the run has been created (``run.json`` present)."""
@@ -123,6 +125,10 @@ class RunDir:
     def claims_dir(self, attempt: int) -> Path:
         """The claim board of an elastic attempt (:mod:`hpc_curator.elastic`)."""
         return self.path / "claims" / f"a{attempt:04d}"
+
+    def board(self, attempt: int) -> BoardPaths:
+        """Every file of an elastic attempt's claim board."""
+        return BoardPaths(self.claims_dir(attempt))
 
     def current_files(self) -> list[Path]:
         """Every current-index file, in (attempt, rank) order."""
@@ -246,6 +252,45 @@ class RunDir:
     def requeue_flag(self, job_id: str) -> Path:
         """The request file rank 0 leaves for the job script to requeue ``job_id``."""
         return requeue_flag(self.slurm_dir, job_id)
+
+
+@dataclass(frozen=True)
+class BoardPaths:
+    """The files of one elastic attempt's claim board ``D/claims/aNNNN/``
+    (:mod:`hpc_curator.elastic`, :mod:`hpc_curator.beats`)."""
+
+    dir: Path
+
+    plan = property(lambda self: self.dir / "plan.pkl")
+    chunks = property(lambda self: self.dir / "chunks.npy")
+    finisher = property(lambda self: self.dir / "finisher")
+
+    def claim(self, chunk: int, generation: int) -> Path:
+        """The ``generation``-th claim of ``chunk`` (0: first claim, K: K-th reclaim)."""
+        return self.dir / f"c{chunk:07d}.g{generation}"
+
+    def done(self, chunk: int) -> Path:
+        """The mark that ``chunk`` is committed."""
+        return self.dir / f"c{chunk:07d}.done"
+
+    def heartbeat(self, task: int) -> Path:
+        """A task's heartbeat."""
+        return self.dir / f"task-{task:05d}.alive"
+
+    @staticmethod
+    def parse(name: str) -> tuple[str, int, int]:
+        """``("claim", chunk, generation)``, ``("done", chunk, -1)``, ``("task", task, -1)``
+        or ``("", -1, -1)`` for a board file name."""
+        if name.startswith("c") and name[1:8].isdigit():
+            if name[8:10] == ".g" and name[10:].isdigit():
+                return "claim", int(name[1:8]), int(name[10:])
+            if name[8:] == ".done":
+                return "done", int(name[1:8]), -1
+        if name.startswith("task-") and name.endswith(".alive"):
+            digits = name[5:-6]
+            if digits.isdigit():
+                return "task", int(digits), -1
+        return "", -1, -1
 
 
 def _pattern_dir(path: Path) -> str:

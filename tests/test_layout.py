@@ -151,3 +151,28 @@ def test_every_launcher_goes_through_one_rank_entry() -> None:
         ("cli/submit.py", "run_here("),
     ):
         assert entry in (PACKAGE / launcher).read_text(), launcher
+
+
+#: names of the run directory's own files and folders: only ``rundir.py`` joins them to a path
+RUN_DIR_NAMES = {
+    "run.json", "attempts", "journal", "shards", "outputs", "logs", "invalidations",
+    "revisions", "claims", "manifest-spill", "slurm", "manifest.json", "manifest.parquet",
+    "report.html", "plan.pkl", "chunks.npy", "finisher", "groups.npy", "indices.npy",
+}  # fmt: skip
+
+
+def test_run_dir_paths_are_spelled_only_in_rundir() -> None:
+    """``something / "journal"`` outside rundir.py: a path of the run dir spelled twice."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "rundir.py" and path.parent == PACKAGE:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.BinOp)
+                and isinstance(node.op, ast.Div)
+                and isinstance(node.right, ast.Constant)
+                and node.right.value in RUN_DIR_NAMES
+            ):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} / {node.right.value!r}")
+    assert not found, found
