@@ -113,7 +113,7 @@ def begin(
         code = fingerprint.fingerprint(pipeline, info.spec)
     assert code is not None
     accepted = fingerprint.check_run(rd, info, code, settings.accept_code_change)
-    extra: dict[str, Any] = {"code": code}
+    extra: dict[str, Any] = {"code": code, "stateful": stateful_classes(pipeline)}
     launcher_pid = os.environ.get(LAUNCHER_PID_ENV, "")
     if launcher_pid.isdigit():  # the process to signal to stop the whole attempt (cancel)
         extra["launcher_pid"] = int(launcher_pid)
@@ -325,6 +325,14 @@ def run_world(
     if isinstance(result, CuratorError):
         raise result
     return result
+
+
+def stateful_classes(pipeline: Pipeline) -> dict[str, str]:
+    """``{filter name: "module:qualname"}`` of the stateful filters (the attempt records it:
+    the report asks those classes for their figures)."""
+    return {
+        f.name: f"{type(f).__module__}:{type(f).__qualname__}" for f in pipeline.stateful_filters
+    }
 
 
 def _build_everywhere(world: World, plan: Plan, pipeline: Pipeline | None) -> Pipeline:

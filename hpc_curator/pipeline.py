@@ -243,6 +243,12 @@ class StatefulFilter(Filter, Generic[S]):
     def read_state(cls, path: str) -> S:
         """Read a state written by :meth:`write_state`."""
 
+    @classmethod
+    def figures(cls, state: S) -> dict[str, dict[str, float]] | None:
+        """What the run report shows of a (merged or partial) state: ``{row: {column:
+        number}}``, or ``None`` (the default) for a state it does not tabulate."""
+        return None
+
     # -- the runtime protocol (called by the rank loop) -----------------------------------
     def __call__(self, items: Iterator[Item]) -> Iterator[Item]:
         pending = self._pending

@@ -133,6 +133,11 @@ class FieldStats(StatefulFilter[State]):
             fh.create_dataset("stats", data=table)
 
     @classmethod
+    def figures(cls, state: State) -> dict[str, dict[str, float]]:
+        """Per field: count, mean, variance, std, min, max (the report's table)."""
+        return _figures(state)
+
+    @classmethod
     def read_state(cls, path: str) -> State:
         import h5py
 
@@ -200,6 +205,10 @@ def _numeric_fields(item: Any) -> list[str]:
 
 def read_fieldstats(path: str) -> dict[str, dict[str, float]]:
     """Read a FieldStats file into ``{field: {count, mean, variance, std, min, max}}``."""
+    return FieldStats.figures(FieldStats.read_state(path))
+
+
+def _figures(state: State) -> dict[str, dict[str, float]]:
     return {
         name: {
             "count": m.count,
@@ -209,5 +218,5 @@ def read_fieldstats(path: str) -> dict[str, dict[str, float]]:
             "min": m.min,
             "max": m.max,
         }
-        for name, m in FieldStats.read_state(path).items()
+        for name, m in state.items()
     }

@@ -275,16 +275,17 @@ def _slowest(
 
 
 def _outputs(rd: rundir.RunDir, doc: dict[str, Any], scan: journal.JournalScan) -> list[Any]:
-    """Merged stateful-filter outputs; partial FieldStats from committed segments if running."""
-    from hpc_curator.components import read_fieldstats
-
+    """Merged stateful-filter outputs, and partial states from committed segments while a
+    filter has none yet: what each filter's class tabulates (``StatefulFilter.figures``)."""
+    classes = _recorded_classes(rd)
     out = []
     for name, o in (doc.get("outputs") or {}).items():
         item = {"name": name, "merged": True, **o, "stats": None}
         path = rundir.output_location(rd, o)
-        if str(o.get("class", "")).endswith(":FieldStats") and path.exists():
+        cls = _filter_class(str(o.get("class", "")))
+        if cls is not None and path.exists():
             try:
-                item["stats"] = read_fieldstats(str(path))
+                item["stats"] = cls.figures(cls.read_state(str(path)))
             except Exception as exc:  # a report never fails because of one output
                 item["error"] = str(exc)
         out.append(item)
@@ -292,29 +293,44 @@ def _outputs(rd: rundir.RunDir, doc: dict[str, Any], scan: journal.JournalScan) 
     for name, segs in scan.segments.items():
         if name not in merged:
             item = {"name": name, "merged": False, "segments": len(segs), "stats": None}
-            item["stats"] = _partial_fieldstats(rd, name, segs)
+            item["stats"] = _partial(rd, name, segs, _filter_class(classes.get(name, "")))
             out.append(item)
     return out
 
 
-def _partial_fieldstats(rd: rundir.RunDir, name: str, segs: list[str]) -> Any:
-    from hpc_curator.components.stats import FieldStats
+def _recorded_classes(rd: rundir.RunDir) -> dict[str, str]:
+    """The stateful filters' classes the latest attempt recorded (``{}`` if none did)."""
+    for rec in reversed(attempt_records.list_attempts(rd)):
+        if isinstance(rec.get("stateful"), dict):
+            return {str(k): str(v) for k, v in rec["stateful"].items()}
+    return {}
 
-    if not segs or len(segs) > MAX_PARTIAL_SEGMENTS:
+
+def _filter_class(path: str) -> Any:
+    """The StatefulFilter subclass named ``module:qualname``, or ``None`` (not importable
+    here, or not a stateful filter: the report shows no figures for it)."""
+    import importlib
+
+    from hpc_curator.pipeline import StatefulFilter
+
+    module, _, qualname = path.partition(":")
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except Exception:
+        return None
+    return obj if isinstance(obj, type) and issubclass(obj, StatefulFilter) else None
+
+
+def _partial(rd: rundir.RunDir, name: str, segs: list[str], cls: Any) -> Any:
+    """Figures of the committed segments of a filter not merged yet (a running run)."""
+    if cls is None or not segs or len(segs) > MAX_PARTIAL_SEGMENTS:
         return None
     try:
-        state: dict[str, Any] = {}
+        state = cls.empty_state()
         for seg in segs:
-            state = FieldStats.combine(state, FieldStats.read_state(str(rd.shard_dir(name) / seg)))
+            state = cls.combine(state, cls.read_state(str(rd.shard_dir(name) / seg)))
+        return cls.figures(state)
     except Exception:
-        return None  # not a FieldStats filter (or a segment is unreadable)
-    return {
-        f: {
-            "count": m.count,
-            "mean": m.mean,
-            "std": float(np.sqrt(m.variance)),
-            "min": m.min,
-            "max": m.max,
-        }
-        for f, m in state.items()
-    }
+        return None  # a segment is unreadable
