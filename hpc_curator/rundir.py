@@ -249,6 +249,10 @@ class RunDir:
 
         return sorted(found, key=task)
 
+    def array_script(self, attempt: int, finisher: bool = False) -> Path:
+        """The job script of an elastic attempt's array (or of its finisher job)."""
+        return self.slurm_dir / f"{'finish' if finisher else 'array'}-a{attempt:04d}.sbatch"
+
     def requeue_flag(self, job_id: str) -> Path:
         """The request file rank 0 leaves for the job script to requeue ``job_id``."""
         return requeue_flag(self.slurm_dir, job_id)

@@ -259,10 +259,10 @@ def _dry_run(opts: Any, rd: Any) -> str:
 
     if not opts.array:
         return str(sub.dry_run(opts, rd))
-    from hpc_curator.slurm.array import render_array
+    from hpc_curator.slurm.array import render_both
 
     attempt = len(attempt_records.list_attempts(rd)) + 1 if rd.exists() else 1
-    return render_array(opts, rd, attempt, opts.array, opts.array_parallel)
+    return render_both(opts, rd, attempt, opts.array, opts.array_parallel)
 
 
 @click.command("sbatch-script")

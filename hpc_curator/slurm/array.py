@@ -92,18 +92,62 @@ def render_array(
     if opts.requeue and opts.max_requeues > 0:
         exports.update(requeue_exports(rd.slurm_dir, opts.max_requeues))
         line = srun_block(line)
+    return _render("array.sbatch", opts, pairs, exports, line)
+
+
+def render_finisher(opts: SlurmOptions, rd: rundir.RunDir, attempt: int) -> str:
+    """The finisher job's script: the same setup, modules and container as the array's
+    tasks; submitted with ``--dependency=afterany:<array job>`` on sbatch's command line."""
+    pattern = str(rd.slurm_logs_dir / "%j_finish")
+    check_value("--run-dir", pattern)
+    pairs: list[tuple[str, Any]] = [("job-name", f"{opts.job_name}-finish"), ("ntasks", 1)]
+    optional = [
+        ("time", 10), ("partition", opts.partition), ("account", opts.account),
+        ("qos", opts.qos), ("cpus-per-task", opts.cpus_per_task), ("mem", opts.mem),
+    ]  # fmt: skip
+    pairs += [(k, v) for k, v in optional if v is not None]
+    pairs += [("output", pattern + ".out"), ("error", pattern + ".err")]
+    cmd = [*opts.python_argv, "-m", "hpc_curator", "task", "--run-dir", str(rd.path),
+           "--attempt", str(attempt), "--finish"]  # fmt: skip
+    box = opts.container_spec
+    if box.active:
+        cmd = box.wrap(cmd, rd.path, None)
+    line = " ".join(shlex.quote(a) for a in cmd)
+    return _render("finish.sbatch", opts, pairs, dict(box.env()), line)
+
+
+def _render(
+    template: str,
+    opts: SlurmOptions,
+    pairs: list[tuple[str, Any]],
+    exports: dict[str, str],
+    run_command: str,
+) -> str:
+    """One job script from a packaged template (validated with ``bash -n``)."""
     threads = opts.cpus_per_task or 1
     env_lines = [f"export {k}={shlex.quote(v)}" for k, v in exports.items()]
     env_lines += [f"export {v}=${{{v}:-{threads}}}" for v in THREAD_VARS]
-    text = resources.files("hpc_curator.slurm").joinpath("templates", "array.sbatch").read_text()
+    text = resources.files("hpc_curator.slurm").joinpath("templates", template).read_text()
     text = string.Template(text).substitute(
         sbatch_lines="\n".join(sbatch_flag(k, v) for k, v in pairs),
         setup_lines="\n".join(setup_lines(opts)) or ":",
         env_lines="\n".join(env_lines),
-        run_command=line,
+        run_command=run_command,
     )
     check_syntax(text)
     return text
+
+
+def render_both(
+    opts: SlurmOptions, rd: rundir.RunDir, attempt: int, tasks: int, parallel: int | None
+) -> str:
+    """What ``--dry-run`` shows of an array submission: the array script, then the
+    finisher's."""
+    return (
+        render_array(opts, rd, attempt, tasks, parallel)
+        + "\n# ---- the finisher job (sbatch --dependency=afterany:<array job id>) ----\n"
+        + render_finisher(opts, rd, attempt)
+    )
 
 
 def submit_array(
@@ -116,23 +160,16 @@ def submit_array(
         note = f"--array {tasks} is more than this cluster's MaxArraySize ({limit}): {limit} tasks"
         tasks = limit
     script = render_array(opts, rd, attempt, tasks, parallel)
+    finish = render_finisher(opts, rd, attempt)
     rd.slurm_logs_dir.mkdir(parents=True, exist_ok=True)
-    path = rd.slurm_dir / f"array-a{attempt:04d}.sbatch"
+    path = rd.array_script(attempt)
     path.write_text(script)
+    fin_path = rd.array_script(attempt, finisher=True)
+    fin_path.write_text(finish)
     job = _sbatch([str(path)])
-    finisher = [*opts.python_argv, "-m", "hpc_curator", "task", "--run-dir", str(rd.path),
-                "--attempt", str(attempt), "--finish"]  # fmt: skip
-    fin = _sbatch(
-        [
-            "--job-name", f"{opts.job_name}-finish", f"--dependency=afterany:{job}",
-            "--ntasks=1", "--time=10", "--output", str(rd.slurm_logs_dir / "%j_finish.out"),
-            *([f"--partition={opts.partition}"] if opts.partition else []),
-            *([f"--account={opts.account}"] if opts.account else []),
-            "--wrap", " ".join(shlex.quote(a) for a in finisher),
-        ]
-    )  # fmt: skip
+    fin = _sbatch([f"--dependency=afterany:{job}", str(fin_path)])
     return {"job_id": job, "finisher_job_id": fin, "tasks": tasks, "note": note,
-            "script": str(path)}  # fmt: skip
+            "script": str(path), "finisher_script": str(fin_path)}  # fmt: skip
 
 
 def _sbatch(args: list[str]) -> str:
