@@ -293,7 +293,7 @@ def run_world(
                 on_commit=on_commit,
             )
         except Exception as exc:  # e.g. a full disk at a commit: reported, nobody hangs
-            summary = _failed_summary(plan, world, from_exception(exc, f"rank {world.rank}"))
+            summary = failed_summary(plan, world, from_exception(exc, f"rank {world.rank}"))
     # read while slower ranks still work: rank 0 does not
     own = own_journal(world, plan, summary.get("writer"))
     world.idle_barrier()  # early finishers sleep instead of spinning on shared cores
@@ -311,13 +311,7 @@ def run_world(
                 if isinstance(stage, CuratorError):
                     raise stage
             result = end(plan, summaries or [summary], pipeline, folded=scan, partials=partials)
-            errors = [s["error"] for s in summaries or [] if s.get("error")]
-            if errors:  # the manifest above is honest (incomplete); the run still failed
-                result = AttemptError(
-                    errors[0]
-                    + (f" (and {len(errors) - 1} more rank(s))" if len(errors) > 1 else ""),
-                    "fix that, then re-run the same command to resume",
-                )
+            result = attempt_error(summaries or []) or result
         except Exception as exc:
             result = from_exception(exc, "could not finish the attempt")
     world.idle_barrier()
@@ -357,7 +351,20 @@ def _build_everywhere(world: World, plan: Plan, pipeline: Pipeline | None) -> Pi
     return pipeline
 
 
-def _failed_summary(plan: Plan, world: World, error: CuratorError) -> dict[str, Any]:
+def attempt_error(summaries: list[dict[str, Any]]) -> AttemptError | None:
+    """The error of an attempt whose ranks or workers raised outside an index, reported after
+    its end ran (the manifest is honest: incomplete); ``None`` when none did."""
+    errors = [s["error"] for s in summaries if s.get("error")]
+    if not errors:
+        return None
+    more = f" (and {len(errors) - 1} more rank(s))" if len(errors) > 1 else ""
+    return AttemptError(errors[0] + more, "fix that, then re-run the same command to resume")
+
+
+def failed_summary(plan: Plan, world: World, error: CuratorError) -> dict[str, Any]:
+    """The summary of a rank or worker whose loop raised (a full disk at a commit...): it
+    still reaches the end of the attempt, which is then reported as failed by
+    :func:`attempt_error`."""
     now = time.time()
     return {
         **world.identity(),

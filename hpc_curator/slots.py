@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from hpc_curator import follow, gpus, portable, rundir
-from hpc_curator.attempt import Heartbeat, begin, end
+from hpc_curator.attempt import Heartbeat, attempt_error, begin, end, failed_summary
 from hpc_curator.backends.base import JournalFailureCounter
 from hpc_curator.errors import AttemptError, CuratorError, UsageError, from_exception
 from hpc_curator.pipeline import Pipeline
@@ -74,9 +74,13 @@ def run_slots(
     with Heartbeat(rd.heartbeat_path(plan.attempt)), stop_on_signals(stop or StopFlag()) as flag:
         summaries = _map_and_follow(map_fn, args, rd, plan.attempt, flag, on_commit)
     try:
-        return end(plan, summaries, local)
+        result = end(plan, summaries, local)
     except Exception as exc:  # the user's merge, a full disk: one line, as under MPI
         raise from_exception(exc, "could not finish the attempt") from None
+    error = attempt_error(summaries)
+    if error is not None:  # the manifest is written (incomplete); the run still failed
+        raise error
+    return result
 
 
 def _map_and_follow(
@@ -162,4 +166,7 @@ def slot_main(
     world = World(rank=slot, size=size, gpus=bound)
     failures = JournalFailureCounter(plan.run_dir, plan.attempt, slot, plan.failures_before)
     with stop_on_signals(StopFlag()) as stop:
-        return work(plan, world, pipeline=pipeline, failures=failures, stop=stop)
+        try:
+            return work(plan, world, pipeline=pipeline, failures=failures, stop=stop)
+        except Exception as exc:  # e.g. a full disk at a commit: the end still runs, as MPI
+            return failed_summary(plan, world, from_exception(exc, f"worker {slot}"))

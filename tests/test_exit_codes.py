@@ -34,6 +34,21 @@ def exiter():
     return p.filter(Exit1()).filter(FieldStats(name="stats"))
 
 
+class FullDisk(FieldStats):
+    @classmethod
+    def write_state(cls, state, path):
+        import errno
+
+        if "/shards/" in path:  # a commit's segment: the disk is full; the end's merge is not
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        super().write_state(state, path)
+
+
+def full_disk():
+    p = Pipeline(SyntheticSource(n=20, shape=(4,), fields=("u",)))
+    return p.filter(FullDisk(name="stats"))
+
+
 def bad_merge():
     return Pipeline(SyntheticSource(n=20, shape=(4,), fields=("u",))).filter(BadMerge(name="s"))
 """
@@ -88,3 +103,19 @@ def test_the_one_table_of_exit_codes(
     from hpc_curator.values import exit_code_for
 
     assert exit_code_for(status, reasons, returncode, resumable) == code
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize(
+    "launch", [("--ranks", "2"), ("-j", "2", "--backend", "process_pool")], ids=["mpi", "pool"]
+)
+def test_a_worker_raising_outside_an_index_still_runs_the_end(
+    tmp_path: Path, launch: tuple[str, ...]
+) -> None:
+    (tmp_path / "p.py").write_text(EXITER)
+    d = tmp_path / "run"
+    proc = cli("run", f"{tmp_path}/p.py:full_disk", *launch, "--run-dir", str(d), "-q")
+    assert proc.returncode == 3, proc.stderr
+    assert "disk full" in proc.stderr and "Traceback" not in proc.stderr
+    doc = read_manifest(d)  # the end of the attempt ran: an honest manifest
+    assert doc["status"] == "incomplete" and doc["counts"]["ok"] == 0
