@@ -49,6 +49,9 @@ from hpc_curator.slurm.stale_shm import segments_of
 from hpc_curator.values import OnCommit, Plan
 from hpc_curator.world import Counter, LocalCounter, World
 
+#: how a rank chooses its indices, given its loop (elastic claims set the loop's fence)
+Scheduler = Callable[["RankLoop"], Iterator[int]]
+
 
 # -- work ----------------------------------------------------------------------------------
 class RankLoop:
@@ -216,6 +219,7 @@ class RankLoop:
             "ended": time.time(),
             "commits": self.seq,
             "reason": self.stop.reason or "done",
+            **({"dropped": self.dropped} if self.dropped else {}),
             "peak_rss": _peak_rss(),
         }
         self.writer.append({"t": "end", **summary})
@@ -406,8 +410,15 @@ def work(
     chunks: Counter | None = None,
     stop: StopFlag | None = None,
     on_commit: OnCommit | None = None,
+    scheduler: Scheduler | None = None,
 ) -> dict[str, Any]:
-    """Run this rank's share of ``plan`` and return its summary (never raises for an index)."""
+    """Run this rank's share of ``plan`` and return its summary (never raises for an index).
+
+    The one rank program of every launcher: MPI ranks, pool slots, the sequential world and
+    elastic tasks differ only in how they choose their indices -- ``scheduler`` (given the
+    loop, e.g. to fence each commit of a claimed chunk), by default the plan's static or
+    shared-counter schedule (:func:`my_indices`).
+    """
     os.chdir(plan.cwd)
     stop = StopFlag() if stop is None else stop
     pipeline = pipeline or specmod.build(plan.spec)
@@ -415,4 +426,5 @@ def work(
     loop = RankLoop(plan, world, pipeline, failures, stop, on_commit)
     with ranklog.capture(loop.rd.rank_log(plan.attempt, world.rank)) as log:
         loop.log = log
-        return loop.run(my_indices(plan, world, chunks, stop))
+        indices = scheduler(loop) if scheduler else my_indices(plan, world, chunks, stop)
+        return loop.run(indices)

@@ -17,16 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from hpc_curator import fold, gpus, ranklog, rundir
+from hpc_curator import fold, gpus, rundir
 from hpc_curator import spec as specmod
 from hpc_curator.attempt import begin, end
 from hpc_curator.elastic import Board, committed_in, heartbeat, heartbeat_interval
 from hpc_curator.pipeline import Pipeline
-from hpc_curator.rank import RankLoop
+from hpc_curator.rank import RankLoop, work
 from hpc_curator.signals import StopFlag, stop_on_signals
 from hpc_curator.slurm.env import slurm_env
 from hpc_curator.values import Plan, RunResult, RunSettings, exit_code_for
-from hpc_curator.world import NO_MPI_ENV, LocalCounter, World
+from hpc_curator.world import NO_MPI_ENV, World
 
 
 def begin_elastic(
@@ -100,10 +100,11 @@ def task_main(run_dir: str, attempt: int, task: int, restart: int = 0) -> tuple[
     bound = gpus.bind(rank=None if slurm_env().job_id else task)
     world = World(rank=rank, size=n_tasks, gpus=bound)
     with stop_on_signals(StopFlag()) as stop, heartbeat(board.heartbeat_path(rank)):
-        loop = RankLoop(plan, world, pipeline, LocalCounter(plan.failures_before), stop)
-        with ranklog.capture(rd.rank_log(attempt, rank)) as log:
-            loop.log = log
-            summary = loop.run(_claimed(loop, board, bounds, rank, n_tasks, plan, stop))
+
+        def claimed(loop: RankLoop) -> Iterator[int]:
+            return _claimed(loop, board, bounds, rank, n_tasks, plan, stop)
+
+        summary = work(plan, world, pipeline=pipeline, stop=stop, scheduler=claimed)
     if stop.reason == "SIGUSR2":  # time limit near: the job script requeues this task alone
         from hpc_curator.slurm.requeue import request_requeue
 
@@ -116,7 +117,7 @@ def task_main(run_dir: str, attempt: int, task: int, restart: int = 0) -> tuple[
     return code, (
         f"task {rank}: {summary['ok']} ok, {summary['failed']} failed"
         + (f", stopped on {stop.reason}" if stop else "")
-        + (f", {loop.dropped} dropped (chunk reclaimed)" if loop.dropped else "")
+        + (f", {summary['dropped']} dropped (chunk reclaimed)" if summary.get("dropped") else "")
     )
 
 
