@@ -176,3 +176,18 @@ def test_run_dir_paths_are_spelled_only_in_rundir() -> None:
             ):
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno} / {node.right.value!r}")
     assert not found, found
+
+
+def test_every_module_is_in_the_architecture_page_and_readme_links_resolve() -> None:
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    missing = [
+        p.relative_to(PACKAGE).as_posix()
+        for p in sorted(PACKAGE.rglob("*.py"))
+        if p.name != "__main__.py" and f"`{p.relative_to(PACKAGE).as_posix()}`" not in page
+    ]
+    assert not missing, f"add these modules to docs/architecture.md: {missing}"
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    links = re.findall(r"\]\(([^)#]+)\)", readme)
+    assert links and all((ROOT / link).exists() for link in links), links
