@@ -313,7 +313,11 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str, *, durable: bo
 
 
 def create_exclusive(
-    path: str | os.PathLike[str], data: bytes | str, *, durable: bool = True
+    path: str | os.PathLike[str],
+    data: bytes | str,
+    *,
+    durable: bool = True,
+    make_parent: bool = True,
 ) -> bool:
     """Create ``path`` with ``data`` only if it does not exist (O_EXCL); return whether it did.
 
@@ -321,10 +325,13 @@ def create_exclusive(
     fails if the target exists, so creation is exclusive *and* the file is never seen half
     written. Used for attempt records, where two launches must not both win. ``durable=False``
     skips the two fsyncs (file and directory): for elastic claims, whose loss in a crash of
-    the machine only makes them look dead (their claimer died with it).
+    the machine only makes them look dead (their claimer died with it). ``make_parent=False``
+    never creates the directory: a claim board that was removed stays removed (the caller
+    gets ``FileNotFoundError``).
     """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    if make_parent:
+        final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_name(final)
     payload = data.encode() if isinstance(data, str) else data
     with open(tmp, "wb") as fh:

@@ -150,7 +150,10 @@ class Board:
         """Mark ``chunk`` committed (nothing once the board is gone: never recreated)."""
         if self.gone():
             return
-        create_exclusive(self.paths.done(chunk), str(time.time()), durable=False)
+        with contextlib.suppress(FileNotFoundError):  # removed meanwhile: never recreated
+            create_exclusive(
+                self.paths.done(chunk), str(time.time()), durable=False, make_parent=False
+            )
 
     def done_chunks(self) -> set[int]:
         """Chunks marked committed."""
@@ -219,7 +222,10 @@ class Board:
             "slurm_job": slurm_env().job_id,
         }
         name = self.paths.claim(chunk, generation)
-        return create_exclusive(name, json.dumps(doc), durable=False)
+        try:
+            return create_exclusive(name, json.dumps(doc), durable=False, make_parent=False)
+        except FileNotFoundError:  # the board was removed meanwhile: never recreated
+            return False
 
     def still_mine(self, chunk: int, generation: int) -> bool:
         """Whether nobody reclaimed ``chunk`` since this task claimed it."""
@@ -279,7 +285,12 @@ class Board:
         launcher, once every task left; it alone ends an attempt whose board was removed)."""
         if self.gone():
             return task == -1
-        return create_exclusive(self.paths.finisher, json.dumps({"task": task}))
+        try:
+            return create_exclusive(
+                self.paths.finisher, json.dumps({"task": task}), make_parent=False
+            )
+        except FileNotFoundError:  # removed meanwhile
+            return task == -1
 
 
 def _here(doc: dict[str, Any]) -> bool:

@@ -144,7 +144,9 @@ def test_a_removed_claim_board_is_never_recreated_and_the_run_resumes_exactly(
     parent = hpc(*args, env=FAST)
     try:
         wait_until(lambda: commit_count(d) >= 6)
-        shutil.rmtree(d / "claims" / "a0001")
+        # removed at once (tasks create claims meanwhile: an rmtree alone could race them)
+        (d / "claims" / "a0001").rename(tmp_path / "removed-board")
+        shutil.rmtree(tmp_path / "removed-board")
         _, err = parent.communicate(timeout=120)
     finally:
         stop(parent)
