@@ -144,9 +144,13 @@ RUNS_ROOT = "hpc-curator-runs"
 
 
 def new_run_dir(root: str | os.PathLike[str] = RUNS_ROOT) -> str:
-    """A fresh run directory name under ``root`` (never in a home cache)."""
+    """A fresh run directory name under ``root`` (never in a home cache), unique per call:
+    two runs started in the same second by one process must never resume each other."""
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    return str(Path(root).absolute() / f"{stamp}-{os.getpid()}")
+    while True:
+        path = Path(root).absolute() / f"{stamp}-{os.getpid()}-{os.urandom(3).hex()}"
+        if not path.exists():
+            return str(path)
 
 
 def default_backend(backend: str | None, n_jobs: int) -> str:
