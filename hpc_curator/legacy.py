@@ -72,6 +72,9 @@ class LegacyStatefulFilter(StatefulFilter[None]):
             )
         target = getattr(inner, "_output_path", None)
         path = Path(os.fspath(target)) if target else None
+        #: the type the user gave ``_output_path`` (a ``pathlib.Path`` stays one: flush() may
+        #: call its methods); each segment path is handed back as that type
+        self._path_type: Any = Path if isinstance(target, os.PathLike) else str
         self.inner = inner
         self._pristine = copy.deepcopy(inner)
         self._window = copy.deepcopy(inner)
@@ -141,7 +144,7 @@ class LegacyStatefulFilter(StatefulFilter[None]):
     def flush(self, path: str) -> None:
         self._settle()
         window = self._window
-        window._output_path = path
+        window._output_path = self._path_type(path)
         window.flush()
         if not Path(path).exists():
             raise ShardError(
