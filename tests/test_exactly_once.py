@@ -210,3 +210,32 @@ def test_a_copied_run_dir_verifies_as_itself(tmp_path: Path) -> None:
     assert out["relative"] == "outputs/stats.h5"
     (copy / "outputs" / "stats.h5").write_bytes(b"damaged")
     assert cli("verify", str(copy)).returncode == 4  # the copy's own file is what is checked
+
+
+def test_the_rule_holds_when_the_journals_are_read_in_parts(
+    tmp_path: Path, reference: dict[str, Any]
+) -> None:
+    """A large run's end and resume read the journals in parts (fold.py): the same verdict."""
+    from hpc_curator import fold, journal
+
+    d = tmp_path / "run"
+    spec = specmod.make_spec(SPEC, {"n": str(N)})
+    plan, _ = begin(d, RunSettings(), World().identity(), spec=spec, launcher="sequential")
+    for w in [(0, 0, 0, list(range(0, 20)), 4), (0, 1, 1, list(range(10, 30)), 3),
+              (1, 0, 0, list(range(25, 5, -1)), 2)]:  # fmt: skip
+        _write(d, plan, spec, w)
+    attempt_records.end_attempt(rundir.RunDir(d), plan.attempt, reason="test writers")
+    rd = rundir.RunDir(d)
+    whole = journal.scan(rd)
+    assert whole.rejected
+    frozen = rundir.load(rd).indices
+    status = fold.status(rd, frozen, rows=8)  # N = 30 indices: parts of ~8 rows
+    assert status.recorded().tolist() == sorted(set(whole.recorded().tolist()))
+    assert status.pending().tolist() == sorted(set(range(N)) - set(whole.recorded().tolist()))
+    folded = fold.fold(rd, rows=8)
+    assert folded.spilled and dict(folded.segments) == dict(whole.segments)
+    assert folded.scan.rejected == whole.rejected
+    resumed = cli("run", SPEC, "-p", f"n={N}", "--run-dir", str(d), "-q")
+    assert resumed.returncode == 0, resumed.stderr
+    assert stats(d)["u"]["count"] == N * 64
+    assert_stats_equal(stats(d), reference)
