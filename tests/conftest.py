@@ -31,12 +31,10 @@ def cli(
     check: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m hpc_curator ARGS`` in a subprocess and capture its output."""
-    full_env = dict(os.environ, **(env or {}))
-    full_env.pop("HPC_CURATOR_EXPECTED_SIZE", None)
     proc = subprocess.run(
         [sys.executable, "-m", "hpc_curator", *args],
         cwd=cwd,
-        env=full_env,
+        env=cli_env(env),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -44,6 +42,29 @@ def cli(
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a test's ``hpc-curate`` process (``extra`` added)."""
+    full = dict(os.environ, **(extra or {}))
+    full.pop("HPC_CURATOR_EXPECTED_SIZE", None)
+    return full
+
+
+def start_cli(
+    *args: str, env: dict[str, str] | None = None, quiet: bool = False, **popen: Any
+) -> subprocess.Popen[str]:
+    """Start ``python -m hpc_curator ARGS`` without waiting (output piped, or discarded when
+    ``quiet``); the caller stops it by its pid."""
+    out = subprocess.DEVNULL if quiet else subprocess.PIPE
+    return subprocess.Popen(
+        [sys.executable, "-m", "hpc_curator", *args],
+        env=cli_env(env),
+        stdout=out,
+        stderr=out,
+        text=True,
+        **popen,
+    )
 
 
 def journal_file(run_dir: Path, attempt: int, rank: int) -> Path:

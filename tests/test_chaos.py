@@ -19,7 +19,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -28,7 +27,14 @@ import pytest
 
 from hpc_curator import attempt_records, journal, rundir
 from hpc_curator.components import FieldStats
-from tests.conftest import FIXTURE_PIPELINES, assert_stats_equal, cli, manifest_rows, read_manifest
+from tests.conftest import (
+    FIXTURE_PIPELINES,
+    assert_stats_equal,
+    cli,
+    manifest_rows,
+    read_manifest,
+    start_cli,
+)
 from tests.conftest import stats as read_stats
 
 N = 240
@@ -51,16 +57,7 @@ def launch(d: Path, how: tuple[str, int], group: int | None = None) -> subproces
 
 
 def _start(args: tuple[str, ...], group: int | None) -> subprocess.Popen[str]:
-    env = dict(os.environ, **ENV)
-    env.pop("HPC_CURATOR_EXPECTED_SIZE", None)
-    return subprocess.Popen(
-        [sys.executable, "-m", "hpc_curator", *args],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        process_group=0 if group is None else group,
-    )
+    return start_cli(*args, env=ENV, quiet=True, process_group=0 if group is None else group)
 
 
 def group_pids(group: int) -> list[int]:

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,22 +23,14 @@ from tests.conftest import (
     commit_count,
     manifest_rows,
     read_manifest,
+    start_cli,
     stats,
 )
 
 FAST = {"HPC_CURATOR_HEARTBEAT_S": "0.2", "HPC_CURATOR_CLAIM_STALE_S": "1"}
 
 
-def hpc(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    full = dict(os.environ, **(env or {}))
-    full.pop("HPC_CURATOR_EXPECTED_SIZE", None)
-    return subprocess.Popen(
-        [sys.executable, "-m", "hpc_curator", *args],
-        env=full,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+hpc = start_cli
 
 
 def stop(proc: subprocess.Popen[str]) -> None:
