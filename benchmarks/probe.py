@@ -5,10 +5,10 @@ on a synthetic run directory and prints ``RESULT {json}`` with the seconds, a br
 process's peak RSS (``resource.getrusage``, so the number covers the operation and the
 imports, nothing else runs in that process).
 
-The builders write journals directly in the record format :mod:`hpc_curator.journal`
+The builders write journals directly in the record format :mod:`hpc_curator.store.journal`
 documents (start, commit with column-wise ``idx ok wall cpu rss out err seg``, end), which is
 much faster than running 10^6 indices, plus ``run.json`` through
-:func:`hpc_curator.rundir.create_or_open` and one ended attempt record.
+:func:`hpc_curator.store.rundir.create_or_open` and one ended attempt record.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ def build_journal_run(
     seed: int = 0,
 ) -> dict[str, Any]:
     """A finished single-attempt run of ``n_indices`` over ``n_ranks`` journals (strided)."""
-    from hpc_curator import attempt_records, rundir
-    from hpc_curator.values import RunSettings
+    from hpc_curator.engine.values import RunSettings
+    from hpc_curator.store import attempt_records, rundir
 
     rd = rundir.RunDir(path)
     spec = {
@@ -131,9 +131,9 @@ def build_journal_run(
 
 def build_segments(path: Path, n_segments: int, fields: tuple[str, ...] = ("u", "v")) -> dict:
     """``n_segments`` FieldStats shard segments of filter ``stats`` (named as ranks write them)."""
-    from hpc_curator import rundir
     from hpc_curator.components.stats import FieldStats, Moments
-    from hpc_curator.shards import segment_name
+    from hpc_curator.store import rundir
+    from hpc_curator.store.shards import segment_name
 
     rd = rundir.RunDir(path)
     d = rd.shard_dir("stats")
@@ -158,7 +158,8 @@ def build_segments(path: Path, n_segments: int, fields: tuple[str, ...] = ("u", 
 # -- measurements (each in its own process) ------------------------------------------------
 def measure_scan(run_dir: str) -> dict[str, Any]:
     """What a resume computes: load run.json, scan every journal, failed and pending indices."""
-    from hpc_curator import journal, partition, rundir
+    from hpc_curator.model import partition
+    from hpc_curator.store import journal, rundir
 
     base = peak_rss_mib()
     t0 = time.perf_counter()
@@ -185,7 +186,7 @@ def measure_scan(run_dir: str) -> dict[str, Any]:
 
 def measure_manifest(run_dir: str) -> dict[str, Any]:
     """What finish does for the manifest: scan (with outputs), summarize, write parquet + json."""
-    from hpc_curator import attempt_records, journal, manifest, rundir
+    from hpc_curator.store import attempt_records, journal, manifest, rundir
 
     base = peak_rss_mib()
     rd = rundir.RunDir(run_dir)
@@ -213,7 +214,7 @@ def measure_manifest(run_dir: str) -> dict[str, Any]:
 def measure_fold_manifest(run_dir: str) -> dict[str, Any]:
     """The end of an attempt as attempt.end does it: fold, summarize, write (streamed above
     ``HPC_CURATOR_MANIFEST_ROWS`` frozen indices)."""
-    from hpc_curator import attempt_records, fold, rundir
+    from hpc_curator.store import attempt_records, fold, rundir
 
     base = peak_rss_mib()
     rd = rundir.RunDir(run_dir)
@@ -242,7 +243,7 @@ def measure_fold_manifest(run_dir: str) -> dict[str, Any]:
 
 def measure_fold_scan(run_dir: str) -> dict[str, Any]:
     """The resume scan as attempt.begin does it: folded status, failed and pending."""
-    from hpc_curator import fold, rundir
+    from hpc_curator.store import fold, rundir
 
     base = peak_rss_mib()
     t0 = time.perf_counter()
@@ -265,9 +266,9 @@ def measure_fold_scan(run_dir: str) -> dict[str, Any]:
 def _merge_inputs(run_dir: str) -> tuple[Any, list[str], Any]:
     """The segments :func:`build_segments` wrote and a pipeline whose FieldStats merges them."""
     from benchmarks.workloads import NoopSource
-    from hpc_curator import rundir
     from hpc_curator.components import FieldStats
-    from hpc_curator.pipeline import Pipeline
+    from hpc_curator.model.pipeline import Pipeline
+    from hpc_curator.store import rundir
 
     rd = rundir.RunDir(run_dir)
     names = json.loads((rd.path / "segments.json").read_text())
@@ -277,7 +278,7 @@ def _merge_inputs(run_dir: str) -> tuple[Any, list[str], Any]:
 def measure_merge(run_dir: str) -> dict[str, Any]:
     """gather.merge_outputs over every segment (FieldStats.merge + sha256 of the output)."""
     from hpc_curator.components import read_fieldstats
-    from hpc_curator.gather import merge_outputs
+    from hpc_curator.engine.gather import merge_outputs
 
     rd, names, pipeline = _merge_inputs(run_dir)
     base = peak_rss_mib()
@@ -301,8 +302,8 @@ def measure_merge_tree(run_dir: str) -> dict[str, Any]:
     which the manifest measurement covers). Prints only on rank 0.
     """
     from hpc_curator.components import read_fieldstats
-    from hpc_curator.gather import merge_outputs, merge_share
-    from hpc_curator.world import detect_world
+    from hpc_curator.engine.gather import merge_outputs, merge_share
+    from hpc_curator.runtime.world import detect_world
 
     world = detect_world()
     rd, names, pipeline = _merge_inputs(run_dir)

@@ -35,25 +35,16 @@ from unittest import mock
 import numpy as np
 import orjson
 
-from hpc_curator import (
-    attempt_records,
-    elastic,
-    gather,
-    rank,
-    ranklog,
-    rundir,
-    shards,
-    stages,
-    tasks,
-)
 from hpc_curator.components import FieldStats
 from hpc_curator.components.stats import Moments
-from hpc_curator.indexruns import compact
-from hpc_curator.pipeline import Pipeline, Sink, Source
-from hpc_curator.progress import LIVE_INTERVAL
-from hpc_curator.signals import StopFlag
-from hpc_curator.values import Plan, RunSettings
-from hpc_curator.world import LocalCounter, World
+from hpc_curator.engine import elastic, gather, rank, ranklog, stages, tasks
+from hpc_curator.engine.signals import StopFlag
+from hpc_curator.engine.values import Plan, RunSettings
+from hpc_curator.model.indexruns import compact
+from hpc_curator.model.pipeline import Pipeline, Sink, Source
+from hpc_curator.runtime.world import LocalCounter, World
+from hpc_curator.store import attempt_records, rundir, shards
+from hpc_curator.ui.progress import LIVE_INTERVAL
 
 RANKS, INDICES, COSTS = 65_536, 10**8, (0.01, 1.0)
 PER_NODE, NODES = 64, RANKS // 64  # ranks per node, nodes

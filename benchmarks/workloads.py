@@ -24,7 +24,7 @@ import numpy as np
 from hpc_curator import Pipeline
 from hpc_curator.components import FieldStats, HDF5Sink, Smooth, SyntheticSource
 from hpc_curator.components.stats import Moments
-from hpc_curator.pipeline import Filter, Param, Sink, Source
+from hpc_curator.model.pipeline import Filter, Param, Sink, Source
 
 #: W1 array shape and the smoothing passes that make the transform cost ~5 ms here.
 W1_SHAPE = "64x64x16"

@@ -14,15 +14,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hpc_curator import attempt_records, fold, journal, rundir
-from hpc_curator import spec as specmod
 from hpc_curator.backends import get_backend
 from hpc_curator.backends.base import RUNS_ROOT as RUNS_ROOT
 from hpc_curator.backends.base import Launch, default_backend, new_run_dir
+from hpc_curator.engine.gather import merge_outputs
+from hpc_curator.engine.values import RunResult, RunSettings
 from hpc_curator.errors import UsageError
-from hpc_curator.gather import merge_outputs
-from hpc_curator.pipeline import Pipeline
-from hpc_curator.values import RunResult, RunSettings
+from hpc_curator.model import spec as specmod
+from hpc_curator.model.pipeline import Pipeline
+from hpc_curator.store import attempt_records, fold, journal, rundir
 
 log = logging.getLogger("hpc_curator")
 
@@ -116,7 +116,8 @@ def run_pipeline(
         Show progress on stderr as ``hpc-curate run`` does (a live display on a terminal,
         plain timestamped lines otherwise); ``False`` shows nothing.
     **settings
-        Fields of :class:`~hpc_curator.values.RunSettings` (``commit_every``, ``max_failures``...).
+        Fields of :class:`~hpc_curator.engine.values.RunSettings` (``commit_every``,
+        ``max_failures``...).
     """
     check_legacy_keywords(settings)
     cfg = config or RunConfig(
@@ -137,7 +138,7 @@ def run_pipeline(
         pipeline=pipeline,
     )
     backend_impl = get_backend(cfg.backend)
-    from hpc_curator.console import ProgressView
+    from hpc_curator.ui.console import ProgressView
 
     with ProgressView(label=cfg.backend, run_dir=target, enabled=progress) as view:
         result = backend_impl.launch(launch, on_commit=view.on_commit if progress else None)

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from hpc_curator import attempt_records, journal, manifest, rundir
-from hpc_curator.intcheck import integer_indices
+from hpc_curator.model.intcheck import integer_indices
+from hpc_curator.store import attempt_records, journal, manifest, rundir
 
 
 class Run:
@@ -131,19 +131,19 @@ class Run:
         return build_report(self.rd.path, Path(out_html or self.rd.report_html))
 
     def invalidate(self, indices: Any) -> list[int]:
-        """Make ``indices`` pending again (see :func:`hpc_curator.revise.invalidate`).
+        """Make ``indices`` pending again (see :func:`hpc_curator.store.revise.invalidate`).
 
         Returns every index that is pending again: the named ones and those that shared a
         commit batch with them (their stateful state was committed together).
         """
-        from hpc_curator import revise
+        from hpc_curator.store import revise
 
         return revise.invalidate(self.rd, integer_indices(indices, "Run.invalidate got")).tolist()
 
     def extend(self, indices: Any) -> None:
         """Append ``indices`` to the run (a new revision of its index list)."""
-        from hpc_curator import revise
-        from hpc_curator import spec as specmod
+        from hpc_curator.model import spec as specmod
+        from hpc_curator.store import revise
 
         source_length = len(specmod.build(self.info.spec).source)
         self.info = revise.extend(

@@ -17,7 +17,7 @@ import numpy as np
 
 from hpc_curator import LegacyStatefulFilter, Param, Pipeline, Source, StatefulFilter
 from hpc_curator.components import FailOn, SyntheticSource
-from hpc_curator.pipeline import Filter
+from hpc_curator.model.pipeline import Filter
 from tests.pipelines import KillAt
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from hpc_curator.arrow import column, take
+from hpc_curator.store.arrow import column, take
 
 
 def _random_lists(rng: np.random.Generator, n: int) -> list[list[str]]:
@@ -97,7 +97,7 @@ def test_the_end_of_an_interleaved_run_imports_neither_compute_nor_numpy_ma(
 
 
 def test_the_manifest_pool_is_malloc_for_the_block_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    from hpc_curator.arrow import manifest_pool
+    from hpc_curator.store.arrow import manifest_pool
 
     monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
     before = pa.default_memory_pool().backend_name

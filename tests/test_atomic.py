@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from hpc_curator.atomic import TMP_PREFIX, atomic_path, atomic_write, create_exclusive, temp_name
+from hpc_curator.store.atomic import (
+    TMP_PREFIX,
+    atomic_path,
+    atomic_write,
+    create_exclusive,
+    temp_name,
+)
 
 
 def leftovers(directory: Path) -> list[str]:
@@ -127,7 +133,7 @@ def test_failed_directory_write_leaves_the_old_tree_and_no_temp(tmp_path: Path) 
 
 
 def test_stale_temporaries_are_removed_only_for_the_named_output(tmp_path: Path) -> None:
-    from hpc_curator.atomic import remove_stale_temps
+    from hpc_curator.store.atomic import remove_stale_temps
 
     mine, other = temp_name(tmp_path / "stats.zarr"), temp_name(tmp_path / "theirs.h5")
     _write_store(mine, b"crashed")
@@ -139,7 +145,7 @@ def test_stale_temporaries_are_removed_only_for_the_named_output(tmp_path: Path)
 
 
 def test_tree_digest_sees_renames_edits_and_additions(tmp_path: Path) -> None:
-    from hpc_curator.checksum import file_digest, size_and_digest
+    from hpc_curator.store.checksum import file_digest, size_and_digest
 
     store = tmp_path / "s.zarr"
     _write_store(store, b"abc")

@@ -80,13 +80,13 @@ DRIVER = textwrap.dedent(
 
     def pipeline(way: str) -> Pipeline:
         if way == "file":
-            from hpc_curator.spec import load
+            from hpc_curator.model.spec import load
             return load("userpipe.py:build", {"n": "N_"})[0]
         if way == "module":
             import usershift
             return usershift.build("N_")
         if way == "yaml":
-            from hpc_curator.spec import load
+            from hpc_curator.model.spec import load
             return load("pipeline.yaml")[0]
         return (
             Pipeline(SyntheticSource(n=N_, shape=(4, 3), fields=("u",)))

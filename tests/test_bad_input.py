@@ -135,7 +135,7 @@ def test_python_api_raises_a_value_error_with_the_same_line(
 def test_invalidate_refuses_a_float_index(tmp_path: Path) -> None:
     from hpc_curator import Run, run_pipeline
     from hpc_curator.components import SyntheticSource
-    from hpc_curator.pipeline import Pipeline
+    from hpc_curator.model.pipeline import Pipeline
 
     d = tmp_path / "r"
     run_pipeline(Pipeline(SyntheticSource(n=4, shape=(2,))), run_dir=d, progress=False)

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hpc_curator import attempt_records, journal, rundir
 from hpc_curator.components import FieldStats
+from hpc_curator.store import attempt_records, journal, rundir
 from tests.conftest import (
     FIXTURE_PIPELINES,
     assert_stats_equal,

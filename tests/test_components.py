@@ -16,7 +16,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hpc_curator.atomic import TMP_PREFIX
 from hpc_curator.components import (
     FailOn,
     FieldStats,
@@ -31,7 +30,8 @@ from hpc_curator.components import (
 )
 from hpc_curator.components.synthetic import parse_shape
 from hpc_curator.errors import CuratorError, ShardError
-from hpc_curator.pipeline import Pipeline
+from hpc_curator.model.pipeline import Pipeline
+from hpc_curator.store.atomic import TMP_PREFIX
 
 
 def leftovers(directory: Path) -> list[str]:

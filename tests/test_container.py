@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from hpc_curator.container import Container
 from hpc_curator.errors import UsageError
+from hpc_curator.runtime.container import Container
 from hpc_curator.slurm.options import SlurmOptions
 from hpc_curator.slurm.script import render
 from tests.conftest import EXAMPLE, FIXTURE_PIPELINES, ROOT, cli, read_manifest

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from hpc_curator import elastic, rundir
-from hpc_curator.elastic import Board
+from hpc_curator.engine import elastic
+from hpc_curator.engine.elastic import Board
+from hpc_curator.store import rundir
 from tests.conftest import (
     FIXTURE_PIPELINES,
     assert_stats_equal,

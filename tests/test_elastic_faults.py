@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from hpc_curator import spec as specmod
-from hpc_curator.tasks import begin_elastic
-from hpc_curator.values import RunSettings
+from hpc_curator.engine.tasks import begin_elastic
+from hpc_curator.engine.values import RunSettings
+from hpc_curator.model import spec as specmod
 from tests.conftest import (
     FIXTURE_PIPELINES,
     assert_stats_equal,

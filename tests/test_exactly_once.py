@@ -1,6 +1,7 @@
-"""Exactly once as a property of the records: the acceptance rule (hpc_curator/ledger.py).
+"""Exactly once as a property of the records: the acceptance rule (hpc_curator/store/ledger.py).
 
-Duplicate writers are real :class:`~hpc_curator.rank.RankLoop` instances writing real journals
+Duplicate writers are real :class:`~hpc_curator.engine.rank.RankLoop` instances writing real
+journals
 and FieldStats segments into one run dir, in random interleavings of attempts, ranks, claim
 generations and index sets (what orphans, hung claimers, requeue races and deleted claim
 boards leave behind); a real ``hpc-curate run`` then resumes the run. The merged statistics
@@ -20,13 +21,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hpc_curator import attempt_records, ledger, rundir
-from hpc_curator import spec as specmod
-from hpc_curator.attempt import begin
-from hpc_curator.rank import RankLoop
-from hpc_curator.signals import StopFlag
-from hpc_curator.values import RunSettings
-from hpc_curator.world import LocalCounter, World
+from hpc_curator.engine.attempt import begin
+from hpc_curator.engine.rank import RankLoop
+from hpc_curator.engine.signals import StopFlag
+from hpc_curator.engine.values import RunSettings
+from hpc_curator.model import spec as specmod
+from hpc_curator.runtime.world import LocalCounter, World
+from hpc_curator.store import attempt_records, ledger, rundir
 from tests.conftest import (
     FIXTURE_PIPELINES,
     assert_stats_equal,
@@ -152,7 +153,7 @@ def test_a_late_commit_of_an_older_attempt_is_rejected_and_verify_says_the_merge
 
 
 def _plan_of(d: Path, spec: dict[str, Any]) -> Any:
-    from hpc_curator.values import Plan
+    from hpc_curator.engine.values import Plan
 
     return Plan(str(d), 1, spec, os.getcwd(), np.arange(N), N, 0, 0, RunSettings())
 
@@ -172,7 +173,7 @@ def test_two_writers_of_one_rank_never_share_a_file(tmp_path: Path) -> None:
     assert len(names) == 2 and len({rd.journal_writer(n) for n in names}) == 2
     segments = sorted((d / "shards" / "stats").glob("*.h5"))
     assert len(segments) == 2 and segments[0].name != segments[1].name
-    from hpc_curator import journal
+    from hpc_curator.store import journal
 
     scan = journal.scan(rd, with_outputs=False)
     assert sorted(scan.idx.tolist()) == list(range(6)) and len(scan.rejected) == 1
@@ -180,8 +181,8 @@ def test_two_writers_of_one_rank_never_share_a_file(tmp_path: Path) -> None:
 
 
 def test_a_planted_link_at_a_writer_s_file_is_never_followed(tmp_path: Path) -> None:
-    from hpc_curator.journal import JournalWriter
-    from hpc_curator.poison import CurrentIndex
+    from hpc_curator.engine.poison import CurrentIndex
+    from hpc_curator.store.journal import JournalWriter
 
     outside = tmp_path / "outside.txt"
     outside.write_text("precious\n")
@@ -216,7 +217,7 @@ def test_the_rule_holds_when_the_journals_are_read_in_parts(
     tmp_path: Path, reference: dict[str, Any]
 ) -> None:
     """A large run's end and resume read the journals in parts (fold.py): the same verdict."""
-    from hpc_curator import fold, journal
+    from hpc_curator.store import fold, journal
 
     d = tmp_path / "run"
     spec = specmod.make_spec(SPEC, {"n": str(N)})

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from hpc_curator import LegacyStatefulFilter, Pipeline, Source, StatefulFilter
-from hpc_curator.pipeline import Filter
-from hpc_curator.stages import StageRunner
+from hpc_curator.engine.stages import StageRunner
+from hpc_curator.model.pipeline import Filter
 from tests.conftest import cli, manifest_rows
 
 N = 5

@@ -100,7 +100,7 @@ def test_a_merge_error_under_a_pool_is_one_line(tmp_path: Path, backend: str) ->
 def test_the_one_table_of_exit_codes(
     status: str, reasons: tuple[str, ...], returncode: int, resumable: bool, code: int
 ) -> None:
-    from hpc_curator.values import exit_code_for
+    from hpc_curator.engine.values import exit_code_for
 
     assert exit_code_for(status, reasons, returncode, resumable) == code
 

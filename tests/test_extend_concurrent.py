@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from hpc_curator import Run, rundir
+from hpc_curator import Run
 from hpc_curator.errors import RunDirError
+from hpc_curator.store import rundir
 from tests.conftest import FIXTURE_PIPELINES, assert_stats_equal, cli, manifest_rows, stats
 
 SPEC = f"{FIXTURE_PIPELINES}:stats"

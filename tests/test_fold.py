@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from hpc_curator import fold, journal, manifest, rundir
+from hpc_curator.store import fold, journal, manifest, rundir
 from tests.conftest import FIXTURE_PIPELINES, cli
 
 SPEC = f"{FIXTURE_PIPELINES}:stats"
@@ -117,7 +117,7 @@ def test_a_spilled_end_of_attempt_resumes_and_completes(tmp_path: Path) -> None:
 def test_a_folded_run_with_nothing_recorded_yet(tmp_path: Path) -> None:
     from dataclasses import asdict
 
-    from hpc_curator.values import RunSettings
+    from hpc_curator.engine.values import RunSettings
 
     rd = rundir.RunDir(tmp_path / "run")
     rundir.create_or_open(rd, {"kind": "factory", "ref": f"{FIXTURE_PIPELINES}:stats"},

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from hpc_curator.errors import WorldError
-from hpc_curator.gpus import GPUS_PER_RANK_ENV, bind
+from hpc_curator.runtime.gpus import GPUS_PER_RANK_ENV, bind
 from tests.conftest import cli, read_manifest
 
 PROBE = textwrap.dedent(

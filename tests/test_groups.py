@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hpc_curator import groups, partition
+from hpc_curator.model import groups, partition
 from tests.conftest import FIXTURE_PIPELINES, assert_stats_equal, cli, manifest_rows, stats
 
 SPEC = f"{FIXTURE_PIPELINES}:zarr_store"
@@ -167,7 +167,7 @@ def test_a_run_without_groups_keeps_its_indices_in_numpy() -> None:
     """No component declares groups: no Python int per index (10^8 indices: ~4 GB)."""
     import tracemalloc
 
-    from hpc_curator.groups import declared
+    from hpc_curator.model.groups import declared
     from tests.pipelines import stats as stats_pipeline
 
     pipeline = stats_pipeline(n="1000000")

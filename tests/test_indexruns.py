@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hpc_curator import indexruns
-from hpc_curator.indexruns import IndexRuns, as_array, compact
-from hpc_curator.partition import slice_for
+from hpc_curator.model import indexruns
+from hpc_curator.model.indexruns import IndexRuns, as_array, compact
+from hpc_curator.model.partition import slice_for
 
 
 @st.composite
@@ -92,9 +92,9 @@ def test_a_fresh_and_a_resumed_pending_list_are_small() -> None:
 def test_the_plan_every_rank_receives_is_kilobytes(tmp_path: Path) -> None:
     """A fresh run of 10^6 indices: the pickled plan
     (what MPI broadcasts and ``plan.pkl`` holds) is KB, and it names the same indices."""
-    from hpc_curator.attempt import begin
-    from hpc_curator.spec import make_spec
-    from hpc_curator.values import RunSettings
+    from hpc_curator.engine.attempt import begin
+    from hpc_curator.engine.values import RunSettings
+    from hpc_curator.model.spec import make_spec
     from tests.conftest import FIXTURE_PIPELINES
 
     spec = make_spec(f"{FIXTURE_PIPELINES}:stats", {"n": "1000000"})

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from hpc_curator import journal
-from hpc_curator.rundir import RunDir
+from hpc_curator.store import journal
+from hpc_curator.store.rundir import RunDir
 
 NASTY = [
     '/data/a "quoted" name.h5',

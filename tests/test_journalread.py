@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from hpc_curator import journal
-from hpc_curator.journalread import read_block
-from hpc_curator.rundir import RunDir
+from hpc_curator.store import journal
+from hpc_curator.store.journalread import read_block
+from hpc_curator.store.rundir import RunDir
 from tests.test_journal import commit, write_journal
 
 
@@ -113,7 +113,7 @@ def test_a_rank_reads_its_own_journal_unless_its_node_is_oversubscribed(
     from hpc_curator import Pipeline
     from hpc_curator.api import run_pipeline
     from hpc_curator.components import SyntheticSource
-    from hpc_curator.gather import own_journal
+    from hpc_curator.engine.gather import own_journal
 
     d = tmp_path / "run"
     run_pipeline(Pipeline(SyntheticSource(n=12, shape=(2,), fields=("u",))), run_dir=d)

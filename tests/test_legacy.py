@@ -17,10 +17,10 @@ import pytest
 
 from hpc_curator import LegacyStatefulFilter, Param, Pipeline
 from hpc_curator.api import run_pipeline
-from hpc_curator.atomic import temp_name
-from hpc_curator.checksum import file_digest
 from hpc_curator.components import SyntheticSource
 from hpc_curator.errors import UsageError
+from hpc_curator.store.atomic import temp_name
+from hpc_curator.store.checksum import file_digest
 from tests.conftest import ROOT, cli, read_manifest
 from tests.legacy_filters import LegacyMeans, read_result
 

@@ -97,7 +97,7 @@ PMI2 = {"SLURM_MPI_TYPE": "pmi2"}
 def test_srun_netmod_only_for_a_dual_netmod_mpich_under_pmi2(
     library: str, env: dict[str, str], expected: dict[str, str]
 ) -> None:
-    from hpc_curator.world import srun_netmod
+    from hpc_curator.runtime.world import srun_netmod
 
     assert srun_netmod(library, env) == expected
 
@@ -108,7 +108,7 @@ def test_the_chosen_netmod_starts_mpi(tmp_path: Path) -> None:
     import sys
 
     code = (
-        "from hpc_curator.world import detect_world\n"
+        "from hpc_curator.runtime.world import detect_world\n"
         "w = detect_world()\n"
         "print(w.size, w.mpi.get('netmod'))\n"
     )

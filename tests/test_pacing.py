@@ -12,10 +12,11 @@ import numpy as np
 import orjson
 import pytest
 
-from hpc_curator import pacing, rank, rundir
-from hpc_curator.pipeline import Pipeline, Sink, Source
-from hpc_curator.values import Plan, RunSettings
-from hpc_curator.world import World
+from hpc_curator.engine import pacing, rank
+from hpc_curator.engine.values import Plan, RunSettings
+from hpc_curator.model.pipeline import Pipeline, Sink, Source
+from hpc_curator.runtime.world import World
+from hpc_curator.store import rundir
 from tests.conftest import journal_file
 
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hpc_curator.errors import CuratorError, UsageError
-from hpc_curator.partition import (
+from hpc_curator.model.partition import (
     SCHEDULES,
     TAPER_CHUNKS_PER_RANK,
     check_indices,
@@ -312,10 +312,10 @@ def test_snapped_chunks_hold_whole_units(units: list[int], size: int, chunk: int
 def test_a_rank_runs_its_whole_share_across_conversion_blocks(schedule: str, size: int) -> None:
     """``rank.my_indices`` turns its share into Python ints 65,536 at a time (not all at
     once: 10^8 indices on few ranks would be GBs): every index once, in order."""
-    from hpc_curator.rank import my_indices
-    from hpc_curator.signals import StopFlag
-    from hpc_curator.values import Plan, RunSettings
-    from hpc_curator.world import World
+    from hpc_curator.engine.rank import my_indices
+    from hpc_curator.engine.signals import StopFlag
+    from hpc_curator.engine.values import Plan, RunSettings
+    from hpc_curator.runtime.world import World
 
     pending = np.sort(np.random.default_rng(3).choice(10**6, 200_003, replace=False))
     settings = RunSettings(schedule=schedule)

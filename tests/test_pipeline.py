@@ -14,7 +14,7 @@ import pytest
 
 from hpc_curator.components import FieldStats, HDF5Sink, Smooth, SyntheticSource
 from hpc_curator.errors import SpecError
-from hpc_curator.pipeline import (
+from hpc_curator.model.pipeline import (
     Component,
     Filter,
     Param,
@@ -24,7 +24,7 @@ from hpc_curator.pipeline import (
     StatefulFilter,
     check_unique_names,
 )
-from hpc_curator.spec import build
+from hpc_curator.model.spec import build
 
 # -- small real components ------------------------------------------------------------------
 

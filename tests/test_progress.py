@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from hpc_curator import attempt_records, follow, journal, manifest, rundir
-from hpc_curator.console import LiveView, ProgressView
-from hpc_curator.progress import STALE_FLOOR, ProgressModel
+from hpc_curator.store import attempt_records, journal, manifest, rundir
+from hpc_curator.ui import follow
+from hpc_curator.ui.console import LiveView, ProgressView
+from hpc_curator.ui.progress import STALE_FLOOR, ProgressModel
 from tests.conftest import FIXTURE_PIPELINES, read_manifest
 
 N_BIG = 10**6

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from hpc_curator import Run, rundir
+from hpc_curator import Run
 from hpc_curator.errors import RunBusyError, UsageError
+from hpc_curator.store import rundir
 from tests.conftest import (
     FIXTURE_PIPELINES,
     assert_stats_equal,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from hpc_curator.poison import IDLE, CurrentIndex, read_live
-from hpc_curator.progress import ProgressModel
+from hpc_curator.engine.poison import IDLE, CurrentIndex, read_live
+from hpc_curator.ui.progress import ProgressModel
 from tests.conftest import FIXTURE_PIPELINES, cli, commit_count, read_manifest
 
 SPEC = f"{FIXTURE_PIPELINES}:chatty"

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from hpc_curator import attempt_records, journal, manifest, rundir
 from hpc_curator.components import read_fieldstats
 from hpc_curator.report import build_report, collect
+from hpc_curator.store import attempt_records, journal, manifest, rundir
 from tests.conftest import FIXTURE_PIPELINES, cli, commit_count, read_manifest
 
 STATS = f"{FIXTURE_PIPELINES}:stats"

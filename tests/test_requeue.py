@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from hpc_curator.rundir import RunDir
 from hpc_curator.slurm.options import SlurmOptions
 from hpc_curator.slurm.requeue import (
     MAX_REQUEUES_ENV,
@@ -24,6 +23,7 @@ from hpc_curator.slurm.requeue import (
     request_requeue,
 )
 from hpc_curator.slurm.submit import dry_run
+from hpc_curator.store.rundir import RunDir
 
 
 def job_env(tmp_path: Path, restarts: int = 0, allowed: int = 3) -> dict[str, str]:

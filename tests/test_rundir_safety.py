@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from hpc_curator import atomic
-from hpc_curator.atomic import TMP_PREFIX, atomic_path, remove, remove_stale_temps, temp_name
 from hpc_curator.errors import RunDirError
+from hpc_curator.store import atomic
+from hpc_curator.store.atomic import TMP_PREFIX, atomic_path, remove, remove_stale_temps, temp_name
 from tests.conftest import FIXTURE_PIPELINES, cli
 
 SPEC = f"{FIXTURE_PIPELINES}:stats"
@@ -212,9 +212,9 @@ def test_a_merged_output_over_a_user_directory_is_refused_at_the_merge(tmp_path:
     out.unlink()
     out.mkdir()
     (out / "notes.txt").write_bytes(b"mine")
-    from hpc_curator import rundir
-    from hpc_curator.gather import merge_outputs
-    from hpc_curator.spec import build
+    from hpc_curator.engine.gather import merge_outputs
+    from hpc_curator.model.spec import build
+    from hpc_curator.store import rundir
 
     rd = rundir.RunDir(d)
     pipeline = build(rundir.load(rd).spec)

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from hpc_curator.engine.values import RunSettings
 from hpc_curator.errors import UsageError
-from hpc_curator.rundir import RunDir
 from hpc_curator.slurm.options import SlurmOptions, parse_time
 from hpc_curator.slurm.script import render
 from hpc_curator.slurm.submit import dry_run, sbatch_script
-from hpc_curator.values import RunSettings
+from hpc_curator.store.rundir import RunDir
 from tests.conftest import FIXTURE_PIPELINES, cli
 
 GOLDEN = Path(__file__).parent / "golden"

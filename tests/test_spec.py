@@ -12,12 +12,12 @@ import pytest
 
 from hpc_curator.components import FieldStats, HDF5Sink, SyntheticSource
 from hpc_curator.errors import CuratorError, SpecError, UsageError
-from hpc_curator.pipeline import Pipeline
-from hpc_curator.spec import build, load, make_spec, parse_params
+from hpc_curator.model.pipeline import Pipeline
+from hpc_curator.model.spec import build, load, make_spec, parse_params
 
 FACTORY = """
 from hpc_curator.components import FieldStats, HDF5Sink, SyntheticSource
-from hpc_curator.pipeline import Pipeline
+from hpc_curator.model.pipeline import Pipeline
 
 
 def build(n="4", out="out", seed="0"):
@@ -143,7 +143,7 @@ def test_factory_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     # dotted attribute paths work too
     (tmp_path / f"{name}_pkg").mkdir()
     (tmp_path / f"{name}_pkg" / "__init__.py").write_text(
-        "class Holder:\n    from hpc_curator.pipeline import Pipeline as P\n"
+        "class Holder:\n    from hpc_curator.model.pipeline import Pipeline as P\n"
         "    from hpc_curator.components import SyntheticSource as S\n"
         "    @staticmethod\n"
         "    def make():\n"

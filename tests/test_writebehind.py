@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 
-from hpc_curator import Pipeline, Sink, atomic
+from hpc_curator import Pipeline, Sink
 from hpc_curator.api import run_pipeline
 from hpc_curator.components import FieldStats, HDF5Sink, SyntheticSource
-from hpc_curator.writebehind import MAX_PENDING, Publisher
+from hpc_curator.engine.writebehind import MAX_PENDING, Publisher
+from hpc_curator.store import atomic
 from tests.conftest import assert_stats_equal, manifest_rows, read_manifest, stats
 
 

@@ -198,8 +198,8 @@ def _claim_cost(cfg: Config) -> list[dict[str, Any]]:
     """Seconds per claim (claim + done mark) on a synthetic board of 2,000 chunks."""
     import numpy as np
 
-    from hpc_curator import rundir
-    from hpc_curator.elastic import Board
+    from hpc_curator.engine.elastic import Board
+    from hpc_curator.store import rundir
 
     d = cfg.fresh("p8-board")
     board = Board(rundir.RunDir(d), 1)

@@ -42,9 +42,9 @@ def is_python(trace: list[str], word: str) -> bool:
 
 
 def is_rank(trace: list[str]) -> bool:
-    """Whether the process of ``trace`` is a rank: ``-m hpc_curator.rankprog`` (what
+    """Whether the process of ``trace`` is a rank: ``-m hpc_curator.engine.rankprog`` (what
     ``run --ranks`` starts) or ``hpc-curate rank`` (what batch scripts start)."""
-    return is_python(trace, '"hpc_curator.rankprog"') or is_python(trace, '"rank"')
+    return is_python(trace, '"hpc_curator.engine.rankprog"') or is_python(trace, '"rank"')
 
 
 def count_ops(lines: list[str], marker: str) -> tuple[int, collections.Counter[str], bool]:

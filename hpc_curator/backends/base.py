@@ -2,7 +2,7 @@
 
 A backend only decides how workers start and how each learns its slot and the world size;
 the attempt (begin, the rank loop, end), journals, shards and the manifest are shared
-(:mod:`hpc_curator.attempt`). Every backend honours ``stop`` (commit and end early) and
+(:mod:`hpc_curator.engine.attempt`). Every backend honours ``stop`` (commit and end early) and
 ``on_commit`` (called with each commit record, for progress displays).
 """
 
@@ -17,10 +17,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from hpc_curator import follow, rundir
-from hpc_curator.pipeline import Pipeline
-from hpc_curator.signals import StopFlag
-from hpc_curator.values import OnCommit, RunResult, RunSettings
+from hpc_curator.engine.signals import StopFlag
+from hpc_curator.engine.values import OnCommit, RunResult, RunSettings
+from hpc_curator.model.pipeline import Pipeline
+from hpc_curator.store import rundir
+from hpc_curator.ui import follow
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class Launch:
         """``env`` for the processes a launcher starts, with this launch's GPU binding."""
         if self.gpus_per_rank is None:
             return env
-        from hpc_curator.gpus import GPUS_PER_RANK_ENV
+        from hpc_curator.runtime.gpus import GPUS_PER_RANK_ENV
 
         return {**env, GPUS_PER_RANK_ENV: str(self.gpus_per_rank)}
 

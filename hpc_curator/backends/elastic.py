@@ -1,6 +1,6 @@
 """elastic backend: N independent local processes claiming chunks (``run --elastic N``).
 
-The job-array mode of :mod:`hpc_curator.tasks` without Slurm: this process begins the attempt
+The job-array mode of :mod:`hpc_curator.engine.tasks` without Slurm: this process begins the attempt
 and publishes its claim board, starts ``python -m hpc_curator task`` N times, follows their
 journals for progress, passes a stop on as SIGTERM, and ends the attempt itself if no task
 did (a task died holding a claim that nobody was left to take over).
@@ -15,14 +15,15 @@ import subprocess
 import sys
 import time
 
-from hpc_curator import portable, rundir
-from hpc_curator.attempt import Heartbeat
 from hpc_curator.backends.base import Launch, RunBackend, resolve_n_jobs
 from hpc_curator.backends.mpi import result_from_run_dir
+from hpc_curator.engine.attempt import Heartbeat
+from hpc_curator.engine.signals import StopFlag, stop_on_signals
+from hpc_curator.engine.values import LAUNCHER_PID_ENV, PARENT_ENV, OnCommit, RunResult
 from hpc_curator.errors import UsageError
-from hpc_curator.follow import JournalFollower
-from hpc_curator.signals import StopFlag, stop_on_signals
-from hpc_curator.values import LAUNCHER_PID_ENV, PARENT_ENV, OnCommit, RunResult
+from hpc_curator.model import portable
+from hpc_curator.store import rundir
+from hpc_curator.ui.follow import JournalFollower
 
 
 def _die_with_parent() -> None:
@@ -44,7 +45,7 @@ class ElasticBackend(RunBackend):
     def launch(
         self, launch: Launch, *, stop: StopFlag | None = None, on_commit: OnCommit | None = None
     ) -> RunResult:
-        from hpc_curator.tasks import begin_elastic, finalize
+        from hpc_curator.engine.tasks import begin_elastic, finalize
 
         if portable.payload(launch.pipeline) is not None:
             raise UsageError(

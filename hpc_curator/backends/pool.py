@@ -1,6 +1,6 @@
 """Shared glue for in-process pools (process_pool, loky, dask).
 
-The attempt itself is :func:`hpc_curator.slots.run_slots` (the parent begins and ends, each
+The attempt itself is :func:`hpc_curator.engine.slots.run_slots` (the parent begins and ends, each
 worker slot runs the rank loop with its slot number as rank: journals and shard segments are
 named by slot, never by PID). This module only caps the workers' BLAS/OpenMP threads.
 """
@@ -12,10 +12,10 @@ import os
 from collections.abc import Iterator
 
 from hpc_curator.backends.base import Launch, available_cpus
-from hpc_curator.signals import StopFlag
-from hpc_curator.slots import MapFn, run_slots
-from hpc_curator.values import OnCommit, RunResult
-from hpc_curator.world import thread_limits
+from hpc_curator.engine.signals import StopFlag
+from hpc_curator.engine.slots import MapFn, run_slots
+from hpc_curator.engine.values import OnCommit, RunResult
+from hpc_curator.runtime.world import thread_limits
 
 
 @contextlib.contextmanager

@@ -7,8 +7,8 @@ from concurrent.futures import ProcessPoolExecutor
 
 from hpc_curator.backends.base import Launch, RunBackend, resolve_n_jobs
 from hpc_curator.backends.pool import run_pool
-from hpc_curator.signals import StopFlag
-from hpc_curator.values import OnCommit, RunResult
+from hpc_curator.engine.signals import StopFlag
+from hpc_curator.engine.values import OnCommit, RunResult
 
 
 class ProcessPoolBackend(RunBackend):

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from hpc_curator.attempt import run_here
 from hpc_curator.backends.base import Launch, RunBackend
-from hpc_curator.signals import StopFlag
-from hpc_curator.values import OnCommit, RunResult
+from hpc_curator.engine.attempt import run_here
+from hpc_curator.engine.signals import StopFlag
+from hpc_curator.engine.values import OnCommit, RunResult
 
 
 class SequentialBackend(RunBackend):

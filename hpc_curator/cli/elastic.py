@@ -30,9 +30,9 @@ def task_cmd(
     Started by a Slurm job array (submit --array N) or by run --elastic N; no MPI. The task
     that finds every chunk done merges and writes the manifest.
     """
+    from hpc_curator.engine.tasks import finalize, task_main
     from hpc_curator.errors import UsageError
     from hpc_curator.slurm.env import slurm_env
-    from hpc_curator.tasks import finalize, task_main
 
     if finish:
         result = finalize(run_dir, attempt)

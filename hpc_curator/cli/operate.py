@@ -15,8 +15,8 @@ from hpc_curator.config import profile_option
 
 
 def _job_ids(rd: Any) -> list[str]:
-    from hpc_curator import attempt_records
     from hpc_curator.slurm.submit import submissions
+    from hpc_curator.store import attempt_records
 
     jobs = [r["job_id"] for r in submissions(rd)]
     jobs += [str(a["job_id"]) for a in attempt_records.list_attempts(rd) if a.get("job_id")]
@@ -25,12 +25,12 @@ def _job_ids(rd: Any) -> list[str]:
 
 def status_doc(rd: Any) -> dict[str, Any]:
     """Job states plus progress: exact counts (journal scan) and, from the same
-    :class:`~hpc_curator.progress.ProgressModel` as the live views, per-rank rows of the
+    :class:`~hpc_curator.ui.progress.ProgressModel` as the live views, per-rank rows of the
     current attempt, stale ranks, throughput and ETA."""
-    from hpc_curator import journal
-    from hpc_curator.manifest import summarize
-    from hpc_curator.progress import ProgressModel
     from hpc_curator.slurm.status import describe_jobs
+    from hpc_curator.store import journal
+    from hpc_curator.store.manifest import summarize
+    from hpc_curator.ui.progress import ProgressModel
 
     doc = summarize(rd, journal.scan(rd, with_outputs=False))
     model = ProgressModel(rd.path)
@@ -77,12 +77,12 @@ def status_doc(rd: Any) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status_cmd(run_dir: str, watch: bool, interval: float, as_json: bool) -> None:
     """Job state (squeue/sacct) and progress (journals) of RUN_DIR."""
-    from hpc_curator import rundir
+    from hpc_curator.store import rundir
 
     rd = rundir.RunDir(run_dir)
     rundir.load(rd)
     if watch:
-        from hpc_curator.console import LiveView
+        from hpc_curator.ui.console import LiveView
 
         LiveView(str(rd.path), interval=interval).run_until(None)
         return
@@ -157,9 +157,9 @@ def logs_cmd(
     --index I   the lines written while index I ran (its rank and attempt are looked up)
     --job J     the Slurm stdout/stderr of task --rank of job J (MPI and C-level output too)
     """
-    from hpc_curator import rundir
+    from hpc_curator.engine.ranklog import lines_of
     from hpc_curator.errors import UsageError
-    from hpc_curator.ranklog import lines_of
+    from hpc_curator.store import rundir
 
     rd = rundir.RunDir(run_dir)
     rundir.load(rd)
@@ -191,7 +191,7 @@ def logs_cmd(
 
 def _logs_of_index(rd: Any, index: int) -> list[Path]:
     """The rank logs of the attempts that ran ``index`` (from its journal records)."""
-    from hpc_curator import journal
+    from hpc_curator.store import journal
 
     scan = journal.scan(rd, with_outputs=False)
     hits = [(int(a), int(r)) for a, r in zip(scan.attempt[scan.idx == index],
@@ -234,8 +234,8 @@ TASKS = ("array", "elastic")
 @click.option("--lines", type=int, default=3, show_default=True, help="Traceback lines shown.")
 def failed_cmd(run_dir: str, as_json: bool, lines: int) -> None:
     """List failed indices: index, rank, node, exception and the traceback's tail."""
-    from hpc_curator import journal, rundir
-    from hpc_curator.manifest import MAX_LISTED_FAILURES, summarize
+    from hpc_curator.store import journal, rundir
+    from hpc_curator.store.manifest import MAX_LISTED_FAILURES, summarize
 
     rd = rundir.RunDir(run_dir)
     rundir.load(rd)
@@ -279,9 +279,9 @@ def failed_cmd(run_dir: str, as_json: bool, lines: int) -> None:
 @click.option("--wait", is_flag=True, help="Follow progress and exit with the run's code.")
 def retry_cmd(run_dir: str, cluster: str | None, wait: bool, **kw: Any) -> None:
     """Re-run only the failed indices of RUN_DIR as a new attempt."""
-    from hpc_curator import rundir
     from hpc_curator.cli.submit import relaunch
     from hpc_curator.slurm.submit import submissions
+    from hpc_curator.store import rundir
 
     rd = rundir.RunDir(run_dir)
     rundir.load(rd)
@@ -296,8 +296,8 @@ def cancel_cmd(run_dir: str) -> None:
 
     Committed work stays; resume (or re-running the same command) continues it.
     """
-    from hpc_curator import rundir
     from hpc_curator.slurm.status import cancel
+    from hpc_curator.store import rundir
 
     rd = rundir.RunDir(run_dir)
     rundir.load(rd)
@@ -321,7 +321,7 @@ def cancel_local(rd: Any, wait: float = 30.0) -> list[str]:
     import signal
     import socket
 
-    from hpc_curator import attempt_records
+    from hpc_curator.store import attempt_records
 
     lines = []
     for rec in attempt_records.list_attempts(rd):
@@ -351,10 +351,10 @@ def verify_run(rd: Any) -> tuple[int, list[str], list[dict[str, Any]]]:
     and that each merged output holds exactly the accepted commits' segments.
 
     Returns the number of files checked, one line per problem and the commits the acceptance
-    rule rejected (:mod:`hpc_curator.ledger`: reported, not problems).
+    rule rejected (:mod:`hpc_curator.store.ledger`: reported, not problems).
     """
-    from hpc_curator import journal, manifest, rundir
-    from hpc_curator.checksum import mismatch
+    from hpc_curator.store import journal, manifest, rundir
+    from hpc_curator.store.checksum import mismatch
 
     scan = journal.scan(rd, with_outputs=False)
     problems = [
@@ -397,7 +397,7 @@ def verify_cmd(run_dir: str) -> None:
 
     Exit code 0 when every file matches, 4 when any is missing, changed or malformed.
     """
-    from hpc_curator import rundir
+    from hpc_curator.store import rundir
 
     rd = rundir.RunDir(run_dir)
     rundir.load(rd)

@@ -120,7 +120,7 @@ def settings_options(f: F) -> F:
 
 def make_settings(kw: dict[str, Any]) -> Any:
     """Pop the settings options from ``kw`` into a ``RunSettings``."""
-    from hpc_curator.values import RunSettings
+    from hpc_curator.engine.values import RunSettings
 
     budget = failure_budget(kw.pop("max_failures"))
     return RunSettings(
@@ -297,7 +297,7 @@ def slurm_options(f: F) -> F:
 
 def container_options(f: F) -> F:
     """``--container``, ``--container-runtime``, ``--container-bind``, ``--launch-prefix``."""
-    from hpc_curator.container import RUNTIMES
+    from hpc_curator.runtime.container import RUNTIMES
 
     opts = [
         click.option(
@@ -332,7 +332,7 @@ def container_options(f: F) -> F:
 
 def make_container(kw: dict[str, Any], gpus: bool = False) -> Any:
     """Pop the container options from ``kw`` into a ``Container``."""
-    from hpc_curator.container import Container
+    from hpc_curator.runtime.container import Container
 
     return Container(
         image=kw.pop("container"),

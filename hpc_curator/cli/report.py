@@ -33,7 +33,7 @@ def report_cmd(run_dir: str, output: str | None, png: bool) -> None:
             "pip install 'hpc-curator[report]'",
         )
     from hpc_curator.report import build_report
-    from hpc_curator.rundir import RunDir
+    from hpc_curator.store.rundir import RunDir
 
     out = Path(output) if output else RunDir(run_dir).report_html
     path = build_report(run_dir, out, png_dir=out.parent if png else None)

@@ -16,7 +16,8 @@ def invalidate_cmd(run_dir: str, indices: str) -> None:
     Their outputs and stateful contributions are excluded from the next merge, so the counts
     stay exact; indices committed in the same batch as them re-run too.
     """
-    from hpc_curator import partition, revise, rundir
+    from hpc_curator.model import partition
+    from hpc_curator.store import revise, rundir
 
     rd = rundir.RunDir(run_dir)
     info = rundir.load(rd)
@@ -38,8 +39,9 @@ def invalidate_cmd(run_dir: str, indices: str) -> None:
 @click.option("--indices", required=True, metavar="SEL", help="Indices to add, e.g. 1000:2000.")
 def extend_cmd(run_dir: str, indices: str) -> None:
     """Append indices to RUN_DIR's frozen index list (recorded as a new revision)."""
-    from hpc_curator import partition, revise, rundir
-    from hpc_curator import spec as specmod
+    from hpc_curator.model import partition
+    from hpc_curator.model import spec as specmod
+    from hpc_curator.store import revise, rundir
 
     rd = rundir.RunDir(run_dir)
     info = rundir.load(rd)

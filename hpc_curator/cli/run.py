@@ -112,10 +112,10 @@ def run_cmd(
     SPEC is path/to/file.py:FACTORY, package.module:FACTORY or a pipeline .yaml/.json.
     Re-running the same command resumes: only indices not yet committed run again.
     """
-    from hpc_curator import spec as specmod
     from hpc_curator.backends import get_backend
     from hpc_curator.backends.base import Launch, default_backend, new_run_dir
     from hpc_curator.errors import UsageError
+    from hpc_curator.model import spec as specmod
 
     settings = make_settings(kw)
     box = make_container(kw, gpus=gpus_per_rank is not None)
@@ -163,7 +163,7 @@ def run_cmd(
     if quiet:
         result = instance.launch(launch)
     else:
-        from hpc_curator.console import ProgressView
+        from hpc_curator.ui.console import ProgressView
 
         assert pipeline is not None
         todo = _todo(target, len(pipeline), indices)
@@ -171,7 +171,9 @@ def run_cmd(
             result = instance.launch(launch, on_commit=view.on_commit)
     print_result(result, quiet)
     if name == "mpi":  # the result is on disk and printed: no teardown (~15 ms, measured);
-        from hpc_curator.world import exit_process  # a pool's parent joins its workers in it
+        from hpc_curator.runtime.world import (
+            exit_process,  # a pool's parent joins its workers in it
+        )
 
         exit_process(result.exit_code)
     sys.exit(result.exit_code)
@@ -194,8 +196,8 @@ def _python_argv(python: str | None) -> list[str] | None:
 
 
 def _todo(run_dir: str, n: int, indices: str | None) -> int:
-    from hpc_curator import journal, rundir
-    from hpc_curator.partition import parse_indices
+    from hpc_curator.model.partition import parse_indices
+    from hpc_curator.store import journal, rundir
 
     rd = rundir.RunDir(run_dir)
     if rd.exists():
@@ -232,9 +234,9 @@ def rank_cmd(
     Start it N times with mpiexec -n N or srun --mpi=pmi2; alone it is a world of one. Rank 0
     creates the run dir (from --spec) if it does not exist yet; the other ranks wait for it.
     """
-    from hpc_curator import spec as specmod
+    from hpc_curator.engine.rankprog import run_rank
     from hpc_curator.errors import UsageError
-    from hpc_curator.rankprog import run_rank
+    from hpc_curator.model import spec as specmod
 
     target = run_dir or run_dir_arg
     if not target:
@@ -278,8 +280,8 @@ def backends_cmd(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def manifest_cmd(run_dir: str, as_json: bool) -> None:
     """Summarise a finished or running run: counts, failures, outputs, attempts."""
-    from hpc_curator import journal, rundir
-    from hpc_curator.manifest import summarize
+    from hpc_curator.store import journal, rundir
+    from hpc_curator.store.manifest import summarize
 
     rd = rundir.RunDir(run_dir)
     rundir.load(rd)

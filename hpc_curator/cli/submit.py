@@ -25,8 +25,9 @@ def _create_run(
     """Validate the spec and create (or re-open) the run dir at submission time."""
     from dataclasses import asdict
 
-    from hpc_curator import fingerprint, partition, rundir
-    from hpc_curator import spec as specmod
+    from hpc_curator.model import fingerprint, partition
+    from hpc_curator.model import spec as specmod
+    from hpc_curator.store import rundir
 
     pipeline, frozen = specmod.load(spec, specmod.parse_params(params))
     rd = rundir.RunDir(run_dir)
@@ -42,12 +43,12 @@ def _create_run(
 
 def launch_slurm(rd: Any, opts: Any, settings: Any, cluster: str, wait: bool) -> None:
     """Submit (or run locally / in-process) and report; exits with the run's code if waiting."""
-    from hpc_curator import attempt_records
     from hpc_curator.slurm import submit as sub
+    from hpc_curator.store import attempt_records
 
     if cluster == "debug":
-        from hpc_curator.attempt import run_here
         from hpc_curator.cli.run import print_result
+        from hpc_curator.engine.attempt import run_here
 
         result = run_here(str(rd.path), settings, launcher="debug")
 
@@ -77,10 +78,10 @@ def launch_slurm(rd: Any, opts: Any, settings: Any, cluster: str, wait: bool) ->
 
 def _array(rd: Any, opts: Any, settings: Any, wait: bool) -> None:
     """``--array N``: begin the attempt here, submit the array and its finisher job."""
-    from hpc_curator import attempt_records, rundir
+    from hpc_curator.engine.tasks import begin_elastic
     from hpc_curator.slurm import array
     from hpc_curator.slurm import submit as sub
-    from hpc_curator.tasks import begin_elastic
+    from hpc_curator.store import attempt_records, rundir
 
     for warning in sub.preflight(opts, rd):
         click.secho(f"Warning: {warning}", fg="yellow", err=True)
@@ -142,8 +143,8 @@ def wait_for(rd: Any, jobs: list[str], poll: float = 2.0) -> int:
     """Follow progress until the jobs leave the queue; return the run's exit code."""
     from hpc_curator.backends.mpi import result_from_run_dir
     from hpc_curator.cli.run import print_result
-    from hpc_curator.progress import ProgressModel
     from hpc_curator.slurm.status import ACTIVE, describe_jobs, job_state
+    from hpc_curator.ui.progress import ProgressModel
 
     model = ProgressModel(rd.path)
     last_line = 0.0
@@ -228,11 +229,11 @@ def submit_cmd(
     The job requeues itself before its time limit (SIGUSR2, --signal-delay) and resumes from
     the journals; hpc-curate resume resubmits a cancelled or failed run.
     """
-    from hpc_curator import attempt_records, rundir
-    from hpc_curator import spec as specmod
     from hpc_curator.errors import CuratorError
+    from hpc_curator.model import spec as specmod
     from hpc_curator.slurm import submit as sub
     from hpc_curator.slurm.options import SlurmOptions, check_value
+    from hpc_curator.store import attempt_records, rundir
 
     check_value("--run-dir", run_dir)  # it reaches #SBATCH --output lines
     opts = SlurmOptions(**slurm_changes(kw))
@@ -254,8 +255,8 @@ def submit_cmd(
 
 
 def _dry_run(opts: Any, rd: Any) -> str:
-    from hpc_curator import attempt_records
     from hpc_curator.slurm import submit as sub
+    from hpc_curator.store import attempt_records
 
     if not opts.array:
         return str(sub.dry_run(opts, rd))
@@ -281,18 +282,18 @@ def sbatch_script_cmd(
       hpc-curate sbatch-script SPEC --run-dir D --nodes 4 > job.sbatch && sbatch job.sbatch
     Rank 0 creates the run dir when the job starts; re-submitting the script resumes.
     """
-    from hpc_curator import attempt_records, rundir
-    from hpc_curator import spec as specmod
+    from hpc_curator.model import spec as specmod
     from hpc_curator.slurm import submit as sub
     from hpc_curator.slurm.options import SlurmOptions, check_value
+    from hpc_curator.store import attempt_records, rundir
 
     check_value("--run-dir", run_dir)  # it reaches #SBATCH --output lines
     opts = SlurmOptions(**slurm_changes(kw))
     settings = make_settings(kw)
     rd = rundir.RunDir(run_dir)
     if opts.array:  # the tasks claim from a board published now, on this node
+        from hpc_curator.engine.tasks import begin_elastic
         from hpc_curator.slurm.array import render_array
-        from hpc_curator.tasks import begin_elastic
 
         _create_run(run_dir, spec, params, indices, settings)
         plan, _ = begin_elastic(str(rd.path), settings, opts.array * (opts.workers or 1), "array")
@@ -331,9 +332,9 @@ def relaunch(
     """Shared by resume and retry: recorded options + overrides, then launch."""
     from dataclasses import replace
 
-    from hpc_curator import rundir
     from hpc_curator.slurm import submit as sub
     from hpc_curator.slurm.options import SlurmOptions
+    from hpc_curator.store import rundir
 
     rd = rundir.RunDir(run_dir)
     info = rundir.load(rd)
@@ -342,7 +343,7 @@ def relaunch(
         opts, settings = sub.last_options(rd)
         opts = opts.override(**changes)
     else:
-        from hpc_curator.values import RunSettings
+        from hpc_curator.engine.values import RunSettings
 
         opts = SlurmOptions(**changes)
         recorded = info.meta.get("settings", {})

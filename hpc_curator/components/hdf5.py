@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from hpc_curator.atomic import atomic_path
-from hpc_curator.pipeline import Param, Sink, Source
+from hpc_curator.model.pipeline import Param, Sink, Source
+from hpc_curator.store.atomic import atomic_path
 
 
 class HDF5Source(Source):

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from hpc_curator.atomic import atomic_path
-from hpc_curator.pipeline import Param, Sink
+from hpc_curator.model.pipeline import Param, Sink
+from hpc_curator.store.atomic import atomic_path
 
 
 class ParquetSink(Sink):

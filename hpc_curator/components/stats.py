@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from hpc_curator.errors import ShardError
-from hpc_curator.pipeline import Param, StatefulFilter
+from hpc_curator.model.pipeline import Param, StatefulFilter
 
 
 @dataclass

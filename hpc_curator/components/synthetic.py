@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from hpc_curator.pipeline import Param, Source
+from hpc_curator.model.pipeline import Param, Source
 
 
 class SyntheticSource(Source):

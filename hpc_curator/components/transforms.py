@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from hpc_curator.pipeline import Filter, Param
+from hpc_curator.model.pipeline import Filter, Param
 
 
 class Smooth(Filter):

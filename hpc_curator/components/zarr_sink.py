@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from hpc_curator.atomic import make_durable
-from hpc_curator.pipeline import Param, Sink, Source
+from hpc_curator.model.pipeline import Param, Sink, Source
+from hpc_curator.store.atomic import make_durable
 
 
 class ZarrSink(Sink):

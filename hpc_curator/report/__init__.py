@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hpc_curator.atomic import atomic_write
 from hpc_curator.report.data import ReportData, collect, pipeline_label
 from hpc_curator.report.figures import draw_figures
 from hpc_curator.report.page import render_html
+from hpc_curator.store.atomic import atomic_write
 
 __all__ = ["ReportData", "build_report", "collect", "draw_figures", "pipeline_label", "render_html"]
 

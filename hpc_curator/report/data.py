@@ -1,9 +1,10 @@
 """The report's data: everything :func:`hpc_curator.report.build_report` shows, from a run dir.
 
 Everything comes from the run directory: ``run.json``, the attempt records, the journals
-(:func:`hpc_curator.journal.scan`) and, for a finished attempt, ``manifest.json`` and the merged
+(:func:`hpc_curator.store.journal.scan`) and, for a finished attempt, ``manifest.json`` and the
+merged
 outputs. A run that is still going (or crashed) has no current manifest; its summary is computed
-from the journals with :func:`hpc_curator.manifest.summarize`, exactly like ``hpc-curate
+from the journals with :func:`hpc_curator.store.manifest.summarize`, exactly like ``hpc-curate
 manifest`` does. This module draws and formats nothing (see :mod:`hpc_curator.report.figures`
 and :mod:`hpc_curator.report.page`).
 """
@@ -19,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from hpc_curator import attempt_records, journal, manifest, rundir
-from hpc_curator.partition import sorted_unique
+from hpc_curator.model.partition import sorted_unique
+from hpc_curator.store import attempt_records, journal, manifest, rundir
 
 SLOWEST = 20
 MAX_PARTIAL_SEGMENTS = 5000
@@ -102,7 +103,7 @@ def collect(run_dir: str | Path) -> ReportData:
     """Read a run directory into a :class:`ReportData` (works while the run is going).
 
     The summary is ``manifest.json`` when it belongs to the newest attempt and that attempt
-    ended; otherwise :func:`hpc_curator.manifest.summarize` over the journals.
+    ended; otherwise :func:`hpc_curator.store.manifest.summarize` over the journals.
 
     Parameters
     ----------
@@ -311,7 +312,7 @@ def _filter_class(path: str) -> Any:
     here, or not a stateful filter: the report shows no figures for it)."""
     import importlib
 
-    from hpc_curator.pipeline import StatefulFilter
+    from hpc_curator.model.pipeline import StatefulFilter
 
     module, _, qualname = path.partition(":")
     try:

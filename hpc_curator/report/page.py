@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from hpc_curator import rundir
 from hpc_curator.report.data import ReportData, pipeline_label
+from hpc_curator.store import rundir
 
 FAILURE_INDICES_SHOWN = 20
 
@@ -62,7 +62,7 @@ def _mib(n: float) -> str:
 
 
 def _dur(s: float) -> str:
-    from hpc_curator.progress import format_seconds
+    from hpc_curator.ui.progress import format_seconds
 
     return f"{s:.2f} s" if s < 60 else format_seconds(s)
 

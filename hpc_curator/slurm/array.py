@@ -1,4 +1,4 @@
-"""Elastic runs on Slurm: one job array whose tasks claim chunks (hpc_curator.tasks).
+"""Elastic runs on Slurm: one job array whose tasks claim chunks (hpc_curator.engine.tasks).
 
 ``submit --array N [--array-parallel P]`` begins the attempt on the login node, publishes its
 claim board, then submits the array (``#SBATCH --array=0-<N-1>[%P]``, one task = one
@@ -19,12 +19,12 @@ import subprocess
 from importlib import resources
 from typing import Any
 
-from hpc_curator import rundir
 from hpc_curator.errors import LaunchError, UsageError
+from hpc_curator.runtime.world import THREAD_VARS
 from hpc_curator.slurm.options import SlurmOptions, check_value
 from hpc_curator.slurm.requeue import requeue_exports, srun_block
 from hpc_curator.slurm.script import check_syntax, sbatch_flag, setup_lines
-from hpc_curator.world import THREAD_VARS
+from hpc_curator.store import rundir
 
 
 def max_array_size() -> int | None:
@@ -83,7 +83,7 @@ def render_array(
     ]
     exports = dict(opts.container_spec.env())
     if opts.gpus_per_rank:
-        from hpc_curator.gpus import GPUS_PER_RANK_ENV
+        from hpc_curator.runtime.gpus import GPUS_PER_RANK_ENV
 
         exports[GPUS_PER_RANK_ENV] = str(opts.gpus_per_rank)
     # one srun step per task: Slurm's --signal reaches the tasks of steps, not the batch shell

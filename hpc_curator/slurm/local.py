@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hpc_curator.values import RunSettings
+from hpc_curator.engine.values import RunSettings
 
 
 @dataclass

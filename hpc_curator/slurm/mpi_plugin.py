@@ -17,7 +17,7 @@ import shutil
 import subprocess
 
 from hpc_curator.errors import LaunchError, UsageError
-from hpc_curator.world import vendor_of as vendor_of
+from hpc_curator.runtime.world import vendor_of as vendor_of
 
 #: srun plugin per MPI vendor.
 PLUGIN_FOR = {"MPICH": "pmi2", "Intel MPI": "pmi2", "Open MPI": "pmix"}

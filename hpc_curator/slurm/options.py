@@ -14,8 +14,8 @@ import sys
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from hpc_curator.container import Container
 from hpc_curator.errors import UsageError
+from hpc_curator.runtime.container import Container
 
 MPI_PLUGINS = ("auto", "pmi2", "pmix", "none")
 _TIME = re.compile(
@@ -74,7 +74,7 @@ class SlurmOptions:
     gpus_per_node
         GPUs per node (``--gpus-per-node``).
     gpus_per_rank
-        GPUs each rank sees (:mod:`hpc_curator.gpus` binds them by node-local rank).
+        GPUs each rank sees (:mod:`hpc_curator.runtime.gpus` binds them by node-local rank).
     exclusive
         Request whole nodes.
     mpi
@@ -100,7 +100,7 @@ class SlurmOptions:
         Environment modules loaded before ``srun`` (``module load NAME`` each).
     container, container_runtime, container_bind, launch_prefix
         Run every rank inside this image with this runtime and these extra binds, behind
-        this launch prefix (see :class:`hpc_curator.container.Container`).
+        this launch prefix (see :class:`hpc_curator.runtime.container.Container`).
     array, array_parallel
         Submit an elastic job array of this many tasks (at most ``array_parallel`` at once)
         instead of one MPI job (:mod:`hpc_curator.slurm.array`).

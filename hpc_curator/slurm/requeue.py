@@ -20,16 +20,16 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from hpc_curator.atomic import atomic_write
-from hpc_curator.rundir import requeue_flag
 from hpc_curator.slurm.env import SlurmEnv
+from hpc_curator.store.atomic import atomic_write
+from hpc_curator.store.rundir import requeue_flag
 
 REQUEUE_DIR_ENV = "HPC_CURATOR_REQUEUE_DIR"
 MAX_REQUEUES_ENV = "HPC_CURATOR_MAX_REQUEUES"
 
 
 def flag_path(directory: str | os.PathLike[str], job_id: str) -> Path:
-    """The request file for one job (named by :func:`hpc_curator.rundir.requeue_flag`)."""
+    """The request file for one job (named by :func:`hpc_curator.store.rundir.requeue_flag`)."""
     return requeue_flag(directory, job_id)
 
 

@@ -20,10 +20,10 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
+from hpc_curator.runtime.world import EXPECTED_SIZE_ENV, THREAD_VARS
 from hpc_curator.slurm.mpi_plugin import pmi2_retry
 from hpc_curator.slurm.options import SlurmOptions, check_value
 from hpc_curator.slurm.requeue import requeue_exports, srun_block
-from hpc_curator.world import EXPECTED_SIZE_ENV, THREAD_VARS
 
 DEFAULT_TEMPLATE = "mpi.sbatch"
 
@@ -94,7 +94,7 @@ def srun_command(
 ) -> str:
     """The ``srun`` line: MPI plugin, per-task logs, user srun args, then the payload.
 
-    With a container or launch prefix the payload is wrapped (:mod:`hpc_curator.container`);
+    With a container or launch prefix the payload is wrapped (:mod:`hpc_curator.runtime.container`);
     ``run_dir`` and ``workdir`` (the job's working directory) are then bound in.
     """
     box = opts.container_spec

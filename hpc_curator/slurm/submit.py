@@ -30,12 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hpc_curator import rundir
-from hpc_curator.atomic import atomic_write
+from hpc_curator.engine.values import RunSettings
 from hpc_curator.errors import LaunchError, UsageError
 from hpc_curator.slurm.options import SlurmOptions
 from hpc_curator.slurm.script import render
-from hpc_curator.values import RunSettings
+from hpc_curator.store import rundir
+from hpc_curator.store.atomic import atomic_write
 
 SUBMITIT_ENV = {"SUBMITIT_EXECUTOR": "slurm"}
 
@@ -60,7 +60,7 @@ def resolve_mpi(opts: SlurmOptions, *, check_cluster: bool) -> SlurmOptions:
 
 def job_env(opts: SlurmOptions, base: dict[str, str] | None = None) -> dict[str, str]:
     """Variables the job script exports for every task (GPU binding, submitit's marker)."""
-    from hpc_curator.gpus import GPUS_PER_RANK_ENV
+    from hpc_curator.runtime.gpus import GPUS_PER_RANK_ENV
 
     env = dict(base or {})
     if opts.gpus_per_rank:
@@ -89,7 +89,7 @@ class RankJob:
     settings: RunSettings
 
     def __call__(self) -> dict[str, Any]:
-        from hpc_curator.attempt import rank_main
+        from hpc_curator.engine.attempt import rank_main
 
         world, result, requeued = rank_main(self.run_dir, self.settings, launcher="slurm")
         return {

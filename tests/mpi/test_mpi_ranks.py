@@ -371,7 +371,8 @@ def test_user_exit_handlers_run_in_every_rank(tmp_path: Path) -> None:
 
 def test_run_ranks_launches_light_processes(tmp_path: Path) -> None:
     """``run --ranks``: the parent starts mpiexec before importing numpy, and the ranks run
-    the rank program from its JSON command line (:mod:`hpc_curator.rankprog`) without click."""
+    the rank program from its JSON command line (:mod:`hpc_curator.engine.rankprog`) without
+    click."""
     user = tmp_path / "user.py"
     user.write_text(
         "import sys\n"
@@ -419,8 +420,8 @@ def test_the_end_reads_rank_journals_apart_and_gets_what_one_scan_gets(tmp_path:
     them with the journals of earlier attempts: the manifest is what a plain scan says."""
     import numpy as np
 
-    from hpc_curator import journal
-    from hpc_curator.rundir import RunDir
+    from hpc_curator.store import journal
+    from hpc_curator.store.rundir import RunDir
 
     d, out = tmp_path / "run", tmp_path / "out"
     base = ["run", SPEC, "-p", "n=45", "-p", "fail=4,17", "-p", f"out={out}"]
@@ -464,7 +465,7 @@ def test_a_selection_too_long_for_a_command_line_reaches_the_ranks(tmp_path: Pat
     from benchmarks.workloads import w0
     from hpc_curator import Run, run_pipeline
     from hpc_curator.backends import mpi
-    from hpc_curator.partition import format_indices
+    from hpc_curator.model.partition import format_indices
 
     chosen = sorted(random.Random(7).sample(range(1_000_000), 30_000))
     assert len(format_indices(chosen)) > 4 * mpi.ARGUMENT_LIMIT

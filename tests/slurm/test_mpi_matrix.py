@@ -228,7 +228,9 @@ def test_local_ranks_killed_leave_no_shared_memory(
         assert commits(d) >= 8, "the ranks did not start"
         during, during_dirs = shm_files() - before, session_dirs() - before_dirs
         ranks = [
-            p for p in descendants(proc.pid) if cmdline(p)[1:3] == [b"-m", b"hpc_curator.rankprog"]
+            p
+            for p in descendants(proc.pid)
+            if cmdline(p)[1:3] == [b"-m", b"hpc_curator.engine.rankprog"]
         ]
         assert len(ranks) == 4, [cmdline(p) for p in descendants(proc.pid)]
         for pid in ranks:

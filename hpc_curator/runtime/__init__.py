@@ -1,0 +1,2 @@
+"""Where a rank runs: its world (MPI, Slurm), GPUs, containers, installed versions, launch
+checks."""
