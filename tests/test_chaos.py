@@ -15,6 +15,7 @@ equal a clean run's, every index once, and ``verify`` passes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -72,6 +73,12 @@ def group_pids(group: int) -> list[int]:
             if int(stat[2]) == group and stat[0] != "Z":
                 out.append(int(entry))
     return out
+
+
+def send(pid: int, sig: int) -> None:
+    """Signal a process of the test's that may have ended meanwhile (the run finished)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
 
 
 def end_group(group: int) -> None:
@@ -154,23 +161,25 @@ def test_chaos_every_launcher_kills_stops_duplicates_records_add_up(tmp_path: Pa
                 time.sleep(delay)
                 children = [p for p in group_pids(group) if p != proc.pid]
                 if action == "kill":
-                    os.kill(proc.pid, signal.SIGKILL)
+                    send(proc.pid, signal.SIGKILL)
                 elif action == "term":
-                    os.kill(proc.pid, signal.SIGTERM)
+                    send(proc.pid, signal.SIGTERM)
                 elif action == "kill-child" and children:
-                    os.kill(rng.choice(children), signal.SIGKILL)
+                    send(rng.choice(children), signal.SIGKILL)
                 elif action == "stop-child" and children:
                     victim = rng.choice(children)
-                    os.kill(victim, signal.SIGSTOP)
+                    send(victim, signal.SIGSTOP)
                     time.sleep(rng.uniform(0.3, 2.0))
-                    os.kill(victim, signal.SIGCONT)
+                    send(victim, signal.SIGCONT)
                 elif action == "duplicate" and how[0] == "elastic":
-                    attempt = attempt_records.list_attempts(rundir.RunDir(d))[-1]["attempt"]
-                    twin = _start(("task", "--run-dir", str(d), "--attempt", str(attempt),
-                                   "--task", str(rng.randrange(how[1]))), group)  # fmt: skip
-                    _wait(twin, 60)
+                    records = attempt_records.list_attempts(rundir.RunDir(d))
+                    if records:  # (a launcher that was refused or has not begun: nothing)
+                        twin = _start(("task", "--run-dir", str(d), "--attempt",
+                                       str(records[-1]["attempt"]), "--task",
+                                       str(rng.randrange(how[1]))), group)  # fmt: skip
+                        _wait(twin, 60)
                 elif action == "relaunch":
-                    os.kill(proc.pid, signal.SIGKILL)
+                    send(proc.pid, signal.SIGKILL)
                     again = launch(d, (rng.choice(kinds), 2))
                     groups.append(again.pid)
                     _wait(again, 60)

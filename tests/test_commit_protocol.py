@@ -79,7 +79,7 @@ def test_random_sigkills_then_resume_match_a_clean_run(tmp_path: Path) -> None:
 CRASH_SCRIPT = textwrap.dedent(
     """
     import os, signal, sys
-    from hpc_curator import journal, shards, atomic
+    from hpc_curator.store import journal, shards, atomic
     point, nth = sys.argv[1], int(sys.argv[2])
     calls = {"n": 0}
 

@@ -240,3 +240,46 @@ def test_the_rule_holds_when_the_journals_are_read_in_parts(
     assert resumed.returncode == 0, resumed.stderr
     assert stats(d)["u"]["count"] == N * 64
     assert_stats_equal(stats(d), reference)
+
+
+LOSES_A_SEGMENT = """
+import os
+from hpc_curator import Pipeline
+from hpc_curator.components import FieldStats, SyntheticSource
+
+
+class LosesOne(FieldStats):
+    '''The second segment's temporary vanishes before its rename (a full disk at fsync, or
+    another process's clean-up): the commit fails after the filter flushed its delta.'''
+
+    flushes = 0
+
+    @classmethod
+    def write_state(cls, state, path):
+        super().write_state(state, path)
+        if "/shards/" in path and not os.environ.get("KEEP"):
+            LosesOne.flushes += 1
+            if LosesOne.flushes == 2:
+                os.unlink(path)
+
+
+def build():
+    source = SyntheticSource(n=12, shape=(8, 8), fields=("u",))
+    return Pipeline(source).filter(LosesOne(name="stats"))
+"""
+
+
+@pytest.mark.parametrize("launch", [(), ("-j", "2", "--backend", "process_pool")])
+def test_a_commit_that_fails_after_the_flush_is_abandoned_whole(
+    tmp_path: Path, launch: tuple[str, ...]
+) -> None:
+    (tmp_path / "p.py").write_text(LOSES_A_SEGMENT)
+    d = tmp_path / "run"
+    args = ("run", f"{tmp_path}/p.py:build", *launch, "--run-dir", str(d), "--commit-every", "3",
+            "-q")  # fmt: skip
+    first = cli(*args)
+    assert first.returncode == 3, first.stderr  # the end ran; the run is incomplete
+    again = cli(*args, env={"KEEP": "1"})
+    assert again.returncode == 0, again.stderr
+    assert read_manifest(d)["counts"]["ok"] == 12
+    assert stats(d)["u"]["count"] == 12 * 64  # the abandoned batch ran again, counted once

@@ -23,7 +23,7 @@ SPEC = f"{FIXTURE_PIPELINES}:stats"
 RACING_CLI = """
 import os, sys, time
 from pathlib import Path
-from hpc_curator import attempt_records, rundir
+from hpc_curator.store import attempt_records, rundir
 from hpc_curator.cli import main
 
 barrier, parties = Path(sys.argv.pop(1)), int(sys.argv.pop(1))

@@ -88,6 +88,8 @@ class RankLoop:
         #: reclaimed meanwhile must not be committed twice)
         self.may_commit: Callable[[], bool] | None = None
         self.dropped = 0
+        #: indices of batches abandoned because their commit could not be written
+        self.abandoned = 0
         self._log_from = 0
         self._reset_batch()
 
@@ -300,6 +302,32 @@ class RankLoop:
             return
         if unkept:
             self._fail_unkept(unkept)
+        try:
+            record = self._write_commit()
+        except BaseException:
+            # a segment or the record could not be written (a full disk, a temporary removed
+            # under it): the filters' deltas were flushed already, so a later commit of this
+            # batch would count its indices without their contributions. Abandon it whole:
+            # its indices stay unrecorded and run again.
+            for f in self.pipeline.stateful_filters:
+                f.drop_delta()
+            self.abandoned += len(self.batch)
+            self.seq += 1
+            self._reset_batch()
+            raise
+        n_failed = len(self.b_err)
+        self.n_failed += n_failed
+        self.n_ok += len(record["idx"]) - n_failed
+        self.seq += 1
+        for name, seg in record["seg"].items():
+            self.segments.setdefault(name, []).append(seg)
+        if self.on_commit is not None:
+            self.on_commit(record)
+        self._reset_batch()
+        self._count_failures(0)  # other ranks' failures count too
+
+    def _write_commit(self) -> dict[str, Any]:
+        """Write the batch's segments, then append its commit record; return the record."""
         segs: dict[str, str] = {}
         sums: dict[str, list[Any]] = {}
         for f in self.pipeline.stateful_filters:
@@ -310,7 +338,6 @@ class RankLoop:
             if name is not None:
                 segs[f.name] = name
                 sums[f.name] = size_and_digest(directory / name)
-                self.segments.setdefault(f.name, []).append(name)
         idx, ok, wall, cpu, rss_kib, out, stage, pymem, gpumem = zip(*self.batch, strict=True)
         self.busy += sum(wall)
         record = {
@@ -337,14 +364,7 @@ class RankLoop:
             record["gpumem"] = list(gpumem)
         record["out"] = list(out)  # last: scans that skip outputs cut the line here
         self.writer.append(record)
-        n_failed = len(self.b_err)
-        self.n_failed += n_failed
-        self.n_ok += len(idx) - n_failed
-        self.seq += 1
-        if self.on_commit is not None:
-            self.on_commit(record)
-        self._reset_batch()
-        self._count_failures(0)  # other ranks' failures count too
+        return record
 
 
 def _round_stages(stage: tuple[tuple[float, ...], ...]) -> np.ndarray | list[list[float]]:
