@@ -75,8 +75,8 @@ def test_concurrent_extends_all_land_and_resume_runs_them_once(tmp_path: Path) -
     for r in range(10):  # two extends at once, each adding its own indices
         lo = 20 + 4 * r
         procs = start_extends(d, tmp_path / f"round{r}", f"{lo}:{lo + 2}", f"{lo + 2}:{lo + 4}")
-        for proc in procs:
-            out, err = proc.communicate(timeout=120)
+        outputs = [proc.communicate(timeout=120) for proc in procs]  # every pipe closed
+        for proc, (out, err) in zip(procs, outputs, strict=True):
             assert proc.returncode == 0, err
             assert "indices added" in out
         added.update(range(lo, lo + 4))

@@ -22,7 +22,8 @@ from hpc_curator.store.rundir import RunDir, RunInfo
 
 
 def _installed_roots() -> list[Path]:
-    roots = {Path(sys.prefix), Path(sys.base_prefix), Path(__file__).resolve().parent}
+    package = Path(__file__).resolve().parents[1]  # hpc_curator itself (this is model/...)
+    roots = {Path(sys.prefix), Path(sys.base_prefix), package}
     for key in ("stdlib", "platstdlib", "purelib", "platlib"):
         path = sysconfig.get_paths().get(key)
         if path:
