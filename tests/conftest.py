@@ -121,3 +121,21 @@ def example() -> str:
 def pipelines() -> Path:
     """Path of the test pipelines module."""
     return FIXTURE_PIPELINES
+
+
+SHM = Path("/dev/shm")
+
+
+def _semaphores() -> set[str]:
+    return {n for n in os.listdir(SHM) if n.startswith("sem.mp-")} if SHM.is_dir() else set()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_leaked_semaphores() -> Any:
+    """Named semaphores of Python multiprocessing that processes the tests killed on purpose
+    (a pool's parent by SIGKILL: its resource tracker dies with it) left in /dev/shm; every
+    process is gone by the end of the session, so the names this session added are removed."""
+    before = _semaphores()
+    yield
+    for name in _semaphores() - before:
+        (SHM / name).unlink(missing_ok=True)
