@@ -88,8 +88,6 @@ class RankLoop:
         #: reclaimed meanwhile must not be committed twice)
         self.may_commit: Callable[[], bool] | None = None
         self.dropped = 0
-        #: indices of batches abandoned because their commit could not be written
-        self.abandoned = 0
         self._log_from = 0
         self._reset_batch()
 
@@ -311,7 +309,6 @@ class RankLoop:
             # its indices stay unrecorded and run again.
             for f in self.pipeline.stateful_filters:
                 f.drop_delta()
-            self.abandoned += len(self.batch)
             self.seq += 1
             self._reset_batch()
             raise
